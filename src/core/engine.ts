@@ -1,0 +1,522 @@
+import { parse as parseCookies, serialize as serializeCookie } from 'cookie';
+import { type SessionJSON, type SessionRecord, type SessionStore, userIdOf } from '../stores/types.js';
+import { Cookie, type CookieOptions } from './cookie.js';
+import { SerializationError, SessionStateError, StoreUnavailableError } from './errors.js';
+import { generateId, hashId } from './id.js';
+import {
+  kController,
+  type RegenerateOptions,
+  Session,
+  type SessionController,
+  type SessionData,
+  type SessionHost,
+} from './session.js';
+import { SIGNED_PREFIX, sign, unsignWithIndex } from './signature.js';
+
+/** Session lifecycle events, for audit logs and metrics. Keys are storage keys (hashed ids), never raw ids. */
+export type SessionEvent =
+  | { type: 'created'; key: string; userId: string | null }
+  | { type: 'renewed'; key: string; previousKey: string; userId: string | null }
+  | { type: 'destroyed'; key: string; userId: string | null }
+  | { type: 'expired'; key: string; userId: string | null; reason: 'idle' | 'absolute' }
+  | { type: 'saved'; key: string; userId: string | null }
+  | { type: 'lost'; key: string; userId: string | null }
+  | { type: 'touched'; key: string }
+  | { type: 'touch-skipped'; key: string };
+
+/** Resolved engine settings (the framework adapters build these from their options). */
+export interface EngineOptions {
+  /** Cookie name. */
+  name: string;
+  /** First signs, all verify. */
+  secrets: readonly string[];
+  store: SessionStore;
+  cookie: CookieOptions;
+  resave: boolean;
+  saveUninitialized: boolean;
+  rolling: boolean;
+  unset: 'keep' | 'destroy';
+  genid: (host: SessionHost) => string;
+  /** Store SHA-256(id) instead of the id. */
+  hashIds: boolean;
+  /** Server-side sliding timeout in ms (null: only the store's expiry applies). */
+  idleTimeout: number | null;
+  /** Server-side lifetime cap in ms, counted from creation (null: none). */
+  absoluteTimeout: number | null;
+  /** Write activity to the store at most this often (ms) per session. */
+  touchAfter: number;
+  now: () => number;
+  onEvent?: ((event: SessionEvent, host: SessionHost | undefined) => void) | undefined;
+  /** Errors from background work (throttled touches) that no request can report. */
+  onBackgroundError?: ((err: unknown) => void) | undefined;
+  /** A Secure cookie could not be sent because the request was plain HTTP. */
+  onInsecureRequest?: (() => void) | undefined;
+}
+
+/** Without an idle timeout, a row lives as long as connect-pg-simple's default ttl: one day. */
+const DEFAULT_STORE_TTL = 86_400_000;
+/** Cookie values longer than this are never a session of ours; skip the HMAC. */
+const MAX_COOKIE_VALUE = 4096;
+
+type Snapshot = Map<string, string>;
+
+function snapshot(session: Session): Snapshot {
+  const snap: Snapshot = new Map();
+  for (const key of Object.keys(session)) {
+    if (key === 'cookie') continue;
+    let json: string | undefined;
+    try {
+      json = JSON.stringify(session[key]);
+    } catch (err) {
+      throw new SerializationError(
+        `req.session.${key} cannot be saved: ${(err as Error).message}. Session data must be JSON-serializable (no BigInt, no cycles).`,
+        err,
+      );
+    }
+    if (json !== undefined) snap.set(key, json);
+  }
+  return snap;
+}
+
+function sameSnapshot(a: Snapshot | undefined, b: Snapshot): boolean {
+  if (!a || a.size !== b.size) return false;
+  for (const [key, json] of b) if (a.get(key) !== json) return false;
+  return true;
+}
+
+function storeFault(what: string, err: unknown): unknown {
+  if (err instanceof SerializationError || err instanceof StoreUnavailableError) return err;
+  return new StoreUnavailableError(`session store failed to ${what}`, err);
+}
+
+/**
+ * The framework-agnostic session engine. One per middleware instance; `load()` once per request
+ * returns the request's {@link RequestSession}, whose `commit()` runs before the response
+ * headers leave and whose `setCookieHeader()` gives the Set-Cookie value (or null).
+ */
+export class SessionEngine {
+  readonly options: EngineOptions;
+  private readonly pending = new Set<Promise<unknown>>();
+
+  constructor(options: EngineOptions) {
+    this.options = options;
+  }
+
+  /** The storage key for an id. */
+  keyOf(id: string): string {
+    return this.options.hashIds ? hashId(id) : id;
+  }
+
+  /** Read the session cookie's id if its signature verifies with one of the secrets. */
+  readCookie(cookieHeader: string | undefined): { id: string; raw: string; secretIndex: number } | null {
+    if (!cookieHeader || cookieHeader.indexOf(this.options.name) === -1) return null;
+    let raw: string | undefined;
+    try {
+      raw = parseCookies(cookieHeader)[this.options.name];
+    } catch {
+      return null;
+    }
+    if (!raw || raw.length > MAX_COOKIE_VALUE || !raw.startsWith(SIGNED_PREFIX)) return null;
+    const verified = unsignWithIndex(raw.slice(SIGNED_PREFIX.length), this.options.secrets);
+    if (!verified || verified.value.length === 0) return null;
+    return { id: verified.value, raw, secretIndex: verified.index };
+  }
+
+  /**
+   * Attach a session to `host` for this request. Rejects (StoreUnavailableError) when the store
+   * fails: a fault must never be mistaken for "no session", which would log the user out.
+   */
+  async load(
+    host: SessionHost,
+    request: { cookieHeader: string | undefined; secure: boolean },
+  ): Promise<RequestSession> {
+    const ctx = new RequestSession(this, host, request.secure);
+    const cookie = this.readCookie(request.cookieHeader);
+    if (cookie) {
+      ctx.cookieId = cookie.id;
+      ctx.cookieRaw = cookie.raw;
+      ctx.cookieSecretIndex = cookie.secretIndex;
+      const key = this.keyOf(cookie.id);
+      let record = await this.get(key, cookie.id, false);
+      if (record && this.expiredReason(record)) {
+        // A cached copy may lag another server's activity: confirm with the store before killing it.
+        record = await this.get(key, cookie.id, true);
+        const reason = record && this.expiredReason(record);
+        if (record && reason) {
+          await this.run('destroy an expired session', () => this.options.store.destroy(key));
+          this.emit({ type: 'expired', key, userId: record.userId, reason }, host);
+          record = null;
+          ctx.clearCookie = true;
+        }
+      }
+      if (record) {
+        ctx.inflate(cookie.id, key, record);
+        return ctx;
+      }
+    }
+    // No cookie, a forged one, or one for a session that no longer exists: a fresh id, never the
+    // presented one (an attacker-chosen id is never adopted).
+    ctx.generate();
+    return ctx;
+  }
+
+  private get(key: string, rawId: string, fresh: boolean): Promise<SessionRecord | null> {
+    const options: { legacyKey?: string; fresh?: boolean } = {};
+    if (this.options.hashIds) options.legacyKey = rawId;
+    if (fresh) options.fresh = true;
+    return this.run('load the session', () => this.options.store.get(key, options));
+  }
+
+  expiredReason(record: SessionRecord): 'idle' | 'absolute' | null {
+    const { idleTimeout, absoluteTimeout, touchAfter } = this.options;
+    const now = this.options.now();
+    if (absoluteTimeout !== null && now - record.createdAt > absoluteTimeout) return 'absolute';
+    // Activity is written at most every touchAfter, so the last write may be that much behind.
+    if (idleTimeout !== null && now - record.lastActiveAt > idleTimeout + touchAfter) return 'idle';
+    return null;
+  }
+
+  /** When the store may forget a session last active at `now`, created at `createdAt`. */
+  expiresAt(now: number, createdAt: number, cookieExpires: Date | null | undefined): number {
+    const { idleTimeout, absoluteTimeout, touchAfter } = this.options;
+    let at: number;
+    if (idleTimeout !== null) at = now + idleTimeout + touchAfter;
+    else if (cookieExpires instanceof Date) at = cookieExpires.getTime();
+    else at = now + DEFAULT_STORE_TTL;
+    if (absoluteTimeout !== null) at = Math.min(at, createdAt + absoluteTimeout);
+    return at;
+  }
+
+  async run<T>(what: string, work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (err) {
+      throw storeFault(what, err);
+    }
+  }
+
+  emit(event: SessionEvent, host?: SessionHost): void {
+    this.options.onEvent?.(event, host);
+  }
+
+  /** Track background work (throttled touches) so shutdown can wait for it. */
+  background(work: Promise<unknown>): void {
+    const tracked = work.catch((err) => this.options.onBackgroundError?.(err));
+    this.pending.add(tracked);
+    void tracked.finally(() => this.pending.delete(tracked));
+  }
+
+  /** Wait for background writes to finish (graceful shutdown). */
+  async flush(): Promise<void> {
+    while (this.pending.size > 0) await Promise.all([...this.pending]);
+  }
+
+  /** A header that deletes the session cookie in the browser. */
+  clearCookieHeader(): string {
+    const c = this.options.cookie;
+    return serializeCookie(this.options.name, '', {
+      expires: new Date(0),
+      path: c.path ?? '/',
+      domain: c.domain,
+      httpOnly: c.httpOnly ?? true,
+      secure: c.secure === true,
+      sameSite: c.sameSite === 'auto' ? undefined : c.sameSite,
+      partitioned: c.partitioned,
+    });
+  }
+}
+
+/**
+ * One request's view of its session: the decisions express-session makes (when to create, save,
+ * touch and re-send the cookie), made in one place, plus the methods behind `req.session.*`.
+ */
+export class RequestSession implements SessionController {
+  cookieId: string | undefined;
+  cookieRaw: string | undefined;
+  cookieSecretIndex = -1;
+  /** The client's cookie should be deleted (logout, expiry, revoked elsewhere). */
+  clearCookie = false;
+  id = '';
+  key = '';
+  private persisted = false;
+  private createdAt = 0;
+  private lastActiveAt = 0;
+  private version = 0;
+  private originalId = '';
+  private originalSnap: Snapshot = new Map();
+  private savedSnap: Snapshot | undefined;
+  private touched = false;
+  private committed = false;
+
+  constructor(
+    private readonly engine: SessionEngine,
+    readonly host: SessionHost,
+    readonly secure: boolean,
+  ) {
+    host[kController] = this;
+  }
+
+  private get opts(): EngineOptions {
+    return this.engine.options;
+  }
+
+  /** A brand-new, unsaved session with a fresh id. */
+  generate(keep?: Record<string, unknown>): void {
+    const { opts, host } = this;
+    this.id = opts.genid(host);
+    this.key = this.engine.keyOf(this.id);
+    host.sessionID = this.id;
+    const session = new Session(host) as Session & Partial<SessionData>;
+    const cookie = new Cookie(opts.cookie);
+    if (opts.cookie.secure === 'auto') cookie.secure = this.secure;
+    if (opts.cookie.sameSite === 'auto') cookie.sameSite = this.secure ? 'none' : 'lax';
+    session.cookie = cookie;
+    host.session = session;
+    this.persisted = false;
+    this.createdAt = opts.now();
+    this.lastActiveAt = this.createdAt;
+    this.version = 0;
+    this.originalId = this.id;
+    this.originalSnap = snapshot(session);
+    this.savedSnap = undefined;
+    if (keep) for (const [k, v] of Object.entries(keep)) if (!(k in session)) session[k] = v;
+  }
+
+  /** Attach a stored session. */
+  inflate(id: string, key: string, record: SessionRecord): void {
+    const { host } = this;
+    this.id = id;
+    this.key = key;
+    host.sessionID = id;
+    const stored = record.data.cookie ?? { originalMaxAge: null };
+    const cookie = new Cookie(stored);
+    if (typeof stored.expires === 'string') cookie.expires = new Date(stored.expires);
+    cookie.originalMaxAge = stored.originalMaxAge ?? null;
+    const session = new Session(host, record.data) as Session & Partial<SessionData>;
+    session.cookie = cookie;
+    host.session = session;
+    this.persisted = true;
+    this.createdAt = record.createdAt;
+    this.lastActiveAt = record.lastActiveAt;
+    this.version = record.version;
+    this.originalId = id;
+    this.originalSnap = snapshot(session);
+    this.savedSnap = this.opts.resave ? undefined : this.originalSnap;
+  }
+
+  private isModified(current: Snapshot): boolean {
+    return this.originalId !== this.id || !sameSnapshot(this.originalSnap, current);
+  }
+
+  private isSaved(current: Snapshot): boolean {
+    return this.originalId === this.id && sameSnapshot(this.savedSnap, current);
+  }
+
+  private shouldSave(current: Snapshot): boolean {
+    if (!this.opts.saveUninitialized && this.savedSnap === undefined && this.cookieId !== this.id) {
+      return this.isModified(current);
+    }
+    return !this.isSaved(current);
+  }
+
+  private touchCookie(session: Session): void {
+    if (this.touched) return;
+    this.touched = true;
+    session.touch();
+  }
+
+  /**
+   * Persist what the request changed. Returns null when nothing has to be awaited (the steady
+   * state: no write, or only a throttled touch in the background), so the adapter can end the
+   * response synchronously.
+   */
+  commit(): Promise<void> | null {
+    if (this.committed) return null;
+    this.committed = true;
+    const session = this.host.session;
+    if (!session) {
+      if (this.opts.unset === 'destroy' && this.persisted && !this.clearCookie) {
+        this.clearCookie = true;
+        return this.destroyStored();
+      }
+      return null;
+    }
+    this.touchCookie(session);
+    const current = snapshot(session);
+    if (this.shouldSave(current)) return this.persist(session, current);
+    if (this.cookieId === this.id && this.persisted) this.touchStore();
+    return null;
+  }
+
+  private async persist(session: Session & Partial<SessionData>, current: Snapshot): Promise<void> {
+    const { opts, engine } = this;
+    const now = opts.now();
+    const data = toJSON(session, current);
+    const userId = userIdOf(data);
+    const expiresAt = engine.expiresAt(now, this.createdAt, session.cookie.expires);
+    if (!this.persisted) {
+      const record: SessionRecord = {
+        data,
+        expiresAt,
+        createdAt: this.createdAt,
+        lastActiveAt: now,
+        userId,
+        version: 0,
+      };
+      await engine.run('save the session', () => opts.store.create(this.key, record));
+      this.persisted = true;
+      engine.emit({ type: 'created', key: this.key, userId }, this.host);
+    } else {
+      const base = this.savedSnap ?? this.originalSnap;
+      const set: Record<string, unknown> = { cookie: data.cookie };
+      const unset: string[] = [];
+      for (const [k, json] of current) if (base.get(k) !== json) set[k] = data[k];
+      for (const k of base.keys()) if (!current.has(k)) unset.push(k);
+      const stored = await engine.run('save the session', () =>
+        opts.store.update(this.key, {
+          set,
+          unset,
+          data,
+          expiresAt,
+          lastActiveAt: now,
+          userId,
+          baseVersion: this.version,
+        }),
+      );
+      if (!stored) {
+        // Destroyed meanwhile (logout or revocation elsewhere): that wins; never resurrect it.
+        this.persisted = false;
+        this.host.session = undefined;
+        this.clearCookie = true;
+        engine.emit({ type: 'lost', key: this.key, userId }, this.host);
+        return;
+      }
+      this.version = stored.version;
+      engine.emit({ type: 'saved', key: this.key, userId }, this.host);
+    }
+    this.lastActiveAt = now;
+    this.savedSnap = current;
+  }
+
+  /** Record activity, at most once per touchAfter, without holding up the response. */
+  private touchStore(): void {
+    const { opts, engine } = this;
+    const now = opts.now();
+    if (now - this.lastActiveAt < opts.touchAfter) {
+      engine.emit({ type: 'touch-skipped', key: this.key }, this.host);
+      return;
+    }
+    const session = this.host.session;
+    const expiresAt = engine.expiresAt(now, this.createdAt, session?.cookie.expires);
+    const key = this.key;
+    this.lastActiveAt = now;
+    engine.background(opts.store.touch(key, expiresAt, now));
+    engine.emit({ type: 'touched', key }, this.host);
+  }
+
+  private async destroyStored(): Promise<void> {
+    const userId = this.host.session ? userIdOf(this.host.session as unknown as SessionJSON) : null;
+    const key = this.key;
+    await this.engine.run('destroy the session', () => this.opts.store.destroy(key));
+    this.persisted = false;
+    this.engine.emit({ type: 'destroyed', key, userId }, this.host);
+  }
+
+  /**
+   * The Set-Cookie value for this response, or null. Called when headers are written, after
+   * `commit()`. express-session's rules, plus: a destroyed or expired session's cookie is deleted,
+   * and a cookie signed with an old secret is re-signed with the current one.
+   */
+  setCookieHeader(): string | null {
+    const { opts } = this;
+    const session = this.host.session;
+    if (!session || !this.shouldSetCookie(session)) {
+      return this.clearCookie && this.cookieRaw !== undefined ? this.engine.clearCookieHeader() : null;
+    }
+    if (session.cookie.secure === true && !this.secure) {
+      opts.onInsecureRequest?.();
+      return null;
+    }
+    this.touchCookie(session);
+    const value =
+      this.cookieId === this.id && this.cookieSecretIndex === 0 && this.cookieRaw !== undefined
+        ? this.cookieRaw
+        : SIGNED_PREFIX + sign(this.id, opts.secrets[0]!);
+    return session.cookie.serialize(opts.name, value);
+  }
+
+  private shouldSetCookie(session: Session): boolean {
+    const { opts } = this;
+    if (this.cookieId !== this.id) {
+      return opts.saveUninitialized || this.persisted || this.isModified(snapshot(session));
+    }
+    if (this.cookieSecretIndex > 0) return true;
+    return opts.rolling || (session.cookie.expires != null && this.isModified(snapshot(session)));
+  }
+
+  // ---- SessionController: the methods behind req.session.save() & co ----
+
+  async save(): Promise<void> {
+    const session = this.host.session;
+    if (!session) throw new SessionStateError('cannot save a destroyed session');
+    await this.persist(session, snapshot(session));
+  }
+
+  async reload(): Promise<void> {
+    const record = await this.engine.run('reload the session', () =>
+      this.opts.store.get(this.key, { fresh: true }),
+    );
+    if (!record) throw new SessionStateError('failed to load session');
+    this.inflate(this.id, this.key, record);
+  }
+
+  async destroy(): Promise<void> {
+    const wasPersisted = this.persisted;
+    const userId = this.host.session ? userIdOf(this.host.session as unknown as SessionJSON) : null;
+    this.host.session = undefined;
+    if (wasPersisted) {
+      const key = this.key;
+      await this.engine.run('destroy the session', () => this.opts.store.destroy(key));
+      this.persisted = false;
+      this.engine.emit({ type: 'destroyed', key, userId }, this.host);
+    }
+    // Only once the row is gone: a failed logout must not look like a successful one.
+    this.clearCookie = true;
+  }
+
+  async regenerate(options: RegenerateOptions): Promise<void> {
+    const previous = this.host.session;
+    const previousKey = this.key;
+    let keep: Record<string, unknown> | undefined;
+    if (previous && options.keep) {
+      keep = {};
+      const names = options.keep === true ? Object.keys(previous) : options.keep;
+      for (const k of names) if (k !== 'cookie' && k in previous) keep[k] = previous[k];
+    }
+    if (this.persisted) {
+      await this.engine.run('destroy the old session', () => this.opts.store.destroy(previousKey));
+    }
+    this.generate(keep);
+    this.touched = false;
+    this.engine.emit(
+      {
+        type: 'renewed',
+        key: this.key,
+        previousKey,
+        userId: userIdOf((this.host.session ?? {}) as SessionJSON),
+      },
+      this.host,
+    );
+  }
+}
+
+function toJSON(session: Session, snap: Snapshot): SessionJSON {
+  const data: SessionJSON = { cookie: session.cookie.toJSON() as SessionJSON['cookie'] };
+  for (const key of snap.keys()) data[key] = JSON.parse(snap.get(key)!);
+  // Dates inside the cookie become ISO strings, as in the stored JSON.
+  const expires = data.cookie.expires as unknown;
+  if (expires instanceof Date) data.cookie.expires = expires.toISOString();
+  return data;
+}
+
+export { generateId };

@@ -1,0 +1,48 @@
+/**
+ * Errors pgsession throws or passes to `next(err)`. Each has a stable `code` to branch on and,
+ * where it maps to HTTP, a `status` (and `expose: false` so error handlers don't leak details).
+ */
+export class PgSessionError extends Error {
+  readonly code: string;
+  readonly status: number;
+  readonly expose = false;
+  constructor(code: string, message: string, options?: { cause?: unknown; status?: number }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.status = options?.status ?? 500;
+  }
+}
+
+/** Invalid options given to a pgsession constructor or factory. Thrown at start-up, never per request. */
+export class ConfigError extends PgSessionError {
+  constructor(message: string) {
+    super('PGSESSION_CONFIG', message);
+  }
+}
+
+/**
+ * The session store failed (database down, timeout). Maps to 503 with `Retry-After`: the
+ * request could not be served, but the user's session is intact and their cookie untouched.
+ */
+export class StoreUnavailableError extends PgSessionError {
+  readonly retryAfter: number;
+  constructor(message: string, cause?: unknown, retryAfterSeconds = 2) {
+    super('PGSESSION_STORE_UNAVAILABLE', message, { cause, status: 503 });
+    this.retryAfter = retryAfterSeconds;
+  }
+}
+
+/** Session data that JSON cannot represent (BigInt, cycles): a programming error, reported on save. */
+export class SerializationError extends PgSessionError {
+  constructor(message: string, cause?: unknown) {
+    super('PGSESSION_SERIALIZE', message, { cause });
+  }
+}
+
+/** A session method was used wrongly (e.g. `save()` after `destroy()`). */
+export class SessionStateError extends PgSessionError {
+  constructor(message: string) {
+    super('PGSESSION_STATE', message);
+  }
+}

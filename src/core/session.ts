@@ -1,0 +1,155 @@
+import type { Cookie } from './cookie.js';
+
+/**
+ * The app's session data. Augment it to type `req.session`:
+ *
+ * ```ts
+ * declare module 'pgsession' {
+ *   interface SessionData { userId: number; userRole: 'user' | 'admin' }
+ * }
+ * ```
+ */
+// biome-ignore lint/suspicious/noEmptyInterface: declaration-merging target for apps.
+export interface SessionData {}
+
+/** Options for {@link Session.regenerate}. */
+export interface RegenerateOptions {
+  /**
+   * Data to carry into the new session: `true` keeps every key, an array keeps the listed keys.
+   * Default: nothing (express-session's behaviour).
+   */
+  keep?: boolean | readonly string[];
+}
+
+/** What the engine supplies to a session so its methods act on the request they belong to. */
+export interface SessionController {
+  save(): Promise<void>;
+  reload(): Promise<void>;
+  destroy(): Promise<void>;
+  regenerate(options: RegenerateOptions): Promise<void>;
+}
+
+export const kController: unique symbol = Symbol.for('pgsession.controller');
+
+/** The object sessions hang off: Express's `req`, a Fastify request, or a Hono context's holder. */
+export interface SessionHost {
+  sessionID?: string | undefined;
+  session?: (Session & Partial<SessionData>) | undefined;
+  sessionStore?: unknown;
+  [kController]?: SessionController | undefined;
+}
+
+interface LegacyStore {
+  set(sid: string, sess: unknown, cb: (err?: unknown) => void): void;
+  get(sid: string, cb: (err: unknown, sess?: unknown) => void): void;
+  destroy(sid: string, cb: (err?: unknown) => void): void;
+  regenerate(req: SessionHost, cb: (err?: unknown) => void): void;
+  createSession(req: SessionHost, sess: unknown): Session;
+}
+
+type Done = (err?: unknown) => void;
+
+function settle<T>(work: () => Promise<void>, callback: Done | undefined, self: T): Promise<void> | T {
+  const promise = work();
+  if (!callback) return promise;
+  promise.then(() => callback(), callback);
+  return self;
+}
+
+function fromCallback(fn: (cb: Done) => void): Promise<void> {
+  return new Promise((resolve, reject) => fn((err) => (err ? reject(err) : resolve())));
+}
+
+/**
+ * `req.session`: the app's data as plain properties, plus express-session's methods. Every
+ * method takes an optional callback and returns a promise when none is given.
+ */
+export class Session {
+  declare readonly id: string;
+  declare readonly req: SessionHost;
+  declare cookie: Cookie;
+  [key: string]: unknown;
+
+  constructor(req: SessionHost, data?: object | null) {
+    Object.defineProperty(this, 'req', { value: req });
+    Object.defineProperty(this, 'id', { value: req.sessionID });
+    if (data && typeof data === 'object') {
+      for (const prop of Object.keys(data)) {
+        // A stored key may never shadow a method or `id` (nor pollute the prototype).
+        if (!(prop in this) && prop !== '__proto__') this[prop] = (data as Record<string, unknown>)[prop];
+      }
+    }
+  }
+
+  /** Restart the cookie's lifetime (sliding expiry). Synchronous, as in express-session. */
+  touch(): this {
+    return this.resetMaxAge();
+  }
+
+  resetMaxAge(): this {
+    this.cookie.maxAge = this.cookie.originalMaxAge;
+    return this;
+  }
+
+  /** Persist the session now (it is saved automatically before the response anyway). */
+  save(callback?: Done): Promise<void> | this {
+    return settle(
+      () =>
+        this.req[kController]?.save() ??
+        fromCallback((cb) => (this.req.sessionStore as LegacyStore).set(this.id, this, cb)),
+      callback,
+      this,
+    );
+  }
+
+  /** Re-read the session from the store, discarding unsaved changes. */
+  reload(callback?: Done): Promise<void> | this {
+    return settle(
+      () =>
+        this.req[kController]?.reload() ??
+        fromCallback((cb) =>
+          (this.req.sessionStore as LegacyStore).get(this.id, (err, sess) => {
+            if (err) return cb(err);
+            if (!sess) return cb(new Error('failed to load session'));
+            (this.req.sessionStore as LegacyStore).createSession(this.req, sess);
+            cb();
+          }),
+        ),
+      callback,
+      this,
+    );
+  }
+
+  /** Delete the session from the store everywhere and clear the cookie. */
+  destroy(callback?: Done): Promise<void> | this {
+    return settle(
+      () => {
+        const ctrl = this.req[kController];
+        if (ctrl) return ctrl.destroy();
+        delete this.req.session;
+        return fromCallback((cb) => (this.req.sessionStore as LegacyStore).destroy(this.id, cb));
+      },
+      callback,
+      this,
+    );
+  }
+
+  /**
+   * Replace the session id (do it on login and any privilege change: it defeats fixation). The
+   * old id stops working at once. Data is dropped unless `options.keep` says what to carry over.
+   */
+  regenerate(callback?: Done): Promise<void> | this;
+  regenerate(options: RegenerateOptions, callback?: Done): Promise<void> | this;
+  regenerate(optionsOrCallback?: RegenerateOptions | Done, callback?: Done): Promise<void> | this {
+    const options =
+      typeof optionsOrCallback === 'object' && optionsOrCallback !== null ? optionsOrCallback : {};
+    const cb = typeof optionsOrCallback === 'function' ? optionsOrCallback : callback;
+    return settle(
+      () =>
+        this.req[kController]?.regenerate(options) ??
+        fromCallback((done) => (this.req.sessionStore as LegacyStore).regenerate(this.req, done)),
+      cb,
+      this,
+    );
+  }
+}

@@ -1,0 +1,1 @@
+export { resolveOptions, type SessionMiddleware, type SessionOptions, session } from './middleware.js';

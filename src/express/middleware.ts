@@ -1,0 +1,302 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import type { CookieOptions } from '../core/cookie.js';
+import { parseDuration } from '../core/duration.js';
+import { type RequestSession, SessionEngine, type SessionEvent } from '../core/engine.js';
+import { ConfigError } from '../core/errors.js';
+import { generateId } from '../core/id.js';
+import { normalizeSecrets } from '../core/secrets.js';
+import type { Session, SessionData, SessionHost } from '../core/session.js';
+import { toSessionStore } from '../stores/connect-adapter.js';
+import type { ConnectStore } from '../stores/connect-store.js';
+import { MemoryStore } from '../stores/memory/memory-store.js';
+import type { HasSessionStore, SessionStore } from '../stores/types.js';
+
+/** Options of {@link session}: express-session's, plus pgsession's timeouts and hardening. */
+export interface SessionOptions {
+  /** Signs the cookie. A string, or an array: the first signs, all verify (rotation). Required. */
+  secret: string | readonly string[];
+  /** Cookie name. Default `connect.sid`, as express-session (so switching keeps existing cookies). */
+  name?: string;
+  /** Where sessions live. Default: a {@link MemoryStore} (development only). */
+  store?: ConnectStore | HasSessionStore;
+  cookie?: CookieOptions;
+  /** Save the session on every request even when unchanged. Default true (express-session's default). */
+  resave?: boolean;
+  /** Save new sessions that the request did not modify. Default true (express-session's default). */
+  saveUninitialized?: boolean;
+  /** Re-send the cookie on every response (sliding expiry in the browser). Default false. */
+  rolling?: boolean;
+  /** Generates session ids. Default: 32 random bytes, base64url. */
+  genid?: (req: IncomingMessage) => string;
+  /** Trust `X-Forwarded-Proto` for Secure cookies: true/false, or undefined to follow Express's `trust proxy`. */
+  proxy?: boolean;
+  /** What `req.session = null` / `delete req.session` does: `'keep'` (default) or `'destroy'`. */
+  unset?: 'keep' | 'destroy';
+  /**
+   * Store SHA-256 of the id rather than the id, so a leaked table can't be replayed as cookies.
+   * Default true. Turning it off is weaker; only for tools that need raw ids in the table.
+   */
+  hashIds?: boolean;
+  /** Server-side sliding timeout (ms or `'7d'`). Default: `cookie.maxAge`, if set. */
+  idleTimeout?: number | string;
+  /** Server-side maximum lifetime from creation (ms or `'30d'`), whatever the activity. Default: none. */
+  absoluteTimeout?: number | string;
+  /** Write activity to the store at most this often per session. Default 1% of the idle timeout, at most 1 minute. */
+  touchAfter?: number | string;
+  /** Lifecycle events (created, renewed, destroyed, expired…) for audit logs and metrics. */
+  onEvent?: (event: SessionEvent, req: IncomingMessage) => void;
+  /** Warnings (e.g. a Secure cookie dropped on plain HTTP). Default: `process.emitWarning`, at most once a minute. */
+  onWarning?: (message: string) => void;
+  /** Errors from background writes (throttled touches). Default: a warning. */
+  onBackgroundError?: (err: unknown) => void;
+  /** Clock, for tests. */
+  now?: () => number;
+}
+
+declare global {
+  namespace Express {
+    interface Request {
+      session: Session & Partial<SessionData>;
+      sessionID: string;
+      sessionStore: ConnectStore | HasSessionStore;
+    }
+  }
+}
+
+type Req = IncomingMessage & SessionHost & { originalUrl?: string; secure?: boolean };
+type Next = (err?: unknown) => void;
+
+/** The middleware function, with the engine exposed for adapters, tests and shutdown. */
+export interface SessionMiddleware {
+  (req: IncomingMessage, res: ServerResponse, next: Next): void;
+  readonly engine: SessionEngine;
+  readonly store: SessionStore;
+  /** Wait for background writes (throttled touches); call on shutdown. */
+  flush(): Promise<void>;
+}
+
+function isSecure(req: Req, trustProxy: boolean | undefined): boolean {
+  if ((req.socket as TLSSocket | undefined)?.encrypted) return true;
+  if (trustProxy === false) return false;
+  if (trustProxy !== true) return req.secure === true;
+  const header = req.headers['x-forwarded-proto'];
+  const value = (Array.isArray(header) ? header[0] : header) ?? '';
+  const comma = value.indexOf(',');
+  return (comma === -1 ? value : value.slice(0, comma)).trim().toLowerCase() === 'https';
+}
+
+function pathnameOf(req: Req): string {
+  const url = req.originalUrl ?? req.url ?? '/';
+  const q = url.indexOf('?');
+  return q === -1 ? url : url.slice(0, q);
+}
+
+function appendHeader(res: ServerResponse, name: string, value: string): void {
+  const prev = res.getHeader(name);
+  if (prev === undefined) res.setHeader(name, value);
+  else res.setHeader(name, Array.isArray(prev) ? [...prev, value] : [String(prev), value]);
+}
+
+function rateLimited(fn: (m: string) => void, intervalMs: number): (m: string) => void {
+  let last = 0;
+  return (message) => {
+    const now = Date.now();
+    if (now - last < intervalMs) return;
+    last = now;
+    fn(message);
+  };
+}
+
+/** Resolve express-style options into the engine's. Exported for the other framework adapters. */
+export function resolveOptions(options: SessionOptions): {
+  engine: SessionEngine;
+  store: ConnectStore | HasSessionStore;
+  proxy: boolean | undefined;
+  cookiePath: string;
+} {
+  if (!options || typeof options !== 'object')
+    throw new ConfigError('session(options): options object required');
+  const production = process.env.NODE_ENV === 'production';
+  const secrets = normalizeSecrets(options.secret, production);
+  const cookie: CookieOptions = { ...(options.cookie ?? {}) };
+  const idle =
+    options.idleTimeout !== undefined
+      ? parseDuration(options.idleTimeout, 'idleTimeout')
+      : typeof cookie.maxAge === 'number'
+        ? cookie.maxAge
+        : null;
+  // The cookie lives as long as the idle timeout: the browser forgets it when the server would.
+  if (idle !== null && cookie.maxAge == null && cookie.expires == null) cookie.maxAge = idle;
+  const absolute =
+    options.absoluteTimeout !== undefined ? parseDuration(options.absoluteTimeout, 'absoluteTimeout') : null;
+  const touchAfter =
+    options.touchAfter !== undefined
+      ? parseDuration(options.touchAfter, 'touchAfter')
+      : Math.min(Math.floor((idle ?? 86_400_000) / 100), 60_000);
+  if (options.unset !== undefined && options.unset !== 'keep' && options.unset !== 'destroy') {
+    throw new ConfigError(`unset option must be "destroy" or "keep", got ${String(options.unset)}`);
+  }
+  if (options.genid !== undefined && typeof options.genid !== 'function') {
+    throw new ConfigError('genid option must be a function');
+  }
+  let store = options.store;
+  if (!store) {
+    if (production) {
+      process.emitWarning(
+        'pgsession: no store given, using MemoryStore, which loses every session on restart and is not shared between processes. Pass a PgStore.',
+        { code: 'PGSESSION_MEMORY_STORE' },
+      );
+    }
+    store = new MemoryStore();
+  }
+  const warn =
+    options.onWarning ?? rateLimited((m) => process.emitWarning(m, { code: 'PGSESSION_WARNING' }), 60_000);
+  const genid = options.genid;
+  const engine = new SessionEngine({
+    name: options.name ?? 'connect.sid',
+    secrets,
+    store: toSessionStore(store),
+    cookie,
+    resave: options.resave ?? true,
+    saveUninitialized: options.saveUninitialized ?? true,
+    rolling: options.rolling ?? false,
+    unset: options.unset ?? 'keep',
+    genid: genid ? (host) => genid(host as IncomingMessage) : generateId,
+    hashIds: options.hashIds ?? true,
+    idleTimeout: idle,
+    absoluteTimeout: absolute,
+    touchAfter,
+    now: options.now ?? Date.now,
+    onEvent: options.onEvent ? (event, host) => options.onEvent?.(event, host as IncomingMessage) : undefined,
+    onBackgroundError:
+      options.onBackgroundError ??
+      ((err) =>
+        warn(`pgsession: background session write failed: ${(err as Error)?.message ?? String(err)}`)),
+    onInsecureRequest: () =>
+      warn(
+        'pgsession: a Secure session cookie was NOT sent because the request came over plain HTTP. Behind a TLS-terminating proxy, set app.set("trust proxy", 1) or the proxy option; in development, set cookie.secure to "auto".',
+      ),
+  });
+  return { engine, store, proxy: options.proxy, cookiePath: cookie.path ?? '/' };
+}
+
+/**
+ * Hold the response until the session is committed, so a redirect right after login can never
+ * reach a server that does not see the session yet (express-session writes the body first).
+ * `commit()` returns null in the steady state, and then nothing is held at all.
+ */
+function holdResponse(res: ServerResponse, ctx: RequestSession, next: Next): void {
+  const originalWrite = res.write;
+  const originalEnd = res.end;
+  const originalWriteHead = res.writeHead;
+  let state: 'open' | 'committing' | 'done' = 'open';
+  let abandoned = false;
+  const queue: Array<{ end: boolean; args: unknown[] }> = [];
+
+  res.writeHead = function writeHead(this: ServerResponse, ...args: unknown[]) {
+    if (!abandoned && !this.headersSent) {
+      const header = ctx.setCookieHeader();
+      if (header) {
+        appendHeader(this, 'Set-Cookie', header);
+        // A response that sets a session cookie must never be stored by a shared cache.
+        this.setHeader('Cache-Control', 'no-store');
+      }
+    }
+    return (originalWriteHead as (...a: unknown[]) => ServerResponse).apply(this, args);
+  } as ServerResponse['writeHead'];
+
+  const restore = () => {
+    res.write = originalWrite;
+    res.end = originalEnd;
+  };
+  const replay = () => {
+    restore();
+    for (const { end, args } of queue.splice(0)) {
+      if (end) (originalEnd as (...a: unknown[]) => void).apply(res, args);
+      else (originalWrite as (...a: unknown[]) => void).apply(res, args);
+    }
+  };
+  const fail = (err: unknown) => {
+    state = 'done';
+    abandoned = true;
+    queue.length = 0;
+    restore();
+    next(err);
+  };
+  const start = () => {
+    state = 'committing';
+    let pending: Promise<void> | null;
+    try {
+      pending = ctx.commit();
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    if (!pending) {
+      state = 'done';
+      restore();
+      return;
+    }
+    pending.then(() => {
+      state = 'done';
+      replay();
+    }, fail);
+  };
+
+  res.write = function write(this: ServerResponse, ...args: unknown[]) {
+    if (state === 'open') start();
+    if (state === 'done')
+      return abandoned ? true : (originalWrite as (...a: unknown[]) => boolean).apply(this, args);
+    queue.push({ end: false, args });
+    return true;
+  } as ServerResponse['write'];
+
+  res.end = function end(this: ServerResponse, ...args: unknown[]) {
+    if (state === 'open') start();
+    if (state === 'done') {
+      if (!abandoned) (originalEnd as (...a: unknown[]) => void).apply(this, args);
+      return this;
+    }
+    queue.push({ end: true, args });
+    return this;
+  } as ServerResponse['end'];
+}
+
+/**
+ * express-session–compatible middleware. Same options, same `req.session` API, same signed
+ * cookie, and the same `session` table through {@link PgStore}; plus commit-before-response,
+ * hashed ids at rest, server-side idle/absolute timeouts and throttled touches.
+ */
+export function session(options: SessionOptions): SessionMiddleware {
+  const { engine, store, proxy, cookiePath } = resolveOptions(options);
+  let storeReady = true;
+  const emitter = store as Partial<NodeJS.EventEmitter>;
+  if (typeof emitter.on === 'function') {
+    // express-session semantics: a store that says it is disconnected is bypassed, not awaited.
+    emitter.on('disconnect', () => {
+      storeReady = false;
+    });
+    emitter.on('connect', () => {
+      storeReady = true;
+    });
+  }
+  const middleware = ((req: Req, res: ServerResponse, next: Next) => {
+    if (req.session) return next();
+    if (!storeReady) return next();
+    if (!pathnameOf(req).startsWith(cookiePath)) return next();
+    req.sessionStore = store;
+    engine.load(req, { cookieHeader: req.headers.cookie, secure: isSecure(req, proxy) }).then(
+      (ctx) => {
+        holdResponse(res, ctx, next);
+        next();
+      },
+      (err) => next(err),
+    );
+  }) as SessionMiddleware;
+
+  Object.defineProperty(middleware, 'engine', { value: engine });
+  Object.defineProperty(middleware, 'store', { value: engine.options.store });
+  Object.defineProperty(middleware, 'flush', { value: () => engine.flush() });
+  return middleware;
+}

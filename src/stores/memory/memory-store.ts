@@ -1,0 +1,225 @@
+import { LRUCache } from 'lru-cache';
+import { type Callback, Store } from '../connect-store.js';
+import {
+  kSessionStore,
+  type SessionJSON,
+  type SessionListing,
+  type SessionRecord,
+  type SessionStore,
+  userIdOf,
+} from '../types.js';
+
+/** Options for {@link MemoryStore}. */
+export interface MemoryStoreOptions {
+  /** Most sessions kept; the least recently used is dropped beyond it. Default 10 000. */
+  max?: number;
+  /** How often expired sessions are swept, in ms. Default 60 000. */
+  checkPeriod?: number;
+  /** Clock, for tests. */
+  now?: () => number;
+}
+
+interface Entry {
+  json: string;
+  expiresAt: number;
+  createdAt: number;
+  lastActiveAt: number;
+  userId: string | null;
+  version: number;
+}
+
+const DAY = 86_400_000;
+
+/**
+ * An in-process store for development and tests. **Not for production**: sessions vanish on
+ * restart and are not shared between processes. Unlike express-session's MemoryStore it is
+ * bounded (LRU) and sweeps expired sessions, so it cannot grow without limit.
+ */
+export class MemoryStore extends (Store as unknown as new () => InstanceType<typeof Store>) {
+  private readonly entries: LRUCache<string, Entry>;
+  private readonly now: () => number;
+  private readonly timer: NodeJS.Timeout;
+  readonly [kSessionStore]: SessionStore;
+
+  constructor(options: MemoryStoreOptions = {}) {
+    super();
+    this.now = options.now ?? Date.now;
+    this.entries = new LRUCache<string, Entry>({ max: options.max ?? 10_000 });
+    this.timer = setInterval(() => this.sweep(), options.checkPeriod ?? 60_000);
+    this.timer.unref();
+    this[kSessionStore] = this.engineFace();
+  }
+
+  private live(key: string): Entry | undefined {
+    const entry = this.entries.get(key);
+    if (!entry) return undefined;
+    if (entry.expiresAt <= this.now()) {
+      this.entries.delete(key);
+      return undefined;
+    }
+    return entry;
+  }
+
+  private sweep(): number {
+    const now = this.now();
+    let removed = 0;
+    for (const [key, entry] of this.entries.entries()) {
+      if (entry.expiresAt <= now) {
+        this.entries.delete(key);
+        removed++;
+      }
+    }
+    return removed;
+  }
+
+  private static record(entry: Entry): SessionRecord {
+    // A fresh parse per read: callers may mutate what they get without touching the store.
+    return {
+      data: JSON.parse(entry.json) as SessionJSON,
+      expiresAt: entry.expiresAt,
+      createdAt: entry.createdAt,
+      lastActiveAt: entry.lastActiveAt,
+      userId: entry.userId,
+      version: entry.version,
+    };
+  }
+
+  private engineFace(): SessionStore {
+    return {
+      get: async (key, options) => {
+        let entry = this.live(key);
+        if (!entry && options?.legacyKey !== undefined) {
+          entry = this.live(options.legacyKey);
+          if (entry) {
+            this.entries.delete(options.legacyKey);
+            this.entries.set(key, entry);
+          }
+        }
+        return entry ? MemoryStore.record(entry) : null;
+      },
+      create: async (key, record) => {
+        this.entries.set(key, {
+          json: JSON.stringify(record.data),
+          expiresAt: record.expiresAt,
+          createdAt: record.createdAt,
+          lastActiveAt: record.lastActiveAt,
+          userId: record.userId,
+          version: 0,
+        });
+      },
+      update: async (key, change) => {
+        const entry = this.live(key);
+        if (!entry) return null;
+        const data = JSON.parse(entry.json) as SessionJSON;
+        for (const k of change.unset) delete data[k];
+        Object.assign(data, change.set);
+        const next: Entry = {
+          json: JSON.stringify(data),
+          expiresAt: change.expiresAt,
+          createdAt: entry.createdAt,
+          lastActiveAt: change.lastActiveAt,
+          userId: change.userId,
+          version: entry.version + 1,
+        };
+        this.entries.set(key, next);
+        return MemoryStore.record(next);
+      },
+      touch: async (key, expiresAt, lastActiveAt) => {
+        const entry = this.live(key);
+        if (!entry) return false;
+        entry.expiresAt = expiresAt;
+        entry.lastActiveAt = lastActiveAt;
+        return true;
+      },
+      destroy: async (key) => {
+        this.entries.delete(key);
+      },
+      listByUser: async (userId) => {
+        const out: SessionListing[] = [];
+        for (const key of [...this.entries.keys()]) {
+          const entry = this.live(key);
+          if (entry && entry.userId === userId) out.push({ key, record: MemoryStore.record(entry) });
+        }
+        return out.sort((a, b) => b.record.lastActiveAt - a.record.lastActiveAt);
+      },
+      destroyByUser: async (userId, exceptKey) => {
+        let n = 0;
+        for (const [key, entry] of [...this.entries.entries()]) {
+          if (entry.userId === userId && key !== exceptKey) {
+            this.entries.delete(key);
+            n++;
+          }
+        }
+        return n;
+      },
+      prune: async () => this.sweep(),
+      close: async () => this.close(),
+    };
+  }
+
+  // ---- express-session store API (callbacks; promise when no callback) ----
+
+  override get(sid: string, callback: Callback<SessionJSON | null>): void {
+    const entry = this.live(sid);
+    queueMicrotask(() => callback(undefined, entry ? (JSON.parse(entry.json) as SessionJSON) : null));
+  }
+
+  override set(sid: string, session: SessionJSON, callback?: Callback): void {
+    const now = this.now();
+    const expires = session.cookie?.expires ? Date.parse(String(session.cookie.expires)) : Number.NaN;
+    const existing = this.live(sid);
+    this.entries.set(sid, {
+      json: JSON.stringify(session),
+      expiresAt: Number.isFinite(expires) ? expires : now + DAY,
+      createdAt: existing?.createdAt ?? now,
+      lastActiveAt: now,
+      userId: userIdOf(session),
+      version: (existing?.version ?? -1) + 1,
+    });
+    if (callback) queueMicrotask(() => callback());
+  }
+
+  touch(sid: string, session: SessionJSON, callback?: Callback): void {
+    const entry = this.live(sid);
+    if (entry) {
+      const expires = session.cookie?.expires ? Date.parse(String(session.cookie.expires)) : Number.NaN;
+      if (Number.isFinite(expires)) entry.expiresAt = expires;
+      entry.lastActiveAt = this.now();
+    }
+    if (callback) queueMicrotask(() => callback());
+  }
+
+  override destroy(sid: string, callback?: Callback): void {
+    this.entries.delete(sid);
+    if (callback) queueMicrotask(() => callback());
+  }
+
+  all(callback: Callback<Record<string, SessionJSON>>): void {
+    const out: Record<string, SessionJSON> = {};
+    for (const key of [...this.entries.keys()]) {
+      const entry = this.live(key);
+      if (entry) out[key] = JSON.parse(entry.json) as SessionJSON;
+    }
+    queueMicrotask(() => callback(undefined, out));
+  }
+
+  length(callback: Callback<number>): void {
+    this.sweep();
+    queueMicrotask(() => callback(undefined, this.entries.size));
+  }
+
+  clear(callback?: Callback): void {
+    this.entries.clear();
+    if (callback) queueMicrotask(() => callback());
+  }
+
+  ids(callback: Callback<string[]>): void {
+    this.sweep();
+    queueMicrotask(() => callback(undefined, [...this.entries.keys()]));
+  }
+
+  /** Stop the sweep timer. */
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * The store contract the core engine talks to.
+ *
+ * Keys are *storage keys*: by default the SHA-256 (base64url) of the session id, so a leaked
+ * table cannot be replayed as cookies. The engine hashes; stores never see raw ids except as
+ * `legacyKey` when looking up a row written by connect-pg-simple / express-session.
+ *
+ * All times are milliseconds since the epoch, taken from the app server's clock (`Date.now()`),
+ * as connect-pg-simple does. The database clock is never compared against them.
+ */
+
+/** express-session's JSON form of the cookie, stored inside `sess.cookie`. */
+export interface CookieJSON {
+  originalMaxAge: number | null;
+  expires?: string | null;
+  secure?: boolean | undefined;
+  httpOnly?: boolean | undefined;
+  domain?: string | undefined;
+  path?: string | undefined;
+  sameSite?: boolean | 'lax' | 'strict' | 'none' | undefined;
+  partitioned?: boolean | undefined;
+  priority?: 'low' | 'medium' | 'high' | undefined;
+}
+
+/** A session as express-session serializes it: the app's keys plus `cookie`. */
+export interface SessionJSON {
+  cookie: CookieJSON;
+  [key: string]: unknown;
+}
+
+/** One session at rest. */
+export interface SessionRecord {
+  /** The `sess` column: app data plus `cookie`. */
+  data: SessionJSON;
+  /** When the store may forget the session (the `expire` column). */
+  expiresAt: number;
+  /** When the session was created; the absolute timeout counts from here. */
+  createdAt: number;
+  /** The last time activity was recorded (throttled); the idle timeout counts from here. */
+  lastActiveAt: number;
+  /** Who the session belongs to, for listing and revocation; null for anonymous sessions. */
+  userId: string | null;
+  /** Bumped by every data write; lets a cache tell a stale copy from a current one. */
+  version: number;
+}
+
+/** A change to an existing session, expressed as top-level keys so concurrent writers merge. */
+export interface SessionChange {
+  /** Top-level keys whose value changed or appeared, with the new values. */
+  set: Record<string, unknown>;
+  /** Top-level keys the request deleted. */
+  unset: string[];
+  /** The whole session after the change, for stores that can only replace (express-session stores). */
+  data: SessionJSON;
+  expiresAt: number;
+  lastActiveAt: number;
+  userId: string | null;
+  /** The version the request loaded; stores may use it to detect that another writer came first. */
+  baseVersion: number;
+}
+
+/** Metadata recorded for "your sessions" pages; all optional. */
+export interface SessionListing {
+  key: string;
+  record: SessionRecord;
+}
+
+/**
+ * What the engine needs from a store. Every method rejects on a store fault (the engine turns
+ * that into `next(err)` / 503 — never into "no session", which would log the user out).
+ */
+export interface SessionStore {
+  /**
+   * Load a live (not expired) session, or null. When `legacyKey` is given and no row has `key`,
+   * the store looks the legacy key up and, if found, re-keys that row to `key` atomically.
+   * `fresh` asks caching layers to bypass their cache (the engine does before destroying a
+   * session that looks expired, since a cached copy may lag another server's activity).
+   * The returned record belongs to the caller: mutating it must not affect the store.
+   */
+  get(key: string, options?: { legacyKey?: string; fresh?: boolean }): Promise<SessionRecord | null>;
+  /** Insert a new session. A key collision is an error (ids have 256 bits; it means a bug). */
+  create(key: string, record: SessionRecord): Promise<void>;
+  /**
+   * Apply a change to an existing session. Never creates a row: if the session was destroyed
+   * meanwhile (a concurrent logout), nothing is written and null is returned — the logout wins.
+   * Otherwise returns the record as stored after the change (merged with concurrent writers).
+   */
+  update(key: string, change: SessionChange): Promise<SessionRecord | null>;
+  /** Extend the expiry of an existing session without rewriting its data. False if it is gone. */
+  touch(key: string, expiresAt: number, lastActiveAt: number): Promise<boolean>;
+  /** Delete a session. Deleting a missing session is not an error. */
+  destroy(key: string): Promise<void>;
+  /** Optional: every live session of a user. */
+  listByUser?(userId: string): Promise<SessionListing[]>;
+  /** Optional: delete every session of a user, except `exceptKey`. Returns how many were deleted. */
+  destroyByUser?(userId: string, exceptKey?: string): Promise<number>;
+  /** Optional: delete expired sessions; returns how many were deleted. */
+  prune?(): Promise<number>;
+  /** Release timers, listeners and pools this store created. */
+  close?(): Promise<void>;
+}
+
+/**
+ * Stores that keep a cross-process cache (or are the cache) expose whether they can currently
+ * vouch for cached data; the engine reads through when they cannot.
+ */
+export interface StoreEvents {
+  /** Emitted when the store cannot serve requests (express-session's `disconnect`). */
+  disconnect: [];
+  /** Emitted when the store can serve requests again. */
+  connect: [];
+}
+
+/** The symbol by which an express-session–style Store exposes its promise-based engine face. */
+export const kSessionStore: unique symbol = Symbol.for('pgsession.store');
+
+/** Anything that can hand the engine a `SessionStore`. */
+export interface HasSessionStore {
+  [kSessionStore]: SessionStore;
+}
+
+/** Derive the owning user id from session data (the seed's `userId`, or Passport's `passport.user`). */
+export function userIdOf(data: SessionJSON): string | null {
+  const direct = data.userId;
+  if (typeof direct === 'string' || typeof direct === 'number') return String(direct);
+  const passport = data.passport as { user?: unknown } | undefined;
+  const user = passport?.user;
+  if (typeof user === 'string' || typeof user === 'number') return String(user);
+  return null;
+}
