@@ -6,7 +6,6 @@ export default defineConfig({
   entry: {
     index: 'src/index.ts',
     'connect-pg-simple': 'src/stores/postgres/connect-pg-simple.ts',
-    cli: 'cli/main.ts',
   },
   format: ['esm', 'cjs'],
   dts: { entry: { index: 'src/index.ts', 'connect-pg-simple': 'src/stores/postgres/connect-pg-simple.ts' } },
