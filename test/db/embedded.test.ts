@@ -1,0 +1,264 @@
+import { type ChildProcessWithoutNullStreams, execFileSync, spawn } from 'node:child_process';
+import { chmod, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDatabase } from '../../src/db/database.js';
+import { type EmbeddedPostgresHandle, startEmbeddedPostgres } from '../../src/db/embedded.js';
+
+// These tests start their own servers in temp dirs (not the shared test server), because they
+// exercise starting, sharing and stopping. Each start costs ~1 s, so one sequence of tests walks
+// a single data dir through its life cycle.
+
+const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+const embeddedModule = path.join(repoRoot, 'src/db/embedded.ts');
+const isRoot = process.getuid?.() === 0;
+
+const handles: EmbeddedPostgresHandle[] = [];
+const children: ChildProcessWithoutNullStreams[] = [];
+const dataDirs: string[] = [];
+let root: string;
+
+async function start(dataDir: string, onLog?: (line: string) => void) {
+  const handle = await startEmbeddedPostgres({ dataDir, onLog });
+  handles.push(handle);
+  return handle;
+}
+
+async function query<R extends pg.QueryResultRow>(url: string, sql: string): Promise<R[]> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3_000 });
+  client.on('error', () => {});
+  await client.connect();
+  try {
+    return (await client.query<R>(sql)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+async function postmasterPid(dataDir: string): Promise<number | undefined> {
+  const text = await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8').catch(() => undefined);
+  return text ? Number.parseInt(text, 10) : undefined;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitFor(condition: () => boolean | Promise<boolean>, ms = 10_000) {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+interface ChildClient {
+  info: Promise<{ url: string; owned: boolean; port: number }>;
+  /** Calls stop() in the child, then the child exits. */
+  stop(): Promise<void>;
+  process: ChildProcessWithoutNullStreams;
+}
+
+/** Another process using the same data dir, driven through stdin. */
+function spawnClient(dataDir: string): ChildClient {
+  const code = `
+    const { startEmbeddedPostgres } = await import(process.env.PGS_MODULE);
+    const handle = await startEmbeddedPostgres({ dataDir: process.env.PGS_DATA_DIR });
+    console.log(JSON.stringify({ url: handle.url, owned: handle.owned, port: handle.port }));
+    process.stdin.setEncoding('utf8');
+    process.stdin.on('data', async (text) => {
+      if (text.includes('stop')) {
+        await handle.stop();
+        console.log('"stopped"');
+        process.exit(0);
+      }
+    });
+  `;
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+    cwd: repoRoot,
+    env: { ...process.env, PGS_MODULE: embeddedModule, PGS_DATA_DIR: dataDir },
+  });
+  children.push(child);
+  let out = '';
+  let err = '';
+  const lines: string[] = [];
+  const waiters: Array<() => void> = [];
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    out += chunk;
+    const parts = out.split('\n');
+    out = parts.pop()!;
+    lines.push(...parts);
+    for (const w of waiters.splice(0)) w();
+  });
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+    err += chunk;
+  });
+  const nextLine = (index: number) =>
+    new Promise<string>((resolve, reject) => {
+      const check = () => {
+        if (lines[index] !== undefined) return resolve(lines[index]);
+        if (child.exitCode !== null) return reject(new Error(`child exited ${child.exitCode}: ${err}`));
+        waiters.push(check);
+      };
+      child.once('exit', check);
+      check();
+    });
+  return {
+    process: child,
+    info: nextLine(0).then((l) => JSON.parse(l)),
+    stop: async () => {
+      child.stdin.write('stop\n');
+      expect(JSON.parse(await nextLine(1))).toBe('stopped');
+      await new Promise((r) => (child.exitCode === null ? child.once('exit', r) : r(null)));
+    },
+  };
+}
+
+beforeAll(async () => {
+  root = await mkdtemp(path.join(tmpdir(), 'pgsession-embedded-'));
+  // mkdtemp makes it 0700; as root the server runs as `postgres`, which must be able to enter it.
+  await chmod(root, 0o755);
+});
+
+afterAll(async () => {
+  for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+  await Promise.allSettled(handles.map((h) => h.stop()));
+  for (const dir of dataDirs) {
+    const pid = await postmasterPid(dir);
+    if (pid && alive(pid)) {
+      process.kill(pid, 'SIGINT');
+      await waitFor(() => !alive(pid)).catch(() => process.kill(pid, 'SIGKILL'));
+    }
+  }
+  await rm(root, { recursive: true, force: true });
+});
+
+describe('startEmbeddedPostgres on one data dir', () => {
+  let dataDir: string;
+  let first: EmbeddedPostgresHandle;
+
+  beforeAll(() => {
+    dataDir = path.join(root, 'shared', 'postgres');
+    dataDirs.push(dataDir);
+  });
+
+  it('initialises and starts a server from an empty data dir', async () => {
+    const logs: string[] = [];
+    first = await start(dataDir, (l) => logs.push(l));
+    expect(first.owned).toBe(true);
+    expect(first.dataDir).toBe(dataDir);
+    expect(first.url).toMatch(
+      new RegExp(`^postgres://postgres:[^@]+@127\\.0\\.0\\.1:${first.port}/pgsession$`),
+    );
+    expect(logs.some((l) => l.startsWith('Creating PostgreSQL cluster'))).toBe(true);
+    expect(await query(first.url, 'SELECT 1 AS one')).toEqual([{ one: 1 }]);
+    const owner = (await stat(dataDir)).uid;
+    expect(owner).toBe(
+      isRoot ? Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' })) : process.getuid?.(),
+    );
+    await query(first.url, 'CREATE TABLE kept (v text); INSERT INTO kept VALUES ($$survives$$)');
+  });
+
+  it('is reused by a second process and by openDatabase', async () => {
+    const child = spawnClient(dataDir);
+    const info = await child.info;
+    expect(info).toEqual({ url: first.url, owned: false, port: first.port });
+
+    const db = await openDatabase({ env: {}, dataDir });
+    expect(db).toMatchObject({ url: first.url, embedded: true });
+    await db.close();
+    expect(await query(first.url, 'SELECT 1 AS one')).toEqual([{ one: 1 }]);
+
+    // The starter leaves while the child still uses the server: it must stay up.
+    await first.stop();
+    await first.stop(); // idempotent
+    expect(await query(info.url, 'SELECT v FROM kept')).toEqual([{ v: 'survives' }]);
+    const pid = await postmasterPid(dataDir);
+    expect(pid).toBeTypeOf('number');
+
+    // The last user stops it.
+    await child.stop();
+    expect(alive(pid!)).toBe(false);
+    expect(await postmasterPid(dataDir)).toBeUndefined();
+    await expect(query(info.url, 'SELECT 1')).rejects.toThrow();
+    expect(await readdir(`${dataDir}-clients`)).toEqual([]);
+  });
+
+  it('keeps data across stop and start without running initdb again', async () => {
+    const logs: string[] = [];
+    const again = await start(dataDir, (l) => logs.push(l));
+    expect(again.owned).toBe(true);
+    expect(logs.some((l) => l.startsWith('Creating PostgreSQL cluster'))).toBe(false);
+    expect(await query(again.url, 'SELECT v FROM kept')).toEqual([{ v: 'survives' }]);
+    await again.stop();
+  });
+
+  it('counts references across two copies of the module in one process', async () => {
+    // As with an app loading both the ESM and the CJS build: same pid, separate module state.
+    const copy = (await import(`${embeddedModule}?copy`)) as typeof import('../../src/db/embedded.js');
+    expect(copy.startEmbeddedPostgres).not.toBe(startEmbeddedPostgres);
+    const a = await start(dataDir);
+    const b = await copy.startEmbeddedPostgres({ dataDir });
+    handles.push(b);
+    expect([a.owned, b.owned]).toEqual([true, false]);
+    await a.stop();
+    expect(await query(b.url, 'SELECT 1 AS one')).toEqual([{ one: 1 }]);
+    await b.stop();
+    expect(await postmasterPid(dataDir)).toBeUndefined();
+  });
+
+  it('recovers when the server and a client were killed with SIGKILL', async () => {
+    const child = spawnClient(dataDir);
+    const info = await child.info;
+    expect(info.owned).toBe(true);
+    child.process.kill('SIGKILL');
+    const pid = (await postmasterPid(dataDir))!;
+    process.kill(pid, 'SIGKILL');
+    await waitFor(() => !alive(pid));
+    // Left behind: postmaster.pid and postgres.json of a dead server, a client file of a dead pid.
+    expect(await postmasterPid(dataDir)).toBe(pid);
+
+    const handle = await start(dataDir);
+    expect(handle.owned).toBe(true);
+    expect(await query(handle.url, 'SELECT v FROM kept')).toEqual([{ v: 'survives' }]);
+    const newPid = (await postmasterPid(dataDir))!;
+    expect(newPid).not.toBe(pid);
+    // The dead client's reference does not keep the server up.
+    await handle.stop();
+    expect(alive(newPid)).toBe(false);
+  });
+});
+
+it('two processes racing on a fresh data dir start one server', async () => {
+  const dataDir = path.join(root, 'race', 'postgres');
+  dataDirs.push(dataDir);
+  const a = spawnClient(dataDir);
+  const b = spawnClient(dataDir);
+  const [ia, ib] = await Promise.all([a.info, b.info]);
+  expect([ia.owned, ib.owned].sort()).toEqual([false, true]);
+  expect(ia.url).toBe(ib.url);
+  expect(
+    await query(ia.url, 'SELECT count(*)::int AS n FROM pg_database WHERE datname = $$pgsession$$'),
+  ).toEqual([{ n: 1 }]);
+  await Promise.all([a.stop(), b.stop()]);
+  expect(await postmasterPid(dataDir)).toBeUndefined();
+});
+
+it.runIf(isRoot)('explains when the postgres OS user cannot enter the data dir', async () => {
+  const closed = await mkdtemp(path.join(tmpdir(), 'pgsession-closed-')); // mode 0700, owner root
+  try {
+    await expect(startEmbeddedPostgres({ dataDir: path.join(closed, 'pg') })).rejects.toThrow(
+      /"postgres" OS user .* cannot enter/,
+    );
+  } finally {
+    await rm(closed, { recursive: true, force: true });
+  }
+});
