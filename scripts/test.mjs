@@ -15,7 +15,9 @@ let skipped = 0;
 if (existsSync(out)) {
   const r = JSON.parse(readFileSync(out, 'utf8'));
   passed = r.numPassedTests ?? 0;
-  failed = (r.numFailedTests ?? 0) + (r.numFailedTestSuites ?? 0 > 0 && r.numFailedTests === 0 ? r.numFailedTestSuites : 0);
+  // A file that fails to load has no test results of its own: count it as one failure.
+  const brokenFiles = (r.testResults ?? []).filter((t) => t.status === 'failed' && (t.assertionResults ?? []).length === 0);
+  failed = (r.numFailedTests ?? 0) + brokenFiles.length;
   skipped = (r.numPendingTests ?? 0) + (r.numTodoTests ?? 0);
 } else {
   failed = 1;
