@@ -1,0 +1,415 @@
+import { LRUCache } from 'lru-cache';
+import type { SessionChange, SessionJSON, SessionListing, SessionRecord, SessionStore } from '../types.js';
+import { ALL_KEYS } from './protocol.js';
+import type { InvalidationHandlers, InvalidationSource } from './types.js';
+
+/** Options for {@link CachedSessionStore}. */
+export interface CachedSessionStoreOptions {
+  /** Most sessions kept. Default 100 000. */
+  max?: number | undefined;
+  /**
+   * Most bytes kept (estimated: the session's JSON plus a fixed per-entry overhead, see
+   * {@link entrySize}). Default 64 MiB.
+   */
+  maxSize?: number | undefined;
+  /** Sessions estimated larger than this are never cached. Default `maxSize / 64` (1 MiB). */
+  maxEntrySize?: number | undefined;
+  /** The clock for the cached expiry check (epoch ms). Default `Date.now`. */
+  now?: (() => number) | undefined;
+  /** `close()` also closes the invalidation source. Default true. */
+  closeSource?: boolean | undefined;
+  /** `close()` also closes the inner store. Default false (the caller created it). */
+  closeInner?: boolean | undefined;
+}
+
+/** Counters for metrics; all monotonic except `entries`, `bytes` and `listening`. */
+export interface CacheStats {
+  /** Reads answered from memory (no SQL). */
+  hits: number;
+  /** Reads not in memory (or expired there) that went to the inner store. */
+  misses: number;
+  /** `get(key, { fresh: true })` reads, which always go to the inner store. */
+  freshReads: number;
+  /** Calls served by the inner store because the invalidation source was not listening. */
+  bypasses: number;
+  /** Entries dropped to stay within `max` / `maxSize`. */
+  evictions: number;
+  /** Keys named by invalidations received from other processes. */
+  invalidations: number;
+  /** Whole-cache flushes (listener down or up, `'*'` invalidations, `clear()`). */
+  flushes: number;
+  /** Reads whose result was not cached because the key was invalidated while they were in flight. */
+  racesSkipped: number;
+  /** Sessions in memory now. */
+  entries: number;
+  /** Estimated bytes in memory now. */
+  bytes: number;
+  /** Whether the cache is serving (the invalidation source is listening). */
+  listening: boolean;
+}
+
+export const DEFAULT_CACHE_MAX = 100_000;
+export const DEFAULT_CACHE_MAX_SIZE = 64 * 1024 * 1024;
+
+/**
+ * Estimated bytes per entry besides the session's JSON: the key string (~64 B for a 43-character
+ * storage key), the entry object with its boxed numbers (~120 B), lru-cache's slots and its
+ * `Map` entry (~70 B). Measured at about 250 B on Node 20 (see `test/stores/cache.test.ts`).
+ */
+export const ENTRY_OVERHEAD = 256;
+
+/** Past this many keys invalidated during in-flight reads, all in-flight reads are refused instead. */
+const MAX_TRACKED_INVALIDATIONS = 4096;
+
+/**
+ * One cached session. The data is kept as its JSON string: compact (one flat string instead of
+ * an object graph) and every read parses a fresh copy the caller owns. No closures per entry.
+ */
+class Entry {
+  constructor(
+    readonly json: string,
+    public expiresAt: number,
+    readonly createdAt: number,
+    public lastActiveAt: number,
+    readonly userId: string | null,
+    readonly version: number,
+  ) {}
+
+  static of(record: SessionRecord, json: string = JSON.stringify(record.data)): Entry {
+    return new Entry(
+      json,
+      record.expiresAt,
+      record.createdAt,
+      record.lastActiveAt,
+      record.userId,
+      record.version,
+    );
+  }
+
+  toRecord(): SessionRecord {
+    return {
+      data: JSON.parse(this.json) as SessionJSON,
+      expiresAt: this.expiresAt,
+      createdAt: this.createdAt,
+      lastActiveAt: this.lastActiveAt,
+      userId: this.userId,
+      version: this.version,
+    };
+  }
+}
+
+// biome-ignore lint/suspicious/noControlCharactersInRegex: Latin-1 range test
+const TWO_BYTE = /[^\u0000-\u00ff]/;
+
+/** The estimated memory of one entry: V8 keeps Latin-1 strings at 1 byte per character, others at 2. */
+export function entrySize(key: string, json: string): number {
+  const width = TWO_BYTE.test(json) ? 2 : 1;
+  return ENTRY_OVERHEAD + key.length + json.length * width;
+}
+
+/**
+ * A read-through cache in front of any {@link SessionStore}, kept coherent across processes by
+ * an {@link InvalidationSource} (PostgreSQL `LISTEN/NOTIFY` in production).
+ *
+ * **It serves from memory only while the source is listening.** When the source goes down
+ * (start-up, dropped connection, failed health check) the cache is flushed and every call reads
+ * through until the source is back; then it starts again, empty.
+ *
+ * A read that was in flight when its key (or everything) was invalidated is returned to its
+ * caller but not cached: every invalidation bumps a generation counter, each read notes the
+ * generation it started at, and a read is cached only if neither its key nor the whole cache
+ * was invalidated since. The same guard orders this process's own writes against its reads, so
+ * a slow read can never overwrite the result of a faster write.
+ *
+ * Entries are bounded by count (`max`) and by estimated bytes (`maxSize`). Unknown ids are never
+ * cached (no negative caching): new sessions are created by this process, and unknown ids are
+ * expired cookies or guesses.
+ */
+export class CachedSessionStore implements SessionStore {
+  readonly inner: SessionStore;
+  readonly source: InvalidationSource;
+  listByUser?: (userId: string) => Promise<SessionListing[]>;
+  destroyByUser?: (userId: string, exceptKey?: string) => Promise<number>;
+  prune?: () => Promise<number>;
+  /** Mirrors the inner store's (whether its `touch` records `lastActiveAt`). */
+  readonly tracksActivity?: boolean;
+
+  readonly #cache: LRUCache<string, Entry>;
+  readonly #now: () => number;
+  readonly #closeSource: boolean;
+  readonly #closeInner: boolean;
+  readonly #unsubscribe: () => void;
+  #closed = false;
+
+  /** Bumped by every invalidation that an in-flight call must notice. */
+  #gen = 0;
+  /** Calls that began at a generation below this must not cache (a flush happened since). */
+  #floor = 0;
+  /** Calls in flight that may cache their result. */
+  #inflight = 0;
+  /** Key → generation of its last invalidation, kept only while calls are in flight. */
+  readonly #invalidatedAt = new Map<string, number>();
+
+  #hits = 0;
+  #misses = 0;
+  #freshReads = 0;
+  #bypasses = 0;
+  #evictions = 0;
+  #invalidations = 0;
+  #flushes = 0;
+  #racesSkipped = 0;
+
+  constructor(inner: SessionStore, source: InvalidationSource, options: CachedSessionStoreOptions = {}) {
+    this.inner = inner;
+    this.source = source;
+    this.#now = options.now ?? Date.now;
+    this.#closeSource = options.closeSource ?? true;
+    this.#closeInner = options.closeInner ?? false;
+    const max = positive(options.max ?? DEFAULT_CACHE_MAX, 'max');
+    const maxSize = positive(options.maxSize ?? DEFAULT_CACHE_MAX_SIZE, 'maxSize');
+    const maxEntrySize = positive(
+      options.maxEntrySize ?? Math.max(1, Math.floor(maxSize / 64)),
+      'maxEntrySize',
+    );
+    this.#cache = new LRUCache<string, Entry>({
+      max,
+      maxSize,
+      maxEntrySize,
+      sizeCalculation: (entry, key) => entrySize(key, entry.json),
+      dispose: (_entry, _key, reason) => {
+        if (reason === 'evict') this.#evictions++;
+      },
+    });
+
+    const tracksActivity = (inner as { tracksActivity?: boolean }).tracksActivity;
+    if (tracksActivity !== undefined) this.tracksActivity = tracksActivity;
+    // Optional methods exist exactly when the inner store has them.
+    if (inner.listByUser) this.listByUser = inner.listByUser.bind(inner);
+    if (inner.destroyByUser) {
+      const destroyByUser = inner.destroyByUser.bind(inner);
+      this.destroyByUser = (userId, exceptKey) => this.#destroyByUser(destroyByUser, userId, exceptKey);
+    }
+    if (inner.prune) this.prune = inner.prune.bind(inner);
+
+    const handlers: InvalidationHandlers = {
+      onInvalidate: (keys) => {
+        this.#invalidations += keys.length;
+        this.invalidate(keys);
+      },
+      onDown: () => this.#flush(),
+      onUp: () => this.#flush(),
+    };
+    this.#unsubscribe = source.subscribe(handlers);
+  }
+
+  /** Whether reads can currently be served from memory. */
+  get listening(): boolean {
+    return !this.#closed && this.source.listening;
+  }
+
+  /** A snapshot of the counters. */
+  stats(): CacheStats {
+    return {
+      hits: this.#hits,
+      misses: this.#misses,
+      freshReads: this.#freshReads,
+      bypasses: this.#bypasses,
+      evictions: this.#evictions,
+      invalidations: this.#invalidations,
+      flushes: this.#flushes,
+      racesSkipped: this.#racesSkipped,
+      entries: this.#cache.size,
+      bytes: this.#cache.calculatedSize,
+      listening: this.listening,
+    };
+  }
+
+  /**
+   * Forget these keys in this process (`'*'`: everything). For writes that reached the inner
+   * store without going through this wrapper; other processes learn of them by notification.
+   */
+  invalidate(keys: readonly string[]): void {
+    for (const key of keys) {
+      if (key === ALL_KEYS) {
+        this.#flush();
+        return;
+      }
+      this.#mark(key);
+    }
+  }
+
+  /** Forget every cached session in this process. */
+  clear(): void {
+    this.#flush();
+  }
+
+  async get(key: string, options?: { legacyKey?: string; fresh?: boolean }): Promise<SessionRecord | null> {
+    if (!this.#serving()) return this.inner.get(key, options);
+    if (options?.fresh) {
+      this.#freshReads++;
+    } else {
+      const entry = this.#cache.get(key);
+      if (entry !== undefined) {
+        if (entry.expiresAt >= this.#now()) {
+          this.#hits++;
+          return entry.toRecord();
+        }
+        this.#cache.delete(key);
+      }
+      this.#misses++;
+    }
+    const gen0 = this.#begin();
+    let record: SessionRecord | null;
+    try {
+      record = await this.inner.get(key, options);
+    } catch (err) {
+      this.#end(key, gen0);
+      throw err;
+    }
+    if (this.#end(key, gen0)) {
+      // Nothing touched this key since the read began: what the store said is current.
+      if (record) this.#store(key, Entry.of(record));
+      else this.#cache.delete(key);
+    }
+    return record;
+  }
+
+  async create(key: string, record: SessionRecord): Promise<void> {
+    // Serialized now, as the inner store does: the caller may reuse its objects afterwards.
+    const json = JSON.stringify(record.data);
+    const gen0 = this.#begin();
+    let ok = false;
+    try {
+      await this.inner.create(key, record);
+      ok = true;
+    } finally {
+      const fresh = this.#end(key, gen0);
+      this.#mark(key);
+      if (ok && fresh) this.#store(key, Entry.of(record, json));
+    }
+  }
+
+  async update(key: string, change: SessionChange): Promise<SessionRecord | null> {
+    const gen0 = this.#begin();
+    let record: SessionRecord | null = null;
+    try {
+      record = await this.inner.update(key, change);
+      return record;
+    } finally {
+      // On failure the write may or may not have committed: the entry is dropped either way.
+      const fresh = this.#end(key, gen0);
+      this.#mark(key);
+      if (record && fresh) this.#store(key, Entry.of(record));
+    }
+  }
+
+  async touch(key: string, expiresAt: number, lastActiveAt: number, ...rest: unknown[]): Promise<boolean> {
+    // Any further arguments (the session as the request sees it) go to the inner store as given.
+    const touch = this.inner.touch as (...args: unknown[]) => Promise<boolean>;
+    const touched = await touch.call(this.inner, key, expiresAt, lastActiveAt, ...rest);
+    if (!touched) {
+      this.#mark(key);
+    } else {
+      // Times only; touches are not announced, so other processes' copies keep older times and
+      // the engine re-reads (`fresh`) before it acts on a session that looks expired.
+      const entry = this.#cache.peek(key);
+      if (entry) {
+        entry.expiresAt = expiresAt;
+        entry.lastActiveAt = lastActiveAt;
+      }
+    }
+    return touched;
+  }
+
+  async destroy(key: string): Promise<void> {
+    this.#mark(key);
+    try {
+      await this.inner.destroy(key);
+    } finally {
+      this.#mark(key);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#unsubscribe();
+    this.#flush();
+    if (this.#closeSource) await this.source.close();
+    if (this.#closeInner) await this.inner.close?.();
+  }
+
+  // ---- internals ----
+
+  /** Whether to use the cache for this call; counts and cleans up when not. */
+  #serving(): boolean {
+    if (this.listening) return true;
+    this.#bypasses++;
+    // A source that went quiet without calling onDown still must not leave entries behind.
+    if (this.#cache.size > 0) this.#flush();
+    return false;
+  }
+
+  async #destroyByUser(
+    destroyByUser: (userId: string, exceptKey?: string) => Promise<number>,
+    userId: string,
+    exceptKey: string | undefined,
+  ): Promise<number> {
+    try {
+      return await destroyByUser(userId, exceptKey);
+    } finally {
+      // The deleted keys are unknown here: evict this user's entries, and keep any read in
+      // flight (which may belong to the user) from caching what it got.
+      this.#floor = ++this.#gen;
+      this.#invalidatedAt.clear();
+      const doomed: string[] = [];
+      for (const [key, entry] of this.#cache.entries()) {
+        if (entry.userId === userId && key !== exceptKey) doomed.push(key);
+      }
+      for (const key of doomed) this.#cache.delete(key);
+    }
+  }
+
+  #store(key: string, entry: Entry): void {
+    if (this.listening) this.#cache.set(key, entry);
+  }
+
+  #begin(): number {
+    this.#inflight++;
+    return this.#gen;
+  }
+
+  /** Ends a call begun at `gen0`; true when its result may be cached. */
+  #end(key: string, gen0: number): boolean {
+    const fresh = gen0 >= this.#floor && (this.#invalidatedAt.get(key) ?? -1) <= gen0;
+    if (--this.#inflight === 0) this.#invalidatedAt.clear();
+    if (!fresh) this.#racesSkipped++;
+    return fresh && this.listening;
+  }
+
+  /** Forget `key`, and make sure no call already in flight caches it. */
+  #mark(key: string): void {
+    this.#cache.delete(key);
+    if (this.#inflight === 0) return;
+    const gen = ++this.#gen;
+    if (this.#invalidatedAt.size >= MAX_TRACKED_INVALIDATIONS) {
+      // Bounded memory: past the limit, refuse every call in flight instead of tracking keys.
+      this.#invalidatedAt.clear();
+      this.#floor = gen;
+    } else {
+      this.#invalidatedAt.set(key, gen);
+    }
+  }
+
+  #flush(): void {
+    this.#flushes++;
+    this.#floor = ++this.#gen;
+    this.#invalidatedAt.clear();
+    this.#cache.clear();
+  }
+}
+
+function positive(value: number, what: string): number {
+  if (!Number.isFinite(value) || value < 1) throw new RangeError(`${what} must be a positive number`);
+  return Math.floor(value);
+}
