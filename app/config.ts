@@ -1,0 +1,144 @@
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { ConfigError, MIN_PRODUCTION_SECRET_LENGTH, normalizeSecrets, parseDuration } from '../src/index.js';
+
+/** `trust proxy` as Express takes it: a boolean, a hop count, or addresses/subnets/names. */
+export type TrustProxy = boolean | number | string | string[];
+
+/** The demo app's configuration, from the environment (see docs/demo-app.md). */
+export interface AppConfig {
+  /** `DATABASE_URL`; undefined means the embedded PostgreSQL in `.data/postgres`. */
+  databaseUrl: string | undefined;
+  port: number;
+  host: string;
+  /** First signs, all verify. */
+  sessionSecrets: string[];
+  /** Where the generated development secret lives (null when `SESSION_SECRET` was given). */
+  generatedSecretFile: string | null;
+  /** Sliding server-side timeout, ms. */
+  idleTimeout: number;
+  /** Maximum session lifetime, ms. */
+  absoluteTimeout: number;
+  production: boolean;
+  /** Cookie name: `__Host-sessionId` in production (Secure, Path=/, no Domain), else `sessionId`. */
+  cookieName: string;
+  /** Secure cookies (production). */
+  secureCookies: boolean;
+  trustProxy: TrustProxy;
+}
+
+/** Options of {@link loadConfig}. */
+export interface LoadConfigOptions {
+  /** Folder for generated development files. Default `.data` (relative to the working directory). */
+  dataDir?: string;
+  /** Warnings (the generated secret). Default: stderr. */
+  warn?: (message: string) => void;
+}
+
+function parsePort(value: string | undefined): number {
+  if (value === undefined || value.trim() === '') return 3000;
+  const n = Number(value.trim());
+  if (!Number.isInteger(n) || n < 0 || n > 65535) {
+    throw new ConfigError(`PORT must be an integer from 0 to 65535, got "${value}"`);
+  }
+  return n;
+}
+
+/** `TRUST_PROXY`: `true`/`false`, a hop count, or a comma list (`loopback`, `10.0.0.0/8`, …). */
+export function parseTrustProxy(value: string | undefined): TrustProxy {
+  const v = value?.trim();
+  if (!v) return false;
+  const lower = v.toLowerCase();
+  if (['true', 'yes', 'on'].includes(lower)) return true;
+  if (['false', 'no', 'off', '0'].includes(lower)) return false;
+  if (/^\d+$/.test(v)) return Number(v);
+  const list = v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  return list.length === 1 ? list[0]! : list;
+}
+
+function readOrCreateSecret(file: string, warn: (m: string) => void): string {
+  try {
+    const existing = readFileSync(file, 'utf8').trim();
+    if (existing.length >= MIN_PRODUCTION_SECRET_LENGTH) return existing;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const secret = randomBytes(32).toString('base64url');
+  mkdirSync(path.dirname(file), { recursive: true });
+  try {
+    // `wx`: if another process created it meanwhile, use theirs.
+    writeFileSync(file, `${secret}\n`, { mode: 0o600, flag: 'wx' });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return readFileSync(file, 'utf8').trim();
+    throw err;
+  }
+  chmodSync(file, 0o600);
+  warn(
+    `SESSION_SECRET is not set: generated one into ${file} (development only; kept across restarts). In production set SESSION_SECRET.`,
+  );
+  return secret;
+}
+
+/**
+ * Read the configuration from the environment. Throws {@link ConfigError} with a message meant
+ * for the operator: `main.ts` prints it and exits with status 1.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadConfigOptions = {}): AppConfig {
+  const production = env.NODE_ENV === 'production';
+  const warn = options.warn ?? ((m: string) => process.stderr.write(`warning: ${m}\n`));
+  const dataDir = path.resolve(options.dataDir ?? '.data');
+
+  const rawSecret = env.SESSION_SECRET?.trim();
+  let sessionSecrets: string[];
+  let generatedSecretFile: string | null = null;
+  if (rawSecret) {
+    sessionSecrets = rawSecret
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    if (sessionSecrets.length === 0) throw new ConfigError('SESSION_SECRET is empty');
+    if (production) {
+      const short = sessionSecrets.findIndex((s) => s.length < MIN_PRODUCTION_SECRET_LENGTH);
+      if (short !== -1) {
+        throw new ConfigError(
+          `SESSION_SECRET: every secret must be at least ${MIN_PRODUCTION_SECRET_LENGTH} characters in production (secret #${short + 1} has ${sessionSecrets[short]!.length}). Generate one with: node -e "console.log(require('crypto').randomBytes(32).toString('base64url'))"`,
+        );
+      }
+    }
+    // The library's own checks (example secrets such as "keyboard cat" are refused everywhere).
+    normalizeSecrets(sessionSecrets, production);
+  } else if (production) {
+    throw new ConfigError(
+      `SESSION_SECRET is required when NODE_ENV=production: one or more comma-separated secrets of at least ${MIN_PRODUCTION_SECRET_LENGTH} characters (the first signs new cookies, all verify).`,
+    );
+  } else {
+    generatedSecretFile = path.join(dataDir, 'session-secret');
+    sessionSecrets = [readOrCreateSecret(generatedSecretFile, warn)];
+  }
+
+  const idleTimeout = parseDuration(env.SESSION_IDLE_TIMEOUT?.trim() || '7d', 'SESSION_IDLE_TIMEOUT');
+  const absoluteTimeout = parseDuration(
+    env.SESSION_ABSOLUTE_TIMEOUT?.trim() || '30d',
+    'SESSION_ABSOLUTE_TIMEOUT',
+  );
+  if (idleTimeout <= 0) throw new ConfigError('SESSION_IDLE_TIMEOUT must be more than 0');
+  if (absoluteTimeout <= 0) throw new ConfigError('SESSION_ABSOLUTE_TIMEOUT must be more than 0');
+
+  return {
+    databaseUrl: env.DATABASE_URL?.trim() || undefined,
+    port: parsePort(env.PORT),
+    host: env.HOST?.trim() || '127.0.0.1',
+    sessionSecrets,
+    generatedSecretFile,
+    idleTimeout,
+    absoluteTimeout,
+    production,
+    cookieName: production ? '__Host-sessionId' : 'sessionId',
+    secureCookies: production,
+    trustProxy: parseTrustProxy(env.TRUST_PROXY),
+  };
+}

@@ -1,0 +1,453 @@
+import type { IncomingMessage } from 'node:http';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import helmet from 'helmet';
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import { pinoHttp } from 'pino-http';
+import {
+  type Auth,
+  AuthError,
+  type AuthEvent,
+  type AuthOptions,
+  clientAddress,
+  createAuth,
+  csrfToken,
+  isAuthenticated,
+  rejectCrossSite,
+  requireAuth,
+  requireRole,
+  TooManyAttemptsError,
+  userAgent,
+  verifyCsrfToken,
+  wantsJson,
+} from '../src/auth/index.js';
+import {
+  type ConnectStore,
+  type HasSessionStore,
+  PgSessionError,
+  type SessionEvent,
+  type SessionMiddleware,
+  StoreUnavailableError,
+  session,
+} from '../src/index.js';
+import { PgStore } from '../src/stores/postgres/index.js';
+import type { AppConfig } from './config.js';
+import {
+  adminPage,
+  dashboardPage,
+  errorPage,
+  homePage,
+  loginPage,
+  logoutConfirmPage,
+  type ServerRow,
+  sessionsPage,
+  type ViewUser,
+} from './views.js';
+
+/** Options of {@link createApp}. */
+export interface CreateAppOptions {
+  pool: pg.Pool;
+  config: AppConfig;
+  logger: Logger;
+  /** The session store. Default: a `PgStore` on `pool` (table `session`, created if missing). */
+  store?: ConnectStore | HasSessionStore;
+  /** Failed-login limits; default the library's policy (see docs/demo-app.md). */
+  rateLimit?: AuthOptions['rateLimit'];
+  /** argon2id cost; default OWASP's. */
+  argon2?: AuthOptions['argon2'];
+  /** The session clock, for tests. */
+  now?: () => number;
+}
+
+/** The Express app, with what shutdown needs. */
+export type DemoApp = express.Express & {
+  readonly sessionMiddleware: SessionMiddleware;
+  readonly auth: Auth;
+  /** Wait for background session writes and stop the store's timers (the pool stays open). */
+  close(): Promise<void>;
+};
+
+export const LOGGED_OUT = '/?message=Logged%20out%20successfully';
+
+/**
+ * `next` if it is a path on this site, else null. Only `/path` forms are accepted: no scheme,
+ * no `//host` (protocol-relative), no backslashes (browsers read `/\host` as `//host`), no
+ * control characters or spaces, and none of those hidden behind percent-encoding.
+ */
+export function safeNext(value: unknown): string | null {
+  if (typeof value !== 'string' || value.length === 0 || value.length > 2048) return null;
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what we refuse.
+  const bad = /[\\\u0000-\u0020\u007f-\u009f]/;
+  if (!value.startsWith('/') || value.startsWith('//') || bad.test(value)) return null;
+  let decoded = value;
+  for (let i = 0; i < 5; i++) {
+    let next: string;
+    try {
+      next = decodeURIComponent(decoded);
+    } catch {
+      return null;
+    }
+    if (next === decoded) break;
+    decoded = next;
+    if (decoded.startsWith('//') || !decoded.startsWith('/') || bad.test(decoded)) return null;
+  }
+  const base = 'http://next.invalid';
+  let url: URL;
+  try {
+    url = new URL(value, base);
+  } catch {
+    return null;
+  }
+  if (url.origin !== base) return null;
+  return url.pathname + url.search + url.hash;
+}
+
+/** Messages the sessions page shows for `?notice=` (never reflected text). */
+const SESSION_NOTICES: Record<string, string> = {
+  revoked: 'Session revoked: that browser is logged out.',
+  others: 'All your other sessions are logged out.',
+  none: 'There were no other sessions.',
+};
+
+function firstString(value: unknown): string | undefined {
+  if (typeof value === 'string') return value;
+  if (Array.isArray(value) && typeof value[0] === 'string') return value[0];
+  return undefined;
+}
+
+function bodyField(req: Request, name: string): unknown {
+  const body = req.body as Record<string, unknown> | undefined;
+  return body && typeof body === 'object' ? body[name] : undefined;
+}
+
+/** pg and network errors meaning "the database is not there right now". */
+function isDatabaseDown(err: unknown): boolean {
+  const e = err as { code?: string; message?: string } | null;
+  if (!e) return false;
+  if (typeof e.code === 'string') {
+    if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EPIPE', 'EHOSTUNREACH'].includes(e.code))
+      return true;
+    // Class 08: connection exception; 57P: operator intervention (shutdown); 53: resources.
+    if (/^(08|57P|53)/.test(e.code)) return true;
+  }
+  return /timeout exceeded when trying to connect|Connection terminated|connection timeout/i.test(
+    e.message ?? '',
+  );
+}
+
+/**
+ * The demo app: the seed's routes done properly (docs/demo-app.md is the contract). Built on
+ * pgsession's public API only, as an application would.
+ */
+export function createApp(options: CreateAppOptions): DemoApp {
+  const { pool, config, logger } = options;
+  const audit = logger.child({ component: 'audit' });
+
+  const sessionEvent = (event: SessionEvent, req: IncomingMessage) => {
+    if (event.type === 'touched' || event.type === 'touch-skipped' || event.type === 'saved') return;
+    const r = req as Request;
+    audit.info(
+      {
+        event: `session.${event.type}`,
+        sid: event.key,
+        ...('previousKey' in event ? { previousSid: event.previousKey } : {}),
+        ...('reason' in event ? { reason: event.reason } : {}),
+        userId: 'userId' in event ? event.userId : null,
+        ip: clientAddress(r),
+        ua: userAgent(r),
+      },
+      `session ${event.type}`,
+    );
+  };
+
+  const store = options.store ?? new PgStore({ pool, tableName: 'session', createTableIfMissing: true });
+  const sessionMiddleware = session({
+    name: config.cookieName,
+    secret: config.sessionSecrets,
+    store,
+    resave: false,
+    saveUninitialized: false,
+    rolling: true,
+    idleTimeout: config.idleTimeout,
+    absoluteTimeout: config.absoluteTimeout,
+    cookie: { httpOnly: true, sameSite: 'lax', path: '/', secure: config.secureCookies },
+    onEvent: sessionEvent,
+    onWarning: (message) => logger.warn(message),
+    onBackgroundError: (err) => logger.warn({ err }, 'background session write failed'),
+    ...(options.now ? { now: options.now } : {}),
+  });
+
+  const authEvent = (event: AuthEvent) => {
+    const level = event.type === 'login-failed' || event.type === 'rate-limited' ? 'warn' : 'info';
+    // Session keys are logged as `sid` (hashed ids), like the session events.
+    const { type, ...fields } = event;
+    const { key, ...rest } = fields as typeof fields & { key?: string };
+    audit[level](
+      { event: `auth.${type}`, ...rest, ...(key !== undefined ? { sid: key } : {}) },
+      `auth ${type}`,
+    );
+  };
+  const auth = createAuth({
+    pool,
+    session: sessionMiddleware,
+    rateLimit: options.rateLimit,
+    argon2: options.argon2,
+    onEvent: authEvent,
+    onError: (err) => logger.warn({ err }, 'auth background error'),
+  });
+
+  const app = express() as DemoApp;
+  app.set('trust proxy', config.trustProxy);
+  app.disable('x-powered-by');
+
+  app.use(
+    helmet(
+      config.production
+        ? {}
+        : {
+            // Over plain HTTP in development, HSTS and upgrade-insecure-requests would send the
+            // browser to an https:// that is not there.
+            strictTransportSecurity: false,
+            contentSecurityPolicy: { directives: { upgradeInsecureRequests: null } },
+          },
+    ),
+  );
+  app.use(
+    pinoHttp({
+      logger,
+      // Never the cookie, never a header: method, path, status, time.
+      serializers: {
+        req: (req: { method: string; url: string; id: unknown }) => ({
+          id: req.id,
+          method: req.method,
+          url: req.url.split('?')[0],
+        }),
+        res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
+      },
+      customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : 'info'),
+    }),
+  );
+  // Everything here is per-user and dynamic: no shared or browser cache may keep it.
+  app.use((_req, res, next) => {
+    res.setHeader('Cache-Control', 'no-store');
+    next();
+  });
+
+  // Before the session middleware: probes must not create sessions or depend on cookies.
+  app.get('/healthz', async (_req, res) => {
+    try {
+      await pool.query({ text: 'SELECT 1', query_timeout: 2000 } as pg.QueryConfig);
+      res.status(200).json({ status: 'ok' });
+    } catch {
+      res.status(503).setHeader('Retry-After', '5').json({ status: 'unavailable' });
+    }
+  });
+
+  app.use(sessionMiddleware);
+  app.use(express.urlencoded({ extended: false, limit: '16kb', parameterLimit: 50 }));
+  app.use(express.json({ limit: '16kb' }));
+  // State-changing requests from other sites are refused everywhere, POST /login included.
+  app.use(rejectCrossSite());
+
+  const csrf = verifyCsrfToken();
+  const authed = requireAuth();
+
+  /** The logged-in user from the database; a session whose user is gone or disabled is ended. */
+  async function viewUser(req: Request): Promise<(ViewUser & { id: number }) | null> {
+    if (!isAuthenticated(req)) return null;
+    const user = await auth.currentUser(req);
+    if (!user) await auth.logout(req);
+    return user;
+  }
+
+  app.get('/', async (req, res) => {
+    const user = await viewUser(req);
+    const message = firstString(req.query.message)?.slice(0, 200);
+    res
+      .type('html')
+      .send(
+        homePage({ user, ...(user ? { csrfToken: csrfToken(req) } : {}), ...(message ? { message } : {}) }),
+      );
+  });
+
+  app.get('/login', (req, res) => {
+    const next = safeNext(firstString(req.query.next));
+    if (isAuthenticated(req)) return res.redirect(302, next ?? '/dashboard');
+    res.type('html').send(loginPage({ error: firstString(req.query.error), next: next ?? undefined }));
+  });
+
+  app.post('/login', async (req, res) => {
+    const json = wantsJson(req);
+    const next = safeNext(bodyField(req, 'next') ?? firstString(req.query.next));
+    const user = await auth.login(req, bodyField(req, 'email'), bodyField(req, 'password'));
+    if (!user) {
+      if (json) return res.status(401).json({ error: 'invalid_credentials' });
+      const query = next ? `&next=${encodeURIComponent(next)}` : '';
+      return res.redirect(303, `/login?error=invalid_credentials${query}`);
+    }
+    if (json) return res.status(200).json({ user });
+    res.redirect(303, next ?? '/dashboard');
+  });
+
+  app.get('/dashboard', authed, async (req, res) => {
+    const user = await viewUser(req);
+    if (!user) return res.redirect(302, '/login?error=login_required');
+    const { rows } = await pool.query<{ id: string; name: string; created_at: Date }>(
+      'SELECT id, name, created_at FROM servers WHERE user_id = $1 ORDER BY id',
+      [user.id],
+    );
+    const servers: ServerRow[] = rows.map((r) => ({
+      id: Number(r.id),
+      name: r.name,
+      createdAt: r.created_at,
+    }));
+    res.type('html').send(dashboardPage({ user, servers, csrfToken: csrfToken(req) }));
+  });
+
+  app.post('/delete-server', authed, csrf, async (req, res) => {
+    const raw = bodyField(req, 'serverId');
+    const serverId =
+      typeof raw === 'number' ? raw : typeof raw === 'string' && /^\d{1,15}$/.test(raw) ? Number(raw) : NaN;
+    if (!Number.isSafeInteger(serverId) || serverId <= 0) {
+      throw new AuthError('BAD_REQUEST', 'serverId must be a positive integer', 400);
+    }
+    const result = await pool.query('DELETE FROM servers WHERE id = $1 AND user_id = $2', [
+      serverId,
+      req.session.userId,
+    ]);
+    if (wantsJson(req)) return res.status(200).json({ deleted: result.rowCount ?? 0 });
+    res.redirect(303, '/dashboard');
+  });
+
+  app.get('/api/me', authed, async (req, res) => {
+    const user = await viewUser(req);
+    if (!user) return res.status(401).json({ error: 'unauthorized', message: 'Login required' });
+    res.json({ id: user.id, email: user.email, role: user.role });
+  });
+
+  app.post('/logout', async (req, res, next) => {
+    // Nothing to protect when not logged in: just make sure nothing is left and go home.
+    if (isAuthenticated(req)) {
+      const err = await new Promise<unknown>((resolve) => csrf(req, res, resolve));
+      if (err) return next(err);
+    }
+    await auth.logout(req);
+    res.redirect(303, LOGGED_OUT);
+  });
+
+  app.get('/logout', async (req, res) => {
+    // A GET that changes state: a link on another site must not be able to log people out.
+    const site = firstString(req.headers['sec-fetch-site']);
+    if (isAuthenticated(req) && (site === 'cross-site' || site === 'same-site')) {
+      const user = await viewUser(req);
+      return res.type('html').send(logoutConfirmPage({ user, csrfToken: user ? csrfToken(req) : undefined }));
+    }
+    await auth.logout(req);
+    res.redirect(302, LOGGED_OUT);
+  });
+
+  app.get('/account/sessions', authed, async (req, res) => {
+    const user = await viewUser(req);
+    if (!user) return res.redirect(302, '/login?error=login_required');
+    const sessions = await auth.sessions.list(req);
+    const notice = SESSION_NOTICES[firstString(req.query.notice) ?? ''];
+    res.type('html').send(sessionsPage({ user, sessions, csrfToken: csrfToken(req), message: notice }));
+  });
+
+  app.post('/account/sessions/revoke-others', authed, csrf, async (req, res) => {
+    const count = await auth.revokeOtherSessions(req);
+    if (wantsJson(req)) return res.json({ revoked: count });
+    res.redirect(303, `/account/sessions?notice=${count > 0 ? 'others' : 'none'}`);
+  });
+
+  app.post('/account/sessions/:id/revoke', authed, csrf, async (req, res, next) => {
+    const outcome = await auth.revokeSession(req, String(req.params.id));
+    if (outcome === 'not-found') return next();
+    if (wantsJson(req)) return res.json({ revoked: outcome });
+    res.redirect(303, outcome === 'current' ? LOGGED_OUT : '/account/sessions?notice=revoked');
+  });
+
+  const adminOnly = requireRole('admin');
+  app.get('/admin', adminOnly, async (req, res) => {
+    const user = await viewUser(req);
+    if (!user) return res.redirect(302, '/login?error=login_required');
+    const users = await auth.users.list();
+    res.type('html').send(adminPage({ user, users, csrfToken: csrfToken(req) }));
+  });
+
+  app.post('/admin/users/:id/revoke-sessions', adminOnly, csrf, async (req, res, next) => {
+    const id = Number(req.params.id);
+    if (!Number.isSafeInteger(id) || id <= 0 || !(await auth.users.findById(id))) return next();
+    const count = await auth.revokeAllSessions(id);
+    if (wantsJson(req)) return res.json({ revoked: count });
+    res.redirect(303, '/admin');
+  });
+
+  // A real 404, in the format the client asked for.
+  app.use((req: Request, res: Response) => {
+    res.status(404);
+    if (wantsJson(req)) return res.json({ error: 'not_found' });
+    res
+      .type('html')
+      .send(errorPage({ status: 404, title: 'Not found', message: 'There is no page at this address.' }));
+  });
+
+  // Errors: a status and a message safe to show; never a stack trace or an internal message.
+  app.use((err: unknown, req: Request, res: Response, next: NextFunction) => {
+    if (res.headersSent) return next(err);
+    let status = 500;
+    let code = 'internal_error';
+    let message = 'Something went wrong on our side. Please try again.';
+    let title = 'Server error';
+    if (err instanceof StoreUnavailableError || isDatabaseDown(err)) {
+      status = 503;
+      code = 'unavailable';
+      title = 'Temporarily unavailable';
+      message = 'The service is temporarily unavailable. Please try again in a moment.';
+      res.setHeader('Retry-After', String(err instanceof StoreUnavailableError ? err.retryAfter : 5));
+    } else if (err instanceof TooManyAttemptsError) {
+      status = 429;
+      code = 'rate_limited';
+      title = 'Too many attempts';
+      message = `Too many failed login attempts. Try again in ${Math.ceil(err.retryAfter / 60)} minute(s).`;
+      res.setHeader('Retry-After', String(err.retryAfter));
+    } else if (err instanceof AuthError) {
+      status = err.status;
+      code = err.code === 'BAD_REQUEST' ? 'bad_request' : err.code.replace(/^PGSESSION_/, '').toLowerCase();
+      title = status === 401 ? 'Login required' : status === 403 ? 'Forbidden' : 'Bad request';
+      message = err.message;
+    } else if (err instanceof PgSessionError) {
+      // Other library errors (serialisation, state): programming errors, 500.
+    } else {
+      const e = err as { status?: unknown; statusCode?: unknown; type?: unknown };
+      const s = Number(e?.status ?? e?.statusCode);
+      // body-parser and friends: 400 (malformed), 413 (too large), 415 …
+      if (Number.isInteger(s) && s >= 400 && s < 500) {
+        status = s;
+        code = typeof e.type === 'string' ? e.type : 'bad_request';
+        title = 'Bad request';
+        message = 'The request could not be understood.';
+      }
+    }
+    if (status >= 500) logger.error({ err, url: req.originalUrl.split('?')[0] }, 'request failed');
+    else if (status === 403)
+      audit.warn(
+        { event: 'request.forbidden', code, ip: clientAddress(req), ua: userAgent(req), url: req.path },
+        'forbidden',
+      );
+    res.status(status);
+    if (wantsJson(req)) return res.json({ error: code, message });
+    res.type('html').send(errorPage({ status, title, message }));
+  });
+
+  Object.defineProperty(app, 'sessionMiddleware', { value: sessionMiddleware });
+  Object.defineProperty(app, 'auth', { value: auth });
+  Object.defineProperty(app, 'close', {
+    value: async () => {
+      await sessionMiddleware.flush();
+      const s = store as { close?: () => Promise<void> | void };
+      if (!options.store && typeof s.close === 'function') await s.close();
+    },
+  });
+  return app;
+}

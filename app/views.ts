@@ -1,0 +1,256 @@
+/**
+ * Server-rendered HTML for the demo app. Every dynamic value goes through {@link esc}; nothing
+ * here builds markup from unescaped input.
+ */
+import type { SessionInfo, UserListEntry } from '../src/auth/index.js';
+
+/** Escape text for HTML element content and double- or single-quoted attribute values. */
+export function esc(value: unknown): string {
+  return String(value ?? '')
+    .replaceAll('&', '&amp;')
+    .replaceAll('<', '&lt;')
+    .replaceAll('>', '&gt;')
+    .replaceAll('"', '&quot;')
+    .replaceAll("'", '&#39;');
+}
+
+/** The logged-in user as the layout shows them. */
+export interface ViewUser {
+  email: string;
+  role: 'user' | 'admin';
+}
+
+interface LayoutOptions {
+  title: string;
+  user?: ViewUser | null | undefined;
+  csrfToken?: string | undefined;
+  message?: string | undefined;
+  error?: string | undefined;
+}
+
+const CSS = `
+*{box-sizing:border-box}
+body{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;background:#f6f8fa}
+header{background:#24292f;color:#fff}
+header .bar{max-width:56rem;margin:0 auto;padding:.75rem 1rem;display:flex;gap:1rem;align-items:center;flex-wrap:wrap}
+header a{color:#fff;text-decoration:none}
+header a.brand{font-weight:700;margin-right:auto}
+header form{margin:0}
+main{max-width:56rem;margin:2rem auto;padding:0 1rem}
+.card{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:1.5rem;margin-bottom:1.5rem}
+h1{font-size:1.6rem;margin:0 0 1rem}
+h2{font-size:1.2rem;margin:0 0 .75rem}
+label{display:block;font-weight:600;margin:.75rem 0 .25rem}
+input[type=email],input[type=password]{width:100%;max-width:24rem;padding:.5rem;border:1px solid #d0d7de;border-radius:6px;font:inherit}
+button,.button{display:inline-block;padding:.4rem .9rem;border-radius:6px;border:1px solid #1f883d;background:#1f883d;color:#fff;font:inherit;cursor:pointer;text-decoration:none}
+button.secondary{background:#f6f8fa;color:#24292f;border-color:#d0d7de}
+button.danger{background:#fff;color:#cf222e;border-color:#cf222e}
+header button.link{background:none;border:none;color:#fff;padding:0;text-decoration:underline}
+table{width:100%;border-collapse:collapse}
+th,td{text-align:left;padding:.5rem;border-bottom:1px solid #d0d7de;vertical-align:top}
+td form{margin:0}
+.muted{color:#57606a;font-size:.9rem}
+.notice{padding:.75rem 1rem;border-radius:6px;margin-bottom:1rem;background:#ddf4ff;border:1px solid #54aeff}
+.error{padding:.75rem 1rem;border-radius:6px;margin-bottom:1rem;background:#ffebe9;border:1px solid #ff8182}
+.badge{display:inline-block;font-size:.75rem;padding:0 .5rem;border-radius:1rem;background:#ddf4ff;border:1px solid #54aeff}
+code{font-size:.85rem;word-break:break-all}
+`;
+
+function csrfField(token: string | undefined): string {
+  return token ? `<input type="hidden" name="_csrf" value="${esc(token)}">` : '';
+}
+
+/** The page frame: header with navigation and a logout button on every authenticated page. */
+export function layout(options: LayoutOptions, body: string): string {
+  const { user } = options;
+  const nav = user
+    ? `<a href="/dashboard">Dashboard</a>
+       <a href="/account/sessions">Sessions</a>
+       ${user.role === 'admin' ? '<a href="/admin">Admin</a>' : ''}
+       <span class="muted" style="color:#d0d7de">${esc(user.email)}</span>
+       <form method="post" action="/logout">${csrfField(options.csrfToken)}<button class="link" type="submit">Log out</button></form>`
+    : '<a href="/login">Log in</a>';
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${esc(options.title)} · pgsession demo</title>
+<style>${CSS}</style>
+</head>
+<body>
+<header><div class="bar"><a class="brand" href="/">pgsession demo</a>${nav}</div></header>
+<main>
+${options.message ? `<div class="notice" role="status">${esc(options.message)}</div>` : ''}
+${options.error ? `<div class="error" role="alert">${esc(options.error)}</div>` : ''}
+${body}
+</main>
+</body>
+</html>`;
+}
+
+function when(date: Date): string {
+  return `${date.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
+}
+
+function ago(date: Date, now = Date.now()): string {
+  const s = Math.max(0, Math.round((now - date.getTime()) / 1000));
+  if (s < 60) return 'just now';
+  const m = Math.round(s / 60);
+  if (m < 60) return `${m} minute${m === 1 ? '' : 's'} ago`;
+  const h = Math.round(m / 60);
+  if (h < 48) return `${h} hour${h === 1 ? '' : 's'} ago`;
+  const d = Math.round(h / 24);
+  return `${d} days ago`;
+}
+
+export function homePage(options: { user: ViewUser | null; csrfToken?: string; message?: string }): string {
+  const body = options.user
+    ? `<div class="card"><h1>Welcome back</h1>
+       <p>You are logged in as <strong>${esc(options.user.email)}</strong>.</p>
+       <p><a class="button" href="/dashboard">Go to your dashboard</a></p></div>`
+    : `<div class="card"><h1>Persistent, secure sessions</h1>
+       <p>This demo keeps your login in PostgreSQL: restart the server and you stay logged in;
+       log out and the session is gone everywhere at once.</p>
+       <p><a class="button" href="/login">Log in</a></p></div>`;
+  return layout(
+    { title: 'Home', user: options.user, csrfToken: options.csrfToken, message: options.message },
+    body,
+  );
+}
+
+/** Messages for `/login?error=`; anything else shows nothing (no reflected text). */
+export const LOGIN_ERRORS: Readonly<Record<string, string>> = {
+  invalid_credentials: 'Invalid email or password.',
+  login_required: 'Please log in to continue.',
+  rate_limited: 'Too many failed attempts. Please wait and try again.',
+};
+
+export function loginPage(options: { error?: string | undefined; next?: string | undefined }): string {
+  const error = options.error ? LOGIN_ERRORS[options.error] : undefined;
+  const body = `<div class="card"><h1>Log in</h1>
+<form method="post" action="/login">
+  ${options.next ? `<input type="hidden" name="next" value="${esc(options.next)}">` : ''}
+  <label for="email">Email</label>
+  <input id="email" name="email" type="email" autocomplete="username" required autofocus>
+  <label for="password">Password</label>
+  <input id="password" name="password" type="password" autocomplete="current-password" required minlength="1" maxlength="1024">
+  <p><button type="submit">Log in</button></p>
+</form></div>`;
+  return layout({ title: 'Log in', error }, body);
+}
+
+export interface ServerRow {
+  id: number;
+  name: string;
+  createdAt: Date;
+}
+
+export function dashboardPage(options: {
+  user: ViewUser;
+  servers: ServerRow[];
+  csrfToken: string;
+  message?: string;
+}): string {
+  const rows = options.servers
+    .map(
+      (s) => `<tr><td>${esc(s.name)}</td><td class="muted">${esc(when(s.createdAt))}</td>
+<td><form method="post" action="/delete-server">${csrfField(options.csrfToken)}
+<input type="hidden" name="serverId" value="${esc(s.id)}">
+<button class="danger" type="submit">Delete</button></form></td></tr>`,
+    )
+    .join('\n');
+  const body = `<div class="card"><h1>Dashboard</h1>
+<p>Logged in as <strong>${esc(options.user.email)}</strong> <span class="badge">${esc(options.user.role)}</span></p></div>
+<div class="card"><h2>Your servers</h2>
+${options.servers.length ? `<table><thead><tr><th>Name</th><th>Added</th><th></th></tr></thead><tbody>${rows}</tbody></table>` : '<p class="muted">No servers.</p>'}
+</div>`;
+  return layout(
+    { title: 'Dashboard', user: options.user, csrfToken: options.csrfToken, message: options.message },
+    body,
+  );
+}
+
+export function sessionsPage(options: {
+  user: ViewUser;
+  sessions: SessionInfo[];
+  csrfToken: string;
+  message?: string | undefined;
+}): string {
+  const rows = options.sessions
+    .map(
+      (s) => `<tr>
+<td>${esc(s.device)}${s.current ? ' <span class="badge">this session</span>' : ''}<br><code class="muted" title="Session id as stored (a hash; not usable as a cookie)">${esc(s.id.slice(0, 12))}…</code></td>
+<td>${esc(s.ip ?? 'unknown')}</td>
+<td>${esc(when(s.createdAt))}</td>
+<td>${esc(ago(s.lastActiveAt))}</td>
+<td><form method="post" action="/account/sessions/${encodeURIComponent(s.id)}/revoke">${csrfField(options.csrfToken)}
+<button class="${s.current ? 'secondary' : 'danger'}" type="submit">${s.current ? 'Log out' : 'Revoke'}</button></form></td>
+</tr>`,
+    )
+    .join('\n');
+  const others = options.sessions.filter((s) => !s.current).length;
+  const body = `<div class="card"><h1>Your sessions</h1>
+<p class="muted">Every browser where you are logged in. Revoke any you do not recognise.</p>
+<table><thead><tr><th>Device</th><th>Address</th><th>Signed in</th><th>Last active</th><th></th></tr></thead>
+<tbody>${rows}</tbody></table>
+${
+  others > 0
+    ? `<form method="post" action="/account/sessions/revoke-others" style="margin-top:1rem">${csrfField(options.csrfToken)}
+<button class="danger" type="submit">Log out all other sessions (${others})</button></form>`
+    : ''
+}
+</div>`;
+  return layout(
+    { title: 'Sessions', user: options.user, csrfToken: options.csrfToken, message: options.message },
+    body,
+  );
+}
+
+export function adminPage(options: {
+  user: ViewUser;
+  users: UserListEntry[];
+  csrfToken: string;
+  message?: string | undefined;
+}): string {
+  const rows = options.users
+    .map(
+      (u) => `<tr><td>${esc(u.id)}</td><td>${esc(u.email)}</td><td>${esc(u.role)}</td>
+<td>${u.disabled ? 'disabled' : 'active'}</td><td>${esc(u.sessions)}</td>
+<td>${
+        u.sessions > 0
+          ? `<form method="post" action="/admin/users/${esc(u.id)}/revoke-sessions">${csrfField(options.csrfToken)}<button class="danger" type="submit">End sessions</button></form>`
+          : ''
+      }</td></tr>`,
+    )
+    .join('\n');
+  const body = `<div class="card"><h1>Users</h1>
+<table><thead><tr><th>Id</th><th>Email</th><th>Role</th><th>Status</th><th>Sessions</th><th></th></tr></thead>
+<tbody>${rows}</tbody></table></div>`;
+  return layout(
+    { title: 'Admin', user: options.user, csrfToken: options.csrfToken, message: options.message },
+    body,
+  );
+}
+
+export function logoutConfirmPage(options: {
+  user: ViewUser | null;
+  csrfToken?: string | undefined;
+}): string {
+  const body = `<div class="card"><h1>Log out?</h1>
+<p>A link on another site tried to log you out. Confirm here if you meant to.</p>
+<form method="post" action="/logout">${csrfField(options.csrfToken)}<button type="submit">Log out</button></form></div>`;
+  return layout({ title: 'Log out', user: options.user, csrfToken: options.csrfToken }, body);
+}
+
+export function errorPage(options: {
+  status: number;
+  title: string;
+  message: string;
+  user?: ViewUser | null | undefined;
+  csrfToken?: string | undefined;
+}): string {
+  const body = `<div class="card"><h1>${esc(options.status)} · ${esc(options.title)}</h1>
+<p>${esc(options.message)}</p><p><a href="/">Back to the home page</a></p></div>`;
+  return layout({ title: options.title, user: options.user, csrfToken: options.csrfToken }, body);
+}

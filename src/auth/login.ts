@@ -1,0 +1,316 @@
+import { createHash } from 'node:crypto';
+import { ConfigError } from '../core/errors.js';
+import type { RegenerateOptions } from '../core/session.js';
+import { generateCsrfToken } from './csrf.js';
+import { TooManyAttemptsError } from './errors.js';
+import { type Argon2Params, MAX_PASSWORD_LENGTH, PasswordHasher, type VerifyResult } from './passwords.js';
+import { type LoginAttempt, LoginRateLimiter, type LoginRateLimiterOptions } from './rate-limit.js';
+import { type AuthRequest, clientAddress, userAgent } from './request.js';
+import { type SessionAccess, SessionManager } from './sessions.js';
+import type { AuthEvent, AuthUser, Role } from './types.js';
+import { isPlausibleEmail, normalizeEmail, UserRepository, type UserRepositoryOptions } from './users.js';
+
+/** Options of {@link createAuth}. */
+export interface AuthOptions {
+  /** The database holding `users` and `auth_rate_limits` (see `runAuthMigrations`). */
+  pool: import('pg').Pool;
+  /** pgsession's middleware (for storage keys and the store: listing and revocation). */
+  session: SessionAccess;
+  /**
+   * What survives the id change at login besides the auth keys (a cart, a flash message…).
+   * `true` keeps everything, a list keeps those keys. Default: nothing.
+   */
+  keep?: RegenerateOptions['keep'];
+  /** argon2id cost for new hashes. Default OWASP's m=19456, t=2, p=1. */
+  argon2?: Partial<Argon2Params>;
+  /**
+   * Failed-login limits (counters in PostgreSQL by default). `false` turns them off (tests
+   * only); an object overrides parts of the policy; a {@link LoginRateLimiter} is used as is.
+   */
+  rateLimit?: false | LoginRateLimiter | Omit<LoginRateLimiterOptions, 'pool'>;
+  /** The session table, for session counts on the admin list. Default `session`. */
+  sessionTable?: UserRepositoryOptions['sessionTable'];
+  /** Audit events (login, failures, rate limiting, revocation). Never carries passwords or raw ids. */
+  onEvent?: (event: AuthEvent, req?: AuthRequest) => void;
+  /** Errors the auth layer swallows on purpose (a failed bcrypt→argon2id upgrade). Default: a warning. */
+  onError?: (err: unknown) => void;
+}
+
+/** Result of {@link Auth.changePassword}. */
+export type ChangePasswordResult = { ok: true; revoked: number } | { ok: false; reason: 'wrong-password' };
+
+function hashEmail(email: string): string {
+  return createHash('sha256').update(email).digest('base64url').slice(0, 16);
+}
+
+function validPasswordInput(password: unknown): password is string {
+  if (typeof password !== 'string' || password.length === 0) return false;
+  // Cheap bound first (UTF-16 units ≥ code points), exact count only when it matters.
+  if (password.length <= MAX_PASSWORD_LENGTH) return true;
+  return [...password].length <= MAX_PASSWORD_LENGTH;
+}
+
+/**
+ * The auth layer bound to a database and a session middleware: login/logout with fixation
+ * defence, rate limiting and enumeration-safe answers; password changes; account disabling;
+ * session listing and revocation. Create it with {@link createAuth}.
+ */
+export class Auth {
+  readonly users: UserRepository;
+  readonly hasher: PasswordHasher;
+  readonly sessions: SessionManager;
+  readonly limiter: LoginRateLimiter | null;
+  readonly #access: SessionAccess;
+  readonly #keep: RegenerateOptions['keep'];
+  readonly #onEvent: (event: AuthEvent, req?: AuthRequest) => void;
+  readonly #onError: (err: unknown) => void;
+
+  constructor(options: AuthOptions) {
+    if (!options?.pool) throw new ConfigError('createAuth: `pool` (a pg.Pool) is required');
+    if (!options.session?.store || !options.session.engine) {
+      throw new ConfigError('createAuth: `session` must be the middleware returned by session(options)');
+    }
+    this.hasher = new PasswordHasher(options.argon2);
+    this.users = new UserRepository(options.pool, {
+      hasher: this.hasher,
+      sessionTable: options.sessionTable,
+    });
+    this.sessions = new SessionManager(options.session);
+    this.#access = options.session;
+    this.#keep = options.keep;
+    this.limiter =
+      options.rateLimit === false
+        ? null
+        : options.rateLimit instanceof LoginRateLimiter
+          ? options.rateLimit
+          : new LoginRateLimiter({ ...options.rateLimit, pool: options.pool });
+    this.#onEvent = options.onEvent ?? (() => {});
+    this.#onError =
+      options.onError ??
+      ((err) =>
+        process.emitWarning(`pgsession auth: ${(err as Error)?.message ?? String(err)}`, {
+          code: 'PGSESSION_AUTH',
+        }));
+  }
+
+  /** Prepare what the first login would otherwise wait for (the dummy hash). Optional. */
+  async ready(): Promise<void> {
+    await this.hasher.dummyHash();
+  }
+
+  #emit(event: AuthEvent, req?: AuthRequest): void {
+    try {
+      this.#onEvent(event, req);
+    } catch (err) {
+      this.#onError(err);
+    }
+  }
+
+  /**
+   * Check an email and password and, when right, log the request's session in:
+   *
+   * 1. Count the attempt against the failed-login limits (throws {@link TooManyAttemptsError}).
+   * 2. Verify the password against the user's hash — or against a dummy argon2id hash when the
+   *    email is unknown or the account disabled, so the answer and its time are the same.
+   * 3. On success: a new session id (the old one dies at once: no fixation), keeping only what
+   *    the `keep` option says; then `userId`, `userRole`, a fresh `csrfToken` and `_meta`
+   *    (address, user agent, time) for the sessions page. A bcrypt (or weaker argon2) hash is
+   *    replaced by an argon2id hash of the password as typed.
+   *
+   * Returns the user, or null for any failure (wrong password, unknown email, disabled account,
+   * malformed input) — the caller cannot tell them apart, and neither can the client.
+   */
+  async login(req: AuthRequest, email: unknown, password: unknown): Promise<AuthUser | null> {
+    if (!req.session) throw new ConfigError('login(req, …) needs the session middleware in front of it');
+    const normalized = normalizeEmail(email);
+    const ip = clientAddress(req);
+    const ua = userAgent(req);
+    let attempt: LoginAttempt | undefined;
+    if (this.limiter) {
+      try {
+        attempt = await this.limiter.attempt(normalized, ip);
+      } catch (err) {
+        if (err instanceof TooManyAttemptsError) {
+          this.#emit(
+            {
+              type: 'rate-limited',
+              scope: err.scope,
+              emailHash: hashEmail(normalized),
+              ip,
+              ua,
+              retryAfter: err.retryAfter,
+            },
+            req,
+          );
+        }
+        throw err;
+      }
+    }
+
+    const inputOk = validPasswordInput(password) && isPlausibleEmail(normalized);
+    const user = inputOk ? await this.users.findByEmail(normalized) : null;
+    let result: VerifyResult = { ok: false, needsRehash: false, scheme: 'unknown' };
+    if (!inputOk || !user) {
+      await this.hasher.verifyDummy(inputOk ? (password as string) : '');
+    } else {
+      result = await this.hasher.verify(user.passwordHash, password as string);
+      if (user.disabled) result = { ok: false, needsRehash: false, scheme: result.scheme };
+    }
+    if (!user || !result.ok) {
+      this.#emit(
+        { type: 'login-failed', userId: user?.id ?? null, emailHash: hashEmail(normalized), ip, ua },
+        req,
+      );
+      return null;
+    }
+
+    await attempt?.succeeded();
+    await req.session.regenerate({ keep: this.#keep });
+    const session = req.session;
+    session.userId = user.id;
+    session.userRole = user.role;
+    session.csrfToken = generateCsrfToken();
+    session._meta = { ip, ua, loginAt: Date.now() };
+
+    if (result.needsRehash)
+      await this.#upgradeHash(user.id, user.passwordHash, password as string, result.scheme);
+    this.#emit({ type: 'login', userId: user.id, key: this.sessions.currentKey(req) ?? '', ip, ua }, req);
+    return { id: user.id, email: user.email, role: user.role };
+  }
+
+  async #upgradeHash(userId: number, oldHash: string, password: string, scheme: VerifyResult['scheme']) {
+    try {
+      const hash = await this.hasher.hashUnchecked(password);
+      if (await this.users.setPasswordHash(userId, hash, oldHash)) {
+        this.#emit({ type: 'password-rehashed', userId, from: scheme === 'bcrypt' ? 'bcrypt' : 'argon2id' });
+      }
+    } catch (err) {
+      // The login itself succeeded; the upgrade is retried at the next one.
+      this.#onError(err);
+    }
+  }
+
+  /** Destroy the session (row deleted, cookie cleared). Safe to call when not logged in. */
+  async logout(req: AuthRequest): Promise<void> {
+    const session = req.session;
+    if (!session) return;
+    const key = this.sessions.currentKey(req) ?? '';
+    const userId = typeof session.userId === 'number' ? session.userId : null;
+    await session.destroy();
+    this.#emit({ type: 'logout', userId, key, ip: clientAddress(req), ua: userAgent(req) }, req);
+  }
+
+  /** The logged-in user, fresh from the database (null when not logged in, deleted or disabled). */
+  async currentUser(req: AuthRequest): Promise<AuthUser | null> {
+    const id = req.session?.userId;
+    if (typeof id !== 'number') return null;
+    const user = await this.users.findById(id);
+    if (!user || user.disabled) return null;
+    return { id: user.id, email: user.email, role: user.role };
+  }
+
+  /**
+   * Change the logged-in user's password: the current one is required (and counted by the
+   * failed-login limits), the new one must meet the policy (PasswordPolicyError). By default
+   * every other session of the user is revoked, and this session gets a new id.
+   */
+  async changePassword(
+    req: AuthRequest,
+    currentPassword: unknown,
+    newPassword: string,
+    options: { revokeOthers?: boolean } = {},
+  ): Promise<ChangePasswordResult> {
+    const userId = req.session?.userId;
+    if (typeof userId !== 'number') return { ok: false, reason: 'wrong-password' };
+    const user = await this.users.findById(userId);
+    if (!user || user.disabled) return { ok: false, reason: 'wrong-password' };
+    const withHash = await this.users.findByEmail(user.email);
+    const attempt = this.limiter ? await this.limiter.attempt(user.email, clientAddress(req)) : undefined;
+    const ok =
+      withHash && validPasswordInput(currentPassword)
+        ? (await this.hasher.verify(withHash.passwordHash, currentPassword)).ok
+        : false;
+    if (!ok) return { ok: false, reason: 'wrong-password' };
+    await attempt?.succeeded();
+    await this.users.setPassword(userId, newPassword);
+    let revoked = 0;
+    if (options.revokeOthers !== false) {
+      revoked = await this.sessions.revokeOthers(req);
+      await req.session!.regenerate({ keep: true });
+      req.session!.csrfToken = generateCsrfToken();
+    }
+    this.#emit({ type: 'password-changed', userId, revoked }, req);
+    return { ok: true, revoked };
+  }
+
+  /** Disable an account and end all its sessions (on every server). */
+  async disableUser(userId: number): Promise<number> {
+    await this.users.disable(userId);
+    return this.#revokeAll(userId, 'account disabled');
+  }
+
+  /** Change a user's role and end their sessions (the role is cached in the session). */
+  async setRole(userId: number, role: Role): Promise<number> {
+    await this.users.setRole(userId, role);
+    return this.#revokeAll(userId, 'role changed');
+  }
+
+  /** End every session of a user (admin action). */
+  async revokeAllSessions(userId: number, reason = 'revoked by an administrator'): Promise<number> {
+    return this.#revokeAll(userId, reason);
+  }
+
+  async #revokeAll(userId: number, reason: string): Promise<number> {
+    const count = await this.sessions.revokeAll(userId);
+    this.#emit({
+      type: 'revoked',
+      userId,
+      key: '*',
+      by: reason.includes('admin') ? 'admin' : 'system',
+      reason,
+    });
+    return count;
+  }
+
+  /** Revoke one of the requester's sessions by its listed id (see {@link SessionManager.revoke}). */
+  async revokeSession(req: AuthRequest, id: string) {
+    const userId = req.session?.userId;
+    const outcome = await this.sessions.revoke(req, id);
+    if (outcome !== 'not-found' && typeof userId === 'number') {
+      this.#emit(
+        {
+          type: 'revoked',
+          userId,
+          key: id,
+          by: 'user',
+          reason: outcome === 'current' ? 'logout' : 'revoked',
+        },
+        req,
+      );
+    }
+    return outcome;
+  }
+
+  /** Revoke all the requester's other sessions ("log out everywhere else"). */
+  async revokeOtherSessions(req: AuthRequest): Promise<number> {
+    const userId = req.session?.userId;
+    const count = await this.sessions.revokeOthers(req);
+    if (typeof userId === 'number' && count > 0) {
+      this.#emit(
+        { type: 'revoked', userId, key: '*others', by: 'user', reason: 'log out everywhere else' },
+        req,
+      );
+    }
+    return count;
+  }
+
+  /** The storage key of a session id (for logs and comparisons; never a cookie value). */
+  keyOf(sessionId: string): string {
+    return this.#access.engine.keyOf(sessionId);
+  }
+}
+
+/** Bind the auth layer to a pool and pgsession's middleware. */
+export function createAuth(options: AuthOptions): Auth {
+  return new Auth(options);
+}

@@ -1,0 +1,147 @@
+import { randomBytes } from 'node:crypto';
+import argon2 from 'argon2';
+import bcrypt from 'bcryptjs';
+import { PasswordPolicyError } from './errors.js';
+
+/** Shortest accepted new password, in characters (ASVS 6.2.1). */
+export const MIN_PASSWORD_LENGTH = 8;
+/** Longest accepted password, in characters: long passphrases work, megabyte bodies don't reach the hasher. */
+export const MAX_PASSWORD_LENGTH = 1024;
+
+/**
+ * argon2id cost. The default is OWASP's Password Storage Cheat Sheet configuration
+ * "m=19456 (19 MiB), t=2, p=1": tens of milliseconds on one core, off the event loop.
+ */
+export interface Argon2Params {
+  memoryCost: number;
+  timeCost: number;
+  parallelism: number;
+}
+
+export const DEFAULT_ARGON2_PARAMS: Readonly<Argon2Params> = Object.freeze({
+  memoryCost: 19_456,
+  timeCost: 2,
+  parallelism: 1,
+});
+
+const BCRYPT_PREFIX = /^\$2[aby]\$\d{2}\$/;
+const ARGON2_PREFIX = /^\$argon2(id|i|d)\$/;
+
+/** Length in characters as the user typed them (code points: an emoji counts once). */
+function length(password: string): number {
+  let n = 0;
+  for (const _ of password) n++;
+  return n;
+}
+
+/**
+ * Check a new password against the policy; returns the problem in words, or null. Passwords are
+ * taken exactly as typed: no trimming, no normalisation, no truncation.
+ */
+export function passwordProblem(password: unknown): string | null {
+  if (typeof password !== 'string') return 'Password required';
+  const n = length(password);
+  if (n < MIN_PASSWORD_LENGTH) return `Password must be at least ${MIN_PASSWORD_LENGTH} characters`;
+  if (n > MAX_PASSWORD_LENGTH) return `Password must be at most ${MAX_PASSWORD_LENGTH} characters`;
+  return null;
+}
+
+/** Result of {@link PasswordHasher.verify}. */
+export interface VerifyResult {
+  ok: boolean;
+  /** The password matched but the hash is bcrypt or weaker argon2 parameters: store a fresh hash. */
+  needsRehash: boolean;
+  /** The scheme of the stored hash. */
+  scheme: 'argon2id' | 'bcrypt' | 'unknown';
+}
+
+/**
+ * Hashes new passwords with argon2id and verifies argon2 and bcrypt (`$2a$`, `$2b$`, `$2y$`)
+ * hashes. Nothing here blocks the event loop: argon2 runs on libuv's thread pool and bcryptjs's
+ * async compare yields between rounds.
+ *
+ * bcrypt only ever looks at the first 72 bytes of a password. A legacy bcrypt hash therefore
+ * still accepts any password sharing those 72 bytes until the user's next successful login,
+ * which replaces it with an argon2id hash of the whole password as typed.
+ */
+export class PasswordHasher {
+  readonly params: Readonly<Argon2Params>;
+  #dummy: Promise<string> | undefined;
+
+  constructor(params: Partial<Argon2Params> = {}) {
+    this.params = Object.freeze({ ...DEFAULT_ARGON2_PARAMS, ...params });
+  }
+
+  /** An argon2id hash of `password`, after checking the length policy (PasswordPolicyError). */
+  async hash(password: string): Promise<string> {
+    const problem = passwordProblem(password);
+    if (problem) throw new PasswordPolicyError(problem);
+    return argon2.hash(password, { type: argon2.argon2id, ...this.params });
+  }
+
+  /**
+   * An argon2id hash of a password that was already accepted once (upgrading a legacy hash at
+   * login): no minimum length, since the user's existing password is what it is.
+   */
+  async hashUnchecked(password: string): Promise<string> {
+    if (length(password) > MAX_PASSWORD_LENGTH) throw new PasswordPolicyError('Password too long');
+    return argon2.hash(password, { type: argon2.argon2id, ...this.params });
+  }
+
+  /** Verify `password` against a stored hash. Never throws for a malformed hash: it just fails. */
+  async verify(storedHash: string, password: string): Promise<VerifyResult> {
+    if (typeof password !== 'string' || length(password) > MAX_PASSWORD_LENGTH) {
+      return { ok: false, needsRehash: false, scheme: 'unknown' };
+    }
+    if (ARGON2_PREFIX.test(storedHash)) {
+      let ok = false;
+      try {
+        ok = await argon2.verify(storedHash, password);
+      } catch {
+        ok = false;
+      }
+      const weak = !storedHash.startsWith('$argon2id$') || argon2.needsRehash(storedHash, this.params);
+      return { ok, needsRehash: ok && weak, scheme: 'argon2id' };
+    }
+    if (BCRYPT_PREFIX.test(storedHash)) {
+      let ok = false;
+      try {
+        ok = await bcrypt.compare(password, storedHash);
+      } catch {
+        ok = false;
+      }
+      return { ok, needsRehash: ok, scheme: 'bcrypt' };
+    }
+    // Unknown scheme (or a disabled account's placeholder): spend the same time, then fail.
+    await this.verifyDummy(password);
+    return { ok: false, needsRehash: false, scheme: 'unknown' };
+  }
+
+  /**
+   * Spend the time of a real verification and fail: used when the email is unknown, so the
+   * answer and its timing do not tell whether an account exists.
+   */
+  async verifyDummy(password: string): Promise<false> {
+    const hash = await this.dummyHash();
+    try {
+      await argon2.verify(hash, typeof password === 'string' ? password : '');
+    } catch {
+      // Same outcome either way.
+    }
+    return false;
+  }
+
+  /** A hash of a random secret nobody knows, made once with the current parameters. */
+  dummyHash(): Promise<string> {
+    this.#dummy ??= argon2.hash(randomBytes(32).toString('base64url'), {
+      type: argon2.argon2id,
+      ...this.params,
+    });
+    return this.#dummy;
+  }
+}
+
+/** True for hashes this module can verify. */
+export function isSupportedHash(hash: string): boolean {
+  return ARGON2_PREFIX.test(hash) || BCRYPT_PREFIX.test(hash);
+}

@@ -1,0 +1,154 @@
+import { createHash } from 'node:crypto';
+import type pg from 'pg';
+import {
+  type RateLimiterAbstract,
+  RateLimiterMemory,
+  RateLimiterPostgres,
+  RateLimiterRes,
+  type RateLimiterStoreAbstract,
+} from 'rate-limiter-flexible';
+import { StoreUnavailableError } from '../core/errors.js';
+import { TooManyAttemptsError } from './errors.js';
+
+/** One limit: at most `points` failed logins per `duration` seconds. */
+export interface Limit {
+  points: number;
+  /** Window length in seconds. */
+  duration: number;
+}
+
+/**
+ * The failed-login policy. Three counters, each a fixed window, all of which must have room for
+ * an attempt to go ahead:
+ *
+ * - `perAccountAddress`: failures for one account (email) from one client address. This is
+ *   the tight one (5 per 15 minutes) and it is what stops a single attacker guessing one
+ *   account's password, without affecting the account's owner elsewhere.
+ * - `perAddress`: failures from one address across all accounts (100 per hour): stops password
+ *   spraying from one machine.
+ * - `perAccount`: failures for one account from all addresses together (50 per hour), against
+ *   distributed guessing. It is deliberately loose (ten times the pair limit) because, when it
+ *   trips, it refuses the account's owner too: an attacker has to spread at least 10 addresses
+ *   over the account within the hour to lock it, and then only until the window ends.
+ *
+ * Only failures count: a successful login clears its pair counter and gives its attempt back to
+ * the other two. An attempt refused with 429 is not verified and does not feed the looser
+ * counters, so a locked-out attacker cannot push the whole account over its limit.
+ * Unknown emails count exactly like known ones (nothing to learn from the limits either).
+ */
+export interface LoginRateLimitPolicy {
+  perAccountAddress: Limit;
+  perAddress: Limit;
+  perAccount: Limit;
+}
+
+export const DEFAULT_LOGIN_RATE_LIMITS: Readonly<LoginRateLimitPolicy> = Object.freeze({
+  perAccountAddress: { points: 5, duration: 15 * 60 },
+  perAddress: { points: 100, duration: 60 * 60 },
+  perAccount: { points: 50, duration: 60 * 60 },
+});
+
+/** Options of {@link LoginRateLimiter}. */
+export interface LoginRateLimiterOptions {
+  /**
+   * Keep the counters in PostgreSQL, shared by every app server (the `auth_rate_limits` table of
+   * the auth migrations). Without a pool they live in this process's memory (development only).
+   */
+  pool?: pg.Pool | undefined;
+  /** Table for the counters. Default `auth_rate_limits` (created by the auth migrations). */
+  tableName?: string;
+  /** Override parts of {@link DEFAULT_LOGIN_RATE_LIMITS}. */
+  policy?: Partial<LoginRateLimitPolicy> | undefined;
+}
+
+/** Which limit refused an attempt. */
+export type LimitScope = 'account-ip' | 'ip' | 'account';
+
+/** An attempt that was allowed to go ahead; report how it ended. */
+export interface LoginAttempt {
+  /** The password was right: clear the pair's failures and refund the attempt. */
+  succeeded(): Promise<void>;
+}
+
+/** The key part for an email: a short hash, so counters never hold emails (or typos of passwords). */
+export function emailKey(normalizedEmail: string): string {
+  return createHash('sha256').update(normalizedEmail).digest('base64url').slice(0, 22);
+}
+
+function isLimiterRes(value: unknown): value is RateLimiterRes {
+  return value instanceof RateLimiterRes;
+}
+
+/**
+ * Failed-login limits per account+address, per address and per account (see
+ * {@link LoginRateLimitPolicy}), with `rate-limiter-flexible`'s PostgreSQL store.
+ */
+export class LoginRateLimiter {
+  readonly policy: Readonly<LoginRateLimitPolicy>;
+  readonly #pair: RateLimiterAbstract;
+  readonly #address: RateLimiterAbstract;
+  readonly #account: RateLimiterAbstract;
+
+  constructor(options: LoginRateLimiterOptions = {}) {
+    this.policy = Object.freeze({ ...DEFAULT_LOGIN_RATE_LIMITS, ...options.policy });
+    const make = (keyPrefix: string, limit: Limit): RateLimiterAbstract => {
+      if (!options.pool)
+        return new RateLimiterMemory({ keyPrefix, points: limit.points, duration: limit.duration });
+      const limiter: RateLimiterStoreAbstract = new RateLimiterPostgres({
+        storeClient: options.pool,
+        storeType: 'pool',
+        tableName: options.tableName ?? 'auth_rate_limits',
+        // The auth migrations create the table; the library must not race to create it per limiter.
+        tableCreated: true,
+        keyPrefix,
+        points: limit.points,
+        duration: limit.duration,
+      });
+      return limiter;
+    };
+    this.#pair = make('login_pair', this.policy.perAccountAddress);
+    this.#address = make('login_ip', this.policy.perAddress);
+    this.#account = make('login_acct', this.policy.perAccount);
+  }
+
+  /**
+   * Count a login attempt before verifying the password (counting first keeps parallel requests
+   * from slipping past the limit). Throws {@link TooManyAttemptsError} when a limit is reached,
+   * StoreUnavailableError when the counters cannot be reached (fail closed: 503).
+   */
+  async attempt(normalizedEmail: string, address: string): Promise<LoginAttempt> {
+    const account = emailKey(normalizedEmail);
+    const pairKey = `${account}:${address}`;
+    const taken: Array<[RateLimiterAbstract, string]> = [];
+    const consume = async (limiter: RateLimiterAbstract, key: string, scope: LimitScope) => {
+      try {
+        await limiter.consume(key, 1);
+        taken.push([limiter, key]);
+      } catch (err) {
+        // Give back what this refused attempt took from the limits before it.
+        await Promise.all(taken.map(([l, k]) => l.reward(k, 1).catch(() => {})));
+        if (isLimiterRes(err)) throw new TooManyAttemptsError(err.msBeforeNext / 1000, scope);
+        throw new StoreUnavailableError('login rate limiter unavailable', err);
+      }
+    };
+    await consume(this.#pair, pairKey, 'account-ip');
+    await consume(this.#address, address, 'ip');
+    await consume(this.#account, account, 'account');
+    return {
+      succeeded: async () => {
+        await Promise.all([
+          this.#pair.delete(pairKey),
+          this.#address.reward(address, 1),
+          this.#account.reward(account, 1),
+        ]).catch(() => {
+          // Not being refunded is harmless: the counters expire with their window.
+        });
+      },
+    };
+  }
+
+  /** Forget every counter of an account (an admin unlocking it). */
+  async resetAccount(normalizedEmail: string): Promise<void> {
+    await this.#account.delete(emailKey(normalizedEmail));
+  }
+}

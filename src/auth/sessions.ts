@@ -1,0 +1,158 @@
+import Bowser from 'bowser';
+import { ConfigError } from '../core/errors.js';
+import type { SessionStore } from '../stores/types.js';
+import type { AuthRequest } from './request.js';
+import type { SessionMeta } from './types.js';
+
+/** What the session manager needs from pgsession's middleware (a `SessionMiddleware` fits). */
+export interface SessionAccess {
+  /** The engine's store (hashed keys). */
+  readonly store: SessionStore;
+  /** The engine, for the storage key of the current request's id. */
+  readonly engine: { keyOf(id: string): string };
+}
+
+/** One session on the "your sessions" page. */
+export interface SessionInfo {
+  /**
+   * The session's storage key (SHA-256 of its id): identifies it for revocation, but is not a
+   * cookie value and cannot be turned into one.
+   */
+  id: string;
+  /** The session of the request asking. */
+  current: boolean;
+  createdAt: Date;
+  lastActiveAt: Date;
+  expiresAt: Date;
+  /** Client address at login, if recorded. */
+  ip: string | null;
+  userAgent: string | null;
+  /** Browser and OS in words, e.g. "Chrome 120 on macOS Catalina". */
+  device: string;
+}
+
+/** Describe a User-Agent in words: "Firefox 128 on Linux", "Safari 17.1 on iOS 17.1". */
+export function describeUserAgent(ua: string | null | undefined): string {
+  if (!ua) return 'Unknown device';
+  let parsed: Bowser.Parser.ParsedResult;
+  try {
+    parsed = Bowser.parse(ua);
+  } catch {
+    return 'Unknown device';
+  }
+  const name = parsed.browser.name;
+  const version = parsed.browser.version ?? '';
+  const major =
+    /^\d+\.\d+\.0\.0$/.test(version) || /^\d+\.0$/.test(version) ? version.split('.')[0] : version;
+  const browser = name ? `${name}${major ? ` ${major}` : ''}` : 'Unknown browser';
+  const os = parsed.os.name
+    ? `${parsed.os.name}${parsed.os.versionName ? ` ${parsed.os.versionName}` : parsed.os.version ? ` ${parsed.os.version}` : ''}`
+    : '';
+  if (!name && !os) return `Unknown browser (${ua.slice(0, 40)})`;
+  return os ? `${browser} on ${os}` : browser;
+}
+
+function metaOf(data: Record<string, unknown>): Partial<SessionMeta> {
+  const meta = data._meta;
+  return meta && typeof meta === 'object' ? (meta as Partial<SessionMeta>) : {};
+}
+
+/** What {@link SessionManager.revoke} did. */
+export type RevokeOutcome = 'revoked' | 'current' | 'not-found';
+
+/**
+ * Listing and revoking a user's sessions ("your sessions", "log out everywhere else", admin
+ * and account-disable revocation). Needs a store with `listByUser`/`destroyByUser` (the
+ * PostgreSQL and memory stores have them).
+ */
+export class SessionManager {
+  readonly #access: SessionAccess;
+
+  constructor(access: SessionAccess) {
+    this.#access = access;
+  }
+
+  get #store(): Required<Pick<SessionStore, 'listByUser' | 'destroyByUser'>> & SessionStore {
+    const store = this.#access.store;
+    if (typeof store.listByUser !== 'function' || typeof store.destroyByUser !== 'function') {
+      throw new ConfigError(
+        'listing and revoking sessions needs a store with listByUser/destroyByUser (PgStore or MemoryStore)',
+      );
+    }
+    return store as Required<Pick<SessionStore, 'listByUser' | 'destroyByUser'>> & SessionStore;
+  }
+
+  /** The storage key of the request's session (what the sessions page shows as its id). */
+  currentKey(req: AuthRequest): string | null {
+    return req.sessionID ? this.#access.engine.keyOf(req.sessionID) : null;
+  }
+
+  /** The user's live sessions, most recently active first; `currentKey` is marked current. */
+  async listForUser(userId: number, currentKey: string | null = null): Promise<SessionInfo[]> {
+    const listings = await this.#store.listByUser(String(userId));
+    return listings
+      .map(({ key, record }) => {
+        const meta = metaOf(record.data);
+        const ua = typeof meta.ua === 'string' ? meta.ua : null;
+        return {
+          id: key,
+          current: key === currentKey,
+          createdAt: new Date(record.createdAt),
+          lastActiveAt: new Date(record.lastActiveAt),
+          expiresAt: new Date(record.expiresAt),
+          ip: typeof meta.ip === 'string' ? meta.ip : null,
+          userAgent: ua,
+          device: describeUserAgent(ua),
+        };
+      })
+      .sort(
+        (a, b) =>
+          Number(b.current) - Number(a.current) || b.lastActiveAt.getTime() - a.lastActiveAt.getTime(),
+      );
+  }
+
+  /** The logged-in user's sessions (empty when not logged in). */
+  async list(req: AuthRequest): Promise<SessionInfo[]> {
+    const userId = req.session?.userId;
+    if (typeof userId !== 'number') return [];
+    return this.listForUser(userId, this.currentKey(req));
+  }
+
+  /**
+   * Revoke one of the logged-in user's sessions by its listed id. Only a session that belongs
+   * to the user is touched ('not-found' otherwise). Revoking the current session logs out
+   * ('current').
+   */
+  async revoke(req: AuthRequest, id: string): Promise<RevokeOutcome> {
+    const userId = req.session?.userId;
+    if (typeof userId !== 'number' || typeof id !== 'string' || id.length === 0 || id.length > 128) {
+      return 'not-found';
+    }
+    const current = this.currentKey(req);
+    if (id === current) {
+      await req.session!.destroy();
+      return 'current';
+    }
+    const mine = await this.#store.listByUser(String(userId));
+    if (!mine.some((s) => s.key === id)) return 'not-found';
+    await this.#store.destroy(id);
+    return 'revoked';
+  }
+
+  /** Revoke every session of the logged-in user except this one; returns how many went. */
+  async revokeOthers(req: AuthRequest): Promise<number> {
+    const userId = req.session?.userId;
+    if (typeof userId !== 'number') return 0;
+    return this.#store.destroyByUser(String(userId), this.currentKey(req) ?? undefined);
+  }
+
+  /** Revoke every session of a user (admin action, disabled account, role change). */
+  async revokeAll(userId: number, exceptKey?: string): Promise<number> {
+    return this.#store.destroyByUser(String(userId), exceptKey);
+  }
+
+  /** How many live sessions a user has. */
+  async count(userId: number): Promise<number> {
+    return (await this.#store.listByUser(String(userId))).length;
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * The session keys the auth layer reads and writes, typed on `req.session` through declaration
+ * merging. Apps add their own keys the same way:
+ *
+ * ```ts
+ * declare module 'pgsession' {
+ *   interface SessionData { cart: string[] }
+ * }
+ * ```
+ */
+
+/** A user's role. */
+export type Role = 'user' | 'admin';
+
+/** Where and how a session was opened, recorded at login for the "your sessions" page. */
+export interface SessionMeta {
+  /** Client address at login (Express's `req.ip`: honours `trust proxy`). */
+  ip: string;
+  /** User-Agent at login (truncated to 512 characters). */
+  ua: string;
+  /** Login time, epoch milliseconds. */
+  loginAt: number;
+}
+
+declare module '../core/session.js' {
+  interface SessionData {
+    /** The logged-in user's id (the seed's `req.session.userId`). */
+    userId: number;
+    /** The logged-in user's role (the seed's `req.session.userRole`). */
+    userRole: Role;
+    /** Per-session anti-forgery token (32 random bytes, base64url). */
+    csrfToken: string;
+    /** Login address and user agent, for the sessions page. */
+    _meta: SessionMeta;
+  }
+}
+
+/** A user as the auth layer hands it to the app (never includes the password hash). */
+export interface AuthUser {
+  id: number;
+  email: string;
+  role: Role;
+}
+
+/**
+ * Audit events of the auth layer, for structured logs. Session keys are storage keys (hashed
+ * ids), never raw ids; passwords never appear. `emailHash` lets failed attempts against one
+ * account be correlated without writing what was typed into the email field to the log.
+ */
+export type AuthEvent =
+  | { type: 'login'; userId: number; key: string; ip: string; ua: string }
+  | { type: 'login-failed'; userId: number | null; emailHash: string; ip: string; ua: string }
+  | {
+      type: 'rate-limited';
+      scope: 'ip' | 'account' | 'account-ip';
+      emailHash: string;
+      ip: string;
+      ua: string;
+      retryAfter: number;
+    }
+  | { type: 'logout'; userId: number | null; key: string; ip: string; ua: string }
+  | { type: 'revoked'; userId: number; key: string; by: 'user' | 'admin' | 'system'; reason: string }
+  | { type: 'password-rehashed'; userId: number; from: 'bcrypt' | 'argon2id' }
+  | { type: 'password-changed'; userId: number; revoked: number };
