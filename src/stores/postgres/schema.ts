@@ -1,0 +1,259 @@
+import { createHash } from 'node:crypto';
+import type pg from 'pg';
+import { ConfigError } from '../../core/errors.js';
+import { quoteIdent } from '../../db/sql.js';
+
+/** Where the session table lives. */
+export interface TableOptions {
+  /** Schema of the table; default: the connection's `search_path` (as connect-pg-simple). */
+  schemaName?: string | undefined;
+  /** Table name; default `session` (connect-pg-simple's default). */
+  tableName?: string | undefined;
+}
+
+/** The identifiers of one session table, each already quoted for SQL. */
+export interface TableNames {
+  /** The raw schema name, if one was given. */
+  readonly schemaName: string | undefined;
+  /** The raw table name. */
+  readonly tableName: string;
+  /** `"schema"."table"` or `"table"`, for use in statements. */
+  readonly qualified: string;
+  /** Quoted schema, if one was given. */
+  readonly schema: string | undefined;
+  /** Unqualified name of the expire index (`IDX_<table>_expire`, connect-pg-simple's name). */
+  readonly expireIndex: string;
+  /** Unqualified name of the partial user_id index (`IDX_<table>_user_id`). */
+  readonly userIndex: string;
+  /** A stable identity for advisory-lock keys. */
+  readonly identity: string;
+}
+
+/** Default table name, shared with connect-pg-simple. */
+export const DEFAULT_TABLE_NAME = 'session';
+
+/**
+ * Resolve and quote the table's names. Names are quoted as identifiers (never interpolated raw),
+ * so any string — quotes, semicolons, spaces — names a table and cannot inject SQL.
+ *
+ * @throws ConfigError for an empty name or one containing a NUL character.
+ */
+export function tableNames(options: TableOptions = {}): TableNames {
+  const tableName = options.tableName ?? DEFAULT_TABLE_NAME;
+  const schemaName = options.schemaName === '' ? undefined : options.schemaName;
+  for (const [what, name] of [
+    ['tableName', tableName],
+    ['schemaName', schemaName],
+  ] as const) {
+    if (name === undefined) continue;
+    if (typeof name !== 'string' || name.length === 0)
+      throw new ConfigError(`${what} must be a non-empty string`);
+    if (name.includes('\0')) throw new ConfigError(`${what} must not contain NUL characters`);
+  }
+  const schema = schemaName === undefined ? undefined : quoteIdent(schemaName);
+  const table = quoteIdent(tableName);
+  return {
+    schemaName,
+    tableName,
+    schema,
+    qualified: schema === undefined ? table : `${schema}.${table}`,
+    expireIndex: quoteIdent(`IDX_${tableName}_expire`),
+    userIndex: quoteIdent(`IDX_${tableName}_user_id`),
+    identity: `${schemaName ?? ''}\0${tableName}`,
+  };
+}
+
+/**
+ * Two 32-bit advisory-lock keys for a purpose on a table. The two-key form of
+ * `pg_advisory_lock` keeps us clear of applications using the one-bigint form with small
+ * numbers; the hash keeps different tables (and purposes) from blocking each other.
+ */
+export function advisoryLockKeys(purpose: 'schema' | 'prune', names: TableNames): [number, number] {
+  const digest = createHash('sha256').update(`pgsession:${purpose}\0${names.identity}`).digest();
+  return [digest.readInt32BE(0), digest.readInt32BE(4)];
+}
+
+/** The columns pgsession adds to connect-pg-simple's three, with their definitions. */
+export const EXTRA_COLUMNS: ReadonlyArray<readonly [name: string, definition: string]> = [
+  // All nullable or defaulted: connect-pg-simple's INSERT names only sid, sess and expire, and
+  // must keep working against the upgraded table (rolling deploys, shared databases).
+  ['user_id', 'text'],
+  ['created_at', 'timestamptz'],
+  ['last_active_at', 'timestamptz'],
+  ['version', 'integer NOT NULL DEFAULT 0'],
+  // Rows written by connect-pg-simple are keyed by the raw id (false); ours by its hash (true).
+  ['id_hashed', 'boolean NOT NULL DEFAULT false'],
+];
+
+/** Options for {@link ensureSchema}. */
+export interface EnsureSchemaOptions extends TableOptions {
+  /**
+   * Create the table (and the schema, if named and missing) when it does not exist. Default
+   * true. When false a missing table is an error; an existing table is still upgraded, since
+   * the store's statements need the extra columns.
+   */
+  createTable?: boolean | undefined;
+  /** How long DDL may wait for a table lock before giving up (ms). Default 10 000. */
+  lockTimeoutMs?: number | undefined;
+}
+
+/** What {@link ensureSchema} did. */
+export interface EnsureSchemaResult {
+  /** The table did not exist and was created. */
+  created: boolean;
+  /** Columns added to an existing table (empty when it was already current). */
+  addedColumns: string[];
+  /** Indexes created. */
+  addedIndexes: string[];
+}
+
+interface CatalogRow {
+  exists: boolean;
+  schema_exists: boolean;
+  columns: string[] | null;
+  has_expire_index: boolean;
+  has_user_index: boolean;
+  expire_name_taken: boolean;
+  user_name_taken: boolean;
+}
+
+/** One query answering everything ensureSchema needs to decide. `$1` qualified name, `$2`/`$3` index names, `$4` schema. */
+const CATALOG_SQL = `WITH rel AS (SELECT to_regclass($1::text) AS oid),
+ns AS (
+  SELECT coalesce(
+    (SELECT c.relnamespace FROM pg_class c, rel WHERE c.oid = rel.oid),
+    (SELECT oid FROM pg_namespace WHERE nspname = $4::text),
+    (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
+  ) AS oid
+)
+SELECT
+  rel.oid IS NOT NULL AS exists,
+  ($4::text IS NULL OR EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $4::text)) AS schema_exists,
+  (SELECT array_agg(attname::text) FROM pg_attribute
+    WHERE attrelid = rel.oid AND attnum > 0 AND NOT attisdropped) AS columns,
+  EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+    WHERE i.indrelid = rel.oid AND a.attname = 'expire') AS has_expire_index,
+  EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+    WHERE i.indrelid = rel.oid AND a.attname = 'user_id') AS has_user_index,
+  EXISTS (SELECT 1 FROM pg_class c, ns WHERE c.relnamespace = ns.oid AND c.relname = $2::text) AS expire_name_taken,
+  EXISTS (SELECT 1 FROM pg_class c, ns WHERE c.relnamespace = ns.oid AND c.relname = $3::text) AS user_name_taken
+FROM rel`;
+
+/** PostgreSQL truncates identifiers to 63 bytes; compare index names the way it stores them. */
+function storedName(name: string): string {
+  const bytes = Buffer.from(name, 'utf8');
+  if (bytes.length <= 63) return name;
+  let end = 63;
+  // Do not cut a multi-byte character in half (PostgreSQL does the same).
+  while (end > 0 && ((bytes[end] ?? 0) & 0xc0) === 0x80) end--;
+  return bytes.subarray(0, end).toString('utf8');
+}
+
+/**
+ * Make sure the session table exists and has pgsession's columns and indexes.
+ *
+ * - Missing table: created exactly as connect-pg-simple's `table.sql` does (`sid varchar` primary
+ *   key, `sess json`, `expire timestamp(6)`, index `IDX_<table>_expire`), then upgraded like any
+ *   existing table — one code path for both.
+ * - Existing table (including one created by connect-pg-simple): the extra columns are added
+ *   (nullable or with constant defaults, so it is a catalog-only change and connect-pg-simple
+ *   can keep reading and writing the table) plus a partial index on `user_id`.
+ *
+ * Idempotent, and safe to run from many processes at once: everything happens in one
+ * transaction under a transaction-scoped advisory lock, so concurrent callers run one after
+ * another and later ones find nothing to do. DDL waits at most `lockTimeoutMs` for its table
+ * lock, so a long-running query cannot make start-up queue every other session query behind it.
+ */
+export async function ensureSchema(
+  pool: pg.Pool,
+  options: EnsureSchemaOptions = {},
+): Promise<EnsureSchemaResult> {
+  const names = tableNames(options);
+  const createTable = options.createTable ?? true;
+  const lockTimeoutMs = Math.max(0, Math.floor(options.lockTimeoutMs ?? 10_000));
+  const [k1, k2] = advisoryLockKeys('schema', names);
+  const expireIndexName = storedName(`IDX_${names.tableName}_expire`);
+  const userIndexName = storedName(`IDX_${names.tableName}_user_id`);
+  const result: EnsureSchemaResult = { created: false, addedColumns: [], addedIndexes: [] };
+
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    await client.query('BEGIN');
+    await client.query('SELECT pg_advisory_xact_lock($1, $2)', [k1, k2]);
+    await client.query(`SET LOCAL lock_timeout = ${lockTimeoutMs}`);
+
+    const catalog = async (): Promise<CatalogRow> => {
+      const { rows } = await client.query<CatalogRow>(CATALOG_SQL, [
+        names.qualified,
+        expireIndexName,
+        userIndexName,
+        names.schemaName ?? null,
+      ]);
+      return rows[0]!;
+    };
+
+    let state = await catalog();
+    if (!state.exists) {
+      if (!createTable) {
+        throw new Error(
+          `pgsession: session table ${names.qualified} does not exist (enable createTableIfMissing or run the migrations)`,
+        );
+      }
+      if (names.schema !== undefined && !state.schema_exists) {
+        await client.query(`CREATE SCHEMA IF NOT EXISTS ${names.schema}`);
+      }
+      // connect-pg-simple's table.sql, column for column. The primary key is left unnamed so
+      // PostgreSQL names it `<table>_pkey` (truncating long names and avoiding clashes).
+      await client.query(`CREATE TABLE ${names.qualified} (
+  sid varchar NOT NULL COLLATE "default" PRIMARY KEY,
+  sess json NOT NULL,
+  expire timestamp(6) NOT NULL
+)`);
+      result.created = true;
+      state = await catalog();
+    }
+
+    const present = new Set(state.columns ?? []);
+    const missing = EXTRA_COLUMNS.filter(([name]) => !present.has(name));
+    if (missing.length > 0) {
+      // One ALTER for all columns: a single brief ACCESS EXCLUSIVE lock. Constant defaults make
+      // it catalog-only (PostgreSQL 11+), no table rewrite even on a large table.
+      const clauses = missing.map(([name, def]) => `ADD COLUMN IF NOT EXISTS ${quoteIdent(name)} ${def}`);
+      try {
+        await client.query(`ALTER TABLE ${names.qualified} ${clauses.join(', ')}`);
+      } catch (err) {
+        throw new Error(
+          `pgsession: cannot add columns ${missing.map(([n]) => n).join(', ')} to session table ${names.qualified} ` +
+            `(run the migrations as the table owner): ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
+      if (!result.created) result.addedColumns = missing.map(([name]) => name);
+    }
+
+    if (!state.has_expire_index) {
+      // connect-pg-simple's index name; if another table already took it (connect-pg-simple
+      // always names it IDX_session_expire, whatever the table), let PostgreSQL choose one.
+      const name = state.expire_name_taken ? '' : names.expireIndex;
+      await client.query(`CREATE INDEX ${name} ON ${names.qualified} (expire)`);
+      result.addedIndexes.push(name === '' ? '(expire)' : expireIndexName);
+    }
+    if (!state.has_user_index) {
+      const name = state.user_name_taken ? '' : names.userIndex;
+      // Partial: anonymous sessions (most rows on many sites) stay out of the index.
+      await client.query(`CREATE INDEX ${name} ON ${names.qualified} (user_id) WHERE user_id IS NOT NULL`);
+      result.addedIndexes.push(name === '' ? '(user_id)' : userIndexName);
+    }
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    await client.query('ROLLBACK').catch((rollbackError: Error) => {
+      broken = rollbackError;
+    });
+    throw err;
+  } finally {
+    // A connection whose ROLLBACK failed is in an unknown state: destroy it rather than reuse it.
+    client.release(broken);
+  }
+}
