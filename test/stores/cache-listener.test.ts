@@ -61,7 +61,10 @@ async function notify(channel: string, payload: string): Promise<void> {
  * A TCP proxy in front of PostgreSQL that can be frozen: bytes stop flowing but no socket is
  * closed, like a network partition or a hung server (the case only the health check can see).
  */
-async function freezableProxy(target: URL) {
+async function freezableProxy(
+  target: URL,
+  options: { dropNotifications?: boolean; fakeBackendKey?: boolean } = {},
+) {
   let frozen = false;
   const pairs = new Set<[net.Socket, net.Socket]>();
   const server = net.createServer((client) => {
@@ -77,7 +80,28 @@ async function freezableProxy(target: URL) {
         if (!frozen) to.write(chunk);
       });
     forward(client, upstream);
-    forward(upstream, client);
+    if (options.dropNotifications || options.fakeBackendKey) {
+      // Server messages are typed (1 byte) and sized (int32, self-inclusive). A pooler answers
+      // the startup with its own BackendKeyData ('K'); a transaction-mode pooler drops
+      // NotificationResponses ('A') that reach a server connection no client holds.
+      let buffered = Buffer.alloc(0);
+      upstream.on('data', (chunk: Buffer) => {
+        buffered = Buffer.concat([buffered, chunk]);
+        const out: Buffer[] = [];
+        while (buffered.length >= 5) {
+          const size = 1 + buffered.readInt32BE(1);
+          if (buffered.length < size) break;
+          const message = Buffer.from(buffered.subarray(0, size));
+          if (message[0] === 0x4b && options.fakeBackendKey)
+            message.writeInt32BE(message.readInt32BE(5) ^ 0x5a5a, 5);
+          if (!(message[0] === 0x41 && options.dropNotifications)) out.push(message);
+          buffered = buffered.subarray(size);
+        }
+        if (!frozen && out.length) client.write(Buffer.concat(out));
+      });
+    } else {
+      forward(upstream, client);
+    }
     const close = () => {
       pairs.delete(pair);
       client.destroy();
@@ -198,6 +222,47 @@ describe('PgInvalidationListener', () => {
       expect(listener.stats().failures).toBeGreaterThanOrEqual(2);
       proxy.thaw();
       expect(await listener.waitUntilListening(5000)).toBe(true);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('never reports up when its notifications do not come back', async () => {
+    const proxy = await freezableProxy(new URL(db.url), { dropNotifications: true });
+    try {
+      const { listener, events } = listen({ connection: proxy.url });
+      expect(await listener.waitUntilListening(1500)).toBe(false);
+      expect(events).toEqual([]);
+      expect(listener.stats().failures).toBeGreaterThanOrEqual(2);
+      expect(errors.at(-1)?.message).toMatch(/health check timed out/);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('behind a session-mode pooler, proves delivery with pings from a second connection', async () => {
+    const proxy = await freezableProxy(new URL(db.url), { fakeBackendKey: true });
+    try {
+      const { listener, keys } = listen({ connection: proxy.url });
+      expect(await listener.waitUntilListening(3000)).toBe(true);
+      expect(listener.stats().pingConnection).toBe(true);
+      await notify('pgsession_invalidate', `x:${hashId('via pooler')}`);
+      await vi.waitFor(() => expect(keys()).toEqual([hashId('via pooler')]));
+      // Still healthy after a few checks.
+      await new Promise((r) => setTimeout(r, 700));
+      expect(listener.listening).toBe(true);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('behind a transaction-mode pooler, never reports up (the cache stays bypassed)', async () => {
+    const proxy = await freezableProxy(new URL(db.url), { fakeBackendKey: true, dropNotifications: true });
+    try {
+      const { listener, events } = listen({ connection: proxy.url });
+      expect(await listener.waitUntilListening(1500)).toBe(false);
+      expect(events).toEqual([]);
+      expect(errors.at(-1)?.message).toMatch(/through a pooler: LISTEN needs a session-mode connection/);
     } finally {
       await proxy.close();
     }

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { quoteIdent } from '../../db/sql.js';
 import { checkChannel, DEFAULT_CHANNEL, decodePayload } from './protocol.js';
@@ -18,10 +19,22 @@ export interface PgInvalidationListenerOptions {
    * has already updated its own cache. Optional; correctness does not depend on it.
    */
   ignoreSender?: string | undefined;
-  /** How often the connection is checked with `SELECT 1`, in ms. Default 3000. */
+  /**
+   * How often the listener proves it still receives notifications, in ms. Default 3000. Each
+   * check sends a notification to itself (on a channel private to this listener) and waits for
+   * it: a dead socket, a hung server or a transaction-mode pooler all fail it (see `pingVia`).
+   */
   healthCheckIntervalMs?: number | undefined;
-  /** How long the check may take before the connection counts as dead, in ms. Default 2000. */
+  /** How long a check may take before the listener counts as down, in ms. Default 2000. */
   healthCheckTimeoutMs?: number | undefined;
+  /**
+   * Where the health-check notifications are sent from. `'auto'` (default): from the listening
+   * connection itself, unless the listener turns out to sit behind a pooler (the backend pid
+   * the server reports differs from the one in the startup reply); then from a second
+   * connection, since only a notification from another session shows that a transaction-mode
+   * pooler is dropping them. `'connection'`: always from a second connection.
+   */
+  pingVia?: 'auto' | 'connection' | undefined;
   /** First reconnection delay, in ms; doubled per failed attempt. Default 100. */
   reconnectMinDelayMs?: number | undefined;
   /** Longest reconnection delay, in ms. Default 5000. */
@@ -30,7 +43,7 @@ export interface PgInvalidationListenerOptions {
   connectTimeoutMs?: number | undefined;
   /**
    * Where connection failures are reported (the listener never throws or crashes the process;
-   * it reconnects). Default: one line to stderr per failure.
+   * it reconnects). Default: one line to stderr, the same message at most once a minute.
    */
   onError?: ((err: Error) => void) | undefined;
   /** Connect at construction (default true); otherwise call {@link PgInvalidationListener.start}. */
@@ -48,8 +61,12 @@ export interface ListenerStats {
   notifications: number;
   /** Notifications skipped because this node sent them. */
   ownSkipped: number;
-  /** Backend pid of the current connection (for `pg_terminate_backend`), or null. */
+  /** Server backend pid of the current connection (for `pg_terminate_backend`), or null. */
   backendPid: number | null;
+  /** Round trip of the last successful self-notification, in ms (a floor for revocation latency). */
+  lastPingMs: number | null;
+  /** Whether pings go through a second connection (behind a pooler, or `pingVia: 'connection'`). */
+  pingConnection: boolean;
 }
 
 /**
@@ -78,10 +95,12 @@ type Timer = ReturnType<typeof setTimeout>;
  * Listens for session invalidations with PostgreSQL `LISTEN` on a **dedicated** connection (not
  * a pooled one, which the pool would recycle), and reports through {@link InvalidationHandlers}.
  *
- * - After a successful `LISTEN`: `listening` becomes true and `onUp()` is called.
- * - When the connection errors or ends, or the periodic `SELECT 1` health check fails or times
- *   out (a silently dead connection), `listening` becomes false and `onDown()` is called at
- *   once; it then reconnects with capped exponential backoff (with jitter).
+ * - After a successful `LISTEN` and a first check: `listening` becomes true, `onUp()` is called.
+ * - Up means proven: after `LISTEN`, and every `healthCheckIntervalMs`, the listener notifies
+ *   itself and must hear it back within `healthCheckTimeoutMs` from the same server backend.
+ * - When the connection errors or ends, or a check fails or times out (a silently dead
+ *   connection, a hung server, a transaction-mode pooler), `listening` becomes false and
+ *   `onDown()` is called at once; it then reconnects with capped exponential backoff (jitter).
  * - It never throws into the process: failures go to `onError`.
  * - Its socket and timers are `unref()`ed, so it never keeps the process alive on its own;
  *   `close()` ends the connection and timers.
@@ -97,8 +116,12 @@ export class PgInvalidationListener implements InvalidationSource {
   readonly #onError: (err: Error) => void;
   readonly #subscribers = new Set<InvalidationHandlers>();
   readonly #listenSql: string;
+  /** A channel only this listener uses, for its self-notifications. */
+  readonly #pingChannel = `pgsession_ping_${randomBytes(12).toString('hex')}`;
 
   #client: pg.Client | undefined;
+  /** A second connection that sends the pings, when the listener sits behind a pooler. */
+  #pinger: pg.Client | undefined;
   #listening = false;
   #started = false;
   #closed = false;
@@ -106,6 +129,11 @@ export class PgInvalidationListener implements InvalidationSource {
   #reconnectTimer: Timer | undefined;
   #healthTimer: Timer | undefined;
   #waiters: Array<() => void> = [];
+  /** The server backend that ran LISTEN (from `pg_backend_pid()`). */
+  #pid: number | null = null;
+  readonly #pingVia: 'auto' | 'connection';
+  #ping: { nonce: string; received: () => void } | undefined;
+  #lastPingMs: number | null = null;
 
   #connects = 0;
   #failures = 0;
@@ -114,7 +142,7 @@ export class PgInvalidationListener implements InvalidationSource {
 
   constructor(options: PgInvalidationListenerOptions) {
     this.channel = checkChannel(options.channel ?? DEFAULT_CHANNEL);
-    this.#listenSql = `LISTEN ${quoteIdent(this.channel)}`;
+    this.#listenSql = `LISTEN ${quoteIdent(this.channel)}; LISTEN ${quoteIdent(this.#pingChannel)}`;
     const base: pg.ClientConfig =
       typeof options.connection === 'string'
         ? { connectionString: options.connection }
@@ -123,20 +151,19 @@ export class PgInvalidationListener implements InvalidationSource {
       ...base,
       connectionTimeoutMillis: options.connectTimeoutMs ?? base.connectionTimeoutMillis ?? 5_000,
       keepAlive: true,
-      // LISTEN and SELECT 1 only: the pool's statement/query timeouts don't apply; the health
+      // LISTEN and pings only: the pool's statement/query timeouts don't apply; the health
       // check has its own.
       statement_timeout: undefined,
       query_timeout: undefined,
       application_name: `${base.application_name ?? 'pgsession'}:listener`.slice(0, 63),
     };
     this.#ignoreSender = options.ignoreSender;
+    this.#pingVia = options.pingVia ?? 'auto';
     this.#healthInterval = options.healthCheckIntervalMs ?? 3_000;
     this.#healthTimeout = options.healthCheckTimeoutMs ?? 2_000;
     this.#minDelay = options.reconnectMinDelayMs ?? 100;
     this.#maxDelay = Math.max(this.#minDelay, options.reconnectMaxDelayMs ?? 5_000);
-    this.#onError =
-      options.onError ??
-      ((err) => process.stderr.write(`pgsession: session invalidation listener: ${err.message}\n`));
+    this.#onError = options.onError ?? defaultErrorLog();
     if (options.autoStart ?? true) this.start();
   }
 
@@ -145,11 +172,9 @@ export class PgInvalidationListener implements InvalidationSource {
     return this.#listening;
   }
 
-  /** Backend pid of the listening connection, or null. */
+  /** Server backend pid of the listening connection, or null. */
   get backendPid(): number | null {
-    return this.#listening
-      ? ((this.#client as { processID?: number | null } | undefined)?.processID ?? null)
-      : null;
+    return this.#listening ? this.#pid : null;
   }
 
   stats(): ListenerStats {
@@ -160,6 +185,8 @@ export class PgInvalidationListener implements InvalidationSource {
       notifications: this.#notifications,
       ownSkipped: this.#ownSkipped,
       backendPid: this.backendPid,
+      lastPingMs: this.#lastPingMs,
+      pingConnection: this.#pinger !== undefined,
     };
   }
 
@@ -205,10 +232,12 @@ export class PgInvalidationListener implements InvalidationSource {
     clearTimeout(this.#reconnectTimer);
     clearTimeout(this.#healthTimer);
     const client = this.#client;
+    const pinger = this.#pinger;
     this.#client = undefined;
+    this.#pinger = undefined;
     this.#setDown();
     this.#wake();
-    if (client) await endClient(client, true);
+    await Promise.all([client && endClient(client, true), pinger && endClient(pinger, true)]);
   }
 
   // ---- connection lifecycle ----
@@ -217,17 +246,48 @@ export class PgInvalidationListener implements InvalidationSource {
     if (this.#closed) return;
     const client = new pg.Client(this.#config);
     this.#client = client;
+    this.#pid = null;
     client.on('error', (err) => this.#fail(client, err));
     client.on('end', () => this.#fail(client, new Error('listener connection ended')));
     client.on('notification', (msg) => this.#onNotification(client, msg));
+    // Every step below has its own timeout except LISTEN itself: bound the whole set-up.
+    const setupTimer = setTimeout(
+      () => this.#fail(client, new Error('listener set-up timed out')),
+      (this.#config.connectionTimeoutMillis ?? 5_000) + 2 * this.#healthTimeout,
+    );
+    setupTimer.unref();
     try {
       await client.connect();
       if (this.#client !== client) return;
-      (client as unknown as { unref?: () => void }).unref?.();
-      await client.query(this.#listenSql);
+      unref(client);
+      const results = (await client.query(
+        `${this.#listenSql}; SELECT pg_backend_pid() AS pid`,
+      )) as unknown as pg.QueryResult<{ pid: number }>[];
+      this.#pid = results.at(-1)?.rows[0]?.pid ?? null;
+      // A pooler answers the startup with its own backend key: our pid differs from the server's.
+      // Through a pooler only a notification sent by *another* session, arriving while this
+      // connection is idle, proves delivery (self-notifications come back inside our own
+      // transaction even in transaction mode), so pings then go through a second connection.
+      const pooled = this.#pid !== (client as unknown as { processID?: number | null }).processID;
+      if (pooled || this.#pingVia === 'connection') {
+        const pinger = new pg.Client({
+          ...this.#config,
+          application_name: `${this.#config.application_name}-ping`,
+        });
+        this.#pinger = pinger;
+        pinger.on('error', (err) => this.#fail(client, err));
+        pinger.on('end', () => this.#fail(client, new Error('listener ping connection ended')));
+        await pinger.connect();
+        unref(pinger);
+      }
+      if (this.#client !== client) return;
+      // Up only once a notification has actually come back.
+      await this.#selfCheck(client);
     } catch (err) {
       this.#fail(client, err as Error);
       return;
+    } finally {
+      clearTimeout(setupTimer);
     }
     if (this.#client !== client) return;
     this.#attempt = 0;
@@ -241,11 +301,14 @@ export class PgInvalidationListener implements InvalidationSource {
   /** The connection `client` is unusable: go down at once, drop it, and reconnect later. */
   #fail(client: pg.Client, err: Error): void {
     if (this.#client !== client) return; // an old connection's late event
+    const pinger = this.#pinger;
     this.#client = undefined;
+    this.#pinger = undefined;
     clearTimeout(this.#healthTimer);
     this.#failures++;
     this.#setDown();
     void endClient(client);
+    if (pinger) void endClient(pinger);
     if (this.#closed) return;
     safely(
       () => this.#onError(err),
@@ -274,27 +337,54 @@ export class PgInvalidationListener implements InvalidationSource {
 
   async #healthCheck(client: pg.Client): Promise<void> {
     if (this.#client !== client) return;
-    let timer: Timer | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`listener health check timed out after ${this.#healthTimeout} ms`)),
-        this.#healthTimeout,
-      );
-      timer.unref();
-    });
     try {
-      await Promise.race([client.query('SELECT 1'), timeout]);
+      await this.#selfCheck(client);
     } catch (err) {
       this.#fail(client, err as Error);
       return;
-    } finally {
-      clearTimeout(timer);
     }
     if (this.#client === client) this.#scheduleHealthCheck(client);
   }
 
+  /**
+   * Send a notification to this listener's private channel and wait for it, within the
+   * health-check timeout: proves end to end that notifications committed now reach us. Sent
+   * on the listening connection itself, or through the ping connection when there is one.
+   */
+  async #selfCheck(client: pg.Client): Promise<void> {
+    const nonce = randomBytes(8).toString('hex');
+    const started = performance.now();
+    let timer: Timer | undefined;
+    let received!: () => void;
+    const arrived = new Promise<void>((resolve) => {
+      received = resolve;
+    });
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const pooled = this.#pinger ? ' (through a pooler: LISTEN needs a session-mode connection)' : '';
+        reject(new Error(`listener health check timed out after ${this.#healthTimeout} ms${pooled}`));
+      }, this.#healthTimeout);
+      timer.unref();
+    });
+    this.#ping = { nonce, received };
+    try {
+      const sender = this.#pinger ?? client;
+      await Promise.race([sender.query('SELECT pg_notify($1, $2)', [this.#pingChannel, nonce]), timeout]);
+      await Promise.race([arrived, timeout]);
+      this.#lastPingMs = performance.now() - started;
+    } finally {
+      clearTimeout(timer);
+      if (this.#ping?.nonce === nonce) this.#ping = undefined;
+    }
+  }
+
   #onNotification(client: pg.Client, msg: pg.Notification): void {
-    if (this.#client !== client || msg.channel !== this.channel) return;
+    if (this.#client !== client) return;
+    if (msg.channel === this.#pingChannel) {
+      if (this.#ping && msg.payload === this.#ping.nonce) this.#ping.received();
+      return;
+    }
+    if (msg.channel !== this.channel) return;
     this.#notifications++;
     const { sender, keys } = decodePayload(msg.payload ?? '');
     if (sender !== null && sender === this.#ignoreSender) {
@@ -310,6 +400,24 @@ export class PgInvalidationListener implements InvalidationSource {
     this.#waiters = [];
     for (const w of waiters) w();
   }
+}
+
+/** One stderr line per failure, the same message at most once a minute (it retries forever). */
+function defaultErrorLog(): (err: Error) => void {
+  const lastLogged = new Map<string, number>();
+  return (err) => {
+    const now = Date.now();
+    if (now - (lastLogged.get(err.message) ?? Number.NEGATIVE_INFINITY) < 60_000) return;
+    if (lastLogged.size > 100) lastLogged.clear();
+    lastLogged.set(err.message, now);
+    process.stderr.write(
+      `pgsession: session invalidation listener: ${err.message} (the session cache reads through until it recovers)\n`,
+    );
+  };
+}
+
+function unref(client: pg.Client): void {
+  (client as unknown as { unref?: () => void }).unref?.();
 }
 
 function safely(fn: () => void, onError: (err: Error) => void): void {
