@@ -1,0 +1,186 @@
+/**
+ * pgsession for Fastify: the same engine, options, signed cookie and `session` table as the
+ * Express middleware, so one store (and one cookie) can serve Express and Fastify apps alike.
+ *
+ * ```ts
+ * import Fastify from 'fastify';
+ * import { PgStore } from 'pgsession';
+ * import { pgsessionFastify } from 'pgsession/fastify';
+ *
+ * const app = Fastify();
+ * await app.register(pgsessionFastify, { secret: process.env.SESSION_SECRET!, store: new PgStore({ pool }) });
+ * app.post('/login', async (request) => {
+ *   await request.session.regenerate();
+ *   request.session.userId = user.id;
+ *   return { ok: true };
+ * });
+ * ```
+ *
+ * @module
+ */
+import type { IncomingMessage } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { RequestSession, SessionEngine } from '../core/engine.js';
+import { StoreUnavailableError } from '../core/errors.js';
+import type { Session, SessionData, SessionHost } from '../core/session.js';
+import { resolveOptions, type SessionOptions } from '../express/middleware.js';
+import type { SessionStore } from '../stores/types.js';
+
+/**
+ * Options of {@link pgsessionFastify}: exactly the Express middleware's. Callbacks that take a
+ * request (`genid`, `onEvent`) receive Node's `IncomingMessage` (`request.raw`). `proxy`
+ * `undefined` follows Fastify's own `trustProxy` (through `request.protocol`).
+ */
+export type PgSessionFastifyOptions = SessionOptions;
+
+/** What the plugin adds to the Fastify instance as `fastify.pgsession`. */
+export interface PgSessionFastifyHandle {
+  /** The engine behind the plugin. */
+  readonly engine: SessionEngine;
+  /** The store's engine face (what the engine reads and writes). */
+  readonly store: SessionStore;
+  /** Wait for background writes (throttled touches). Also done automatically in `onClose`. */
+  flush(): Promise<void>;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /**
+     * The request's session (express-session's API: data as properties, plus `regenerate`,
+     * `destroy`, `save`, `reload`, `touch`). Assign `null` to unset it. Undefined on routes
+     * outside `cookie.path` and after `destroy()`.
+     */
+    session: Session & Partial<SessionData>;
+    /** The session id (never logged or stored by pgsession; the store sees its SHA-256). */
+    readonly sessionID: string;
+  }
+  interface FastifyInstance {
+    /** pgsession's engine and store, for shutdown and tooling. */
+    readonly pgsession: PgSessionFastifyHandle;
+  }
+}
+
+/** The session hangs off the raw Node request, as in Express; `request.session` is a view of it. */
+type Host = IncomingMessage & SessionHost;
+
+interface RequestState {
+  ctx: RequestSession;
+  /** commit() has run (or failed); later onSend passes (the error reply) must not set cookies. */
+  done: boolean;
+}
+
+const states = new WeakMap<FastifyRequest, RequestState>();
+
+function pathnameOf(url: string): string {
+  const q = url.indexOf('?');
+  return q === -1 ? url : url.slice(0, q);
+}
+
+function isSecure(request: FastifyRequest, proxy: boolean | undefined): boolean {
+  if ((request.raw.socket as TLSSocket | undefined)?.encrypted) return true;
+  if (proxy === false) return false;
+  if (proxy !== true) return request.protocol === 'https';
+  const header = request.headers['x-forwarded-proto'];
+  const value = (Array.isArray(header) ? header[0] : header) ?? '';
+  const comma = value.indexOf(',');
+  return (comma === -1 ? value : value.slice(0, comma)).trim().toLowerCase() === 'https';
+}
+
+/** Store faults are 503s with Retry-After (fastify's error handler reads `status`). */
+function toReplyError(reply: FastifyReply, err: unknown): unknown {
+  if (err instanceof StoreUnavailableError) reply.header('retry-after', String(err.retryAfter));
+  return err;
+}
+
+const plugin: FastifyPluginAsync<PgSessionFastifyOptions> = async (fastify: FastifyInstance, options) => {
+  const { engine, proxy, cookiePath } = resolveOptions(options);
+
+  fastify.decorateRequest('session', {
+    getter(this: FastifyRequest) {
+      return (this.raw as Host).session as Session & Partial<SessionData>;
+    },
+    setter(this: FastifyRequest, value: (Session & Partial<SessionData>) | null | undefined) {
+      (this.raw as Host).session = value ?? undefined;
+    },
+  });
+  fastify.decorateRequest('sessionID', {
+    getter(this: FastifyRequest) {
+      return (this.raw as Host).sessionID as string;
+    },
+  });
+  const handle: PgSessionFastifyHandle = {
+    engine,
+    store: engine.options.store,
+    flush: () => engine.flush(),
+  };
+  fastify.decorate('pgsession', handle);
+  fastify.addHook('onClose', async () => {
+    await engine.flush();
+  });
+
+  fastify.addHook('onRequest', async (request, reply) => {
+    const host = request.raw as Host;
+    if (host.session) return;
+    if (!pathnameOf(request.url).startsWith(cookiePath)) return;
+    try {
+      const ctx = await engine.load(host, {
+        cookieHeader: request.headers.cookie,
+        secure: isSecure(request, proxy),
+      });
+      states.set(request, { ctx, done: false });
+    } catch (err) {
+      throw toReplyError(reply, err);
+    }
+  });
+
+  // Commit before the payload (and the headers) leave; `commit()` is null in the steady state,
+  // and then nothing waits.
+  fastify.addHook('onSend', (request, reply, payload, done) => {
+    const state = states.get(request);
+    if (!state || state.done) return done(null, payload);
+    state.done = true;
+    const { ctx } = state;
+    const finish = () => {
+      let header: string | null;
+      try {
+        header = ctx.setCookieHeader();
+      } catch (err) {
+        done(err as Error);
+        return;
+      }
+      if (header) {
+        reply.header('set-cookie', header);
+        // A response that sets a session cookie must never be stored by a shared cache.
+        reply.header('cache-control', 'no-store');
+      }
+      done(null, payload);
+    };
+    let pending: Promise<void> | null;
+    try {
+      pending = ctx.commit();
+    } catch (err) {
+      done(toReplyError(reply, err) as Error);
+      return;
+    }
+    if (!pending) return finish();
+    pending.then(finish, (err: unknown) => done(toReplyError(reply, err) as Error));
+  });
+};
+
+/**
+ * The Fastify plugin. Register it once, at the root (it is not encapsulated, like plugins wrapped
+ * with `fastify-plugin`): `await fastify.register(pgsessionFastify, options)`. It loads the
+ * session in `onRequest`, commits it in `onSend` (so the store has it before the response
+ * leaves), and sets `Set-Cookie` plus `Cache-Control: no-store` when the cookie is (re)sent.
+ * Store failures become `StoreUnavailableError` (503, `Retry-After`) through Fastify's error
+ * handler — never an empty session. Replies that bypass `onSend` (`reply.hijack()`, writing to
+ * `reply.raw`) bypass the commit too: save the session yourself first (`await request.session.save()`).
+ */
+export const pgsessionFastify: FastifyPluginAsync<PgSessionFastifyOptions> = Object.assign(plugin, {
+  [Symbol.for('skip-override')]: true,
+  [Symbol.for('fastify.display-name')]: 'pgsession',
+  [Symbol.for('plugin-meta')]: { name: 'pgsession', fastify: '5.x' },
+});
+
+export default pgsessionFastify;
