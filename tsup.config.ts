@@ -1,18 +1,26 @@
 import { defineConfig } from 'tsup';
 
-// Two entry points (the library and the connect-pg-simple compatibility factory),
+// Entry points: the library, the connect-pg-simple compatibility factory and the Fastify,
+// Hono and metrics subpaths,
 // each built as ESM and CommonJS with declarations for both.
+const entry = {
+  index: 'src/index.ts',
+  'connect-pg-simple': 'src/stores/postgres/connect-pg-simple.ts',
+  fastify: 'src/fastify/index.ts',
+  hono: 'src/hono/index.ts',
+  metrics: 'src/metrics/index.ts',
+};
+
 export default defineConfig({
-  entry: {
-    index: 'src/index.ts',
-    'connect-pg-simple': 'src/stores/postgres/connect-pg-simple.ts',
-  },
+  entry,
   format: ['esm', 'cjs'],
-  dts: { entry: { index: 'src/index.ts', 'connect-pg-simple': 'src/stores/postgres/connect-pg-simple.ts' } },
+  dts: { entry },
   target: 'node20',
   platform: 'node',
   sourcemap: true,
   clean: true,
-  splitting: false,
+  // Shared chunks: one copy of the core, so errors and sessions from `pgsession/hono` pass
+  // `instanceof` against those from `pgsession`.
+  splitting: true,
   shims: true,
 });
