@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import argon2 from 'argon2';
-import bcrypt from 'bcryptjs';
+import { bcryptCompare } from './bcrypt-worker.js';
 import { PasswordPolicyError } from './errors.js';
 
 /** Shortest accepted new password, in characters (ASVS 6.2.1). */
@@ -57,8 +57,9 @@ export interface VerifyResult {
 
 /**
  * Hashes new passwords with argon2id and verifies argon2 and bcrypt (`$2a$`, `$2b$`, `$2y$`)
- * hashes. Nothing here blocks the event loop: argon2 runs on libuv's thread pool and bcryptjs's
- * async compare yields between rounds.
+ * hashes. Nothing here blocks the event loop: argon2 runs on libuv's thread pool, and bcrypt
+ * comparisons run on a worker thread (bcryptjs's own async API still computes on the calling
+ * thread, in slices of up to 100 ms).
  *
  * bcrypt only ever looks at the first 72 bytes of a password. A legacy bcrypt hash therefore
  * still accepts any password sharing those 72 bytes until the user's next successful login,
@@ -95,18 +96,19 @@ export class PasswordHasher {
     }
     if (ARGON2_PREFIX.test(storedHash)) {
       let ok = false;
+      let weak = false;
       try {
         ok = await argon2.verify(storedHash, password);
+        weak = ok && (!storedHash.startsWith('$argon2id$') || argon2.needsRehash(storedHash, this.params));
       } catch {
         ok = false;
       }
-      const weak = !storedHash.startsWith('$argon2id$') || argon2.needsRehash(storedHash, this.params);
-      return { ok, needsRehash: ok && weak, scheme: 'argon2id' };
+      return { ok, needsRehash: weak, scheme: 'argon2id' };
     }
     if (BCRYPT_PREFIX.test(storedHash)) {
       let ok = false;
       try {
-        ok = await bcrypt.compare(password, storedHash);
+        ok = await bcryptCompare(password, storedHash);
       } catch {
         ok = false;
       }

@@ -1,0 +1,195 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_ARGON2_PARAMS } from '../../src/auth/index.js';
+import type { TestDatabase } from '../helpers/db.js';
+import { loginForm, migratedDatabase, PASSWORD, type RunningApp, startApp } from './harness.js';
+
+let db: TestDatabase;
+let t: RunningApp;
+
+const from = (app: RunningApp, ip: string) => app.client({ 'x-forwarded-for': ip });
+
+beforeAll(async () => {
+  db = await migratedDatabase();
+  t = await startApp({ db });
+  await t.createUser('victim@example.com');
+  await t.createUser('sprayed1@example.com');
+});
+afterAll(async () => {
+  await t?.close();
+  await db?.drop();
+});
+
+describe('failed-login rate limiting (counters in PostgreSQL)', () => {
+  it('5 failures for one account from one address, then 429 + Retry-After (even with the right password)', async () => {
+    const attacker = '203.0.113.9';
+    for (let i = 0; i < 5; i++) {
+      const res = await loginForm(from(t, attacker), 'victim@example.com', `guess-${i}-xxxx`);
+      expect(res.status).toBe(303);
+      expect(res.headers.get('location')).toBe('/login?error=invalid_credentials');
+    }
+    const limited = await loginForm(from(t, attacker), 'victim@example.com', 'guess-6-xxxx');
+    expect(limited.status).toBe(429);
+    const retryAfter = Number(limited.headers.get('retry-after'));
+    expect(retryAfter).toBeGreaterThan(0);
+    expect(retryAfter).toBeLessThanOrEqual(15 * 60);
+    expect(await limited.text()).toContain('Too many');
+    expect(limited.headers.getSetCookie()).toEqual([]);
+    // The right password from the attacking address is refused too (no guessing around the limit)…
+    const right = await loginForm(from(t, attacker), 'victim@example.com', PASSWORD);
+    expect(right.status).toBe(429);
+    // …JSON clients get JSON.
+    const json = await from(t, attacker).post('/login', {
+      json: { email: 'victim@example.com', password: PASSWORD },
+      headers: { accept: 'application/json' },
+    });
+    expect(json.status).toBe(429);
+    expect(json.headers.get('retry-after')).toMatch(/^\d+$/);
+    expect(await json.json()).toMatchObject({ error: 'rate_limited' });
+  });
+
+  it('the victim still logs in from another address (no lockout)', async () => {
+    const res = await loginForm(from(t, '198.51.100.7'), 'victim@example.com', PASSWORD);
+    expect(res.status).toBe(303);
+    expect(res.headers.get('location')).toBe('/dashboard');
+  });
+
+  it('the counters are shared by every app server on the database', async () => {
+    const second = await startApp({ db });
+    try {
+      const res = await loginForm(from(second, '203.0.113.9'), 'victim@example.com', PASSWORD);
+      expect(res.status).toBe(429);
+    } finally {
+      await second.close();
+    }
+    const { rows } = await db.pool.query<{ key: string }>('SELECT key FROM auth_rate_limits');
+    expect(rows.length).toBeGreaterThan(0);
+    // Keys hold hashes, never the emails typed.
+    for (const { key } of rows) expect(key).not.toContain('@');
+  });
+
+  it('unknown emails are limited exactly like known ones (no enumeration through the limits)', async () => {
+    const ip = '203.0.113.50';
+    const statuses: number[] = [];
+    for (let i = 0; i < 6; i++)
+      statuses.push((await loginForm(from(t, ip), 'nobody@example.com', 'whatever-1')).status);
+    expect(statuses).toEqual([303, 303, 303, 303, 303, 429]);
+  });
+
+  it('password spraying from one address is limited across accounts', async () => {
+    const spray = await startApp({
+      db,
+      rateLimit: { policy: { perAddress: { points: 10, duration: 3600 } } },
+    });
+    try {
+      const ip = '203.0.113.77';
+      const statuses: number[] = [];
+      for (let i = 0; i < 12; i++) {
+        statuses.push((await loginForm(from(spray, ip), `user${i}@example.com`, 'Password1!')).status);
+      }
+      expect(statuses.slice(0, 10).every((s) => s === 303)).toBe(true);
+      expect(statuses.slice(10)).toEqual([429, 429]);
+    } finally {
+      await spray.close();
+    }
+  });
+
+  it('distributed guessing is capped per account (documented: the owner then waits too)', async () => {
+    const capped = await startApp({
+      db,
+      rateLimit: { policy: { perAccount: { points: 8, duration: 3600 } } },
+    });
+    try {
+      await capped.createUser('target@example.com');
+      for (let i = 0; i < 8; i++) {
+        const res = await loginForm(from(capped, `192.0.2.${i + 1}`), 'target@example.com', 'wrong-password');
+        expect(res.status).toBe(303);
+      }
+      expect(
+        (await loginForm(from(capped, '192.0.2.200'), 'target@example.com', 'wrong-password')).status,
+      ).toBe(429);
+    } finally {
+      await capped.close();
+    }
+  });
+
+  it('a successful login clears the failures of its account+address pair', async () => {
+    await t.createUser('typo@example.com');
+    const ip = '203.0.113.120';
+    for (let i = 0; i < 4; i++) await loginForm(from(t, ip), 'typo@example.com', 'typo-typo');
+    expect((await loginForm(from(t, ip), 'typo@example.com', PASSWORD)).status).toBe(303);
+    for (let i = 0; i < 5; i++) {
+      expect((await loginForm(from(t, ip), 'typo@example.com', 'typo-typo')).status).toBe(303);
+    }
+    expect((await loginForm(from(t, ip), 'typo@example.com', 'typo-typo')).status).toBe(429);
+  });
+
+  it('rate limiting is in the audit log, with a hashed email', async () => {
+    const events = t.logs.events().filter((e) => e.event === 'auth.rate-limited');
+    expect(events.length).toBeGreaterThan(0);
+    expect(events[0]).toMatchObject({ scope: 'account-ip', ip: '203.0.113.9' });
+    expect(JSON.stringify(events)).not.toContain('victim@example.com');
+  });
+});
+
+describe('no user enumeration', () => {
+  it('known and unknown emails: same status, same body, no cookie, similar time', async () => {
+    // Real argon2id cost, and limits out of the way: this measures the login itself.
+    const app = await startApp({
+      db,
+      argon2: DEFAULT_ARGON2_PARAMS,
+      rateLimit: {
+        policy: {
+          perAccountAddress: { points: 10_000, duration: 60 },
+          perAddress: { points: 10_000, duration: 60 },
+          perAccount: { points: 10_000, duration: 60 },
+        },
+      },
+    });
+    try {
+      await app.app.auth.users.create({ email: 'known@example.com', password: PASSWORD });
+      const attempt = async (email: string) => {
+        const started = performance.now();
+        const res = await app.client().post('/login', { form: { email, password: 'not the password' } });
+        const ms = performance.now() - started;
+        return {
+          status: res.status,
+          location: res.headers.get('location'),
+          body: await res.text(),
+          cookies: res.headers.getSetCookie(),
+          ms,
+        };
+      };
+      const known: number[] = [];
+      const unknown: number[] = [];
+      // Warm up (first hash, connections), then alternate to spread noise evenly.
+      await attempt('known@example.com');
+      await attempt('unknown-0@example.com');
+      for (let i = 0; i < 20; i++) {
+        const k = await attempt('known@example.com');
+        const u = await attempt(`unknown-${i}@example.com`);
+        expect(u.status).toBe(k.status);
+        expect(u.location).toBe(k.location);
+        expect(u.body).toBe(k.body);
+        expect(k.cookies).toEqual([]);
+        expect(u.cookies).toEqual([]);
+        known.push(k.ms);
+        unknown.push(u.ms);
+      }
+      const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+      const mk = median(known);
+      const mu = median(unknown);
+      // Both pay one argon2id verification; generous bound for a shared CI machine.
+      expect(Math.abs(mk - mu)).toBeLessThan(Math.max(25, 0.5 * Math.max(mk, mu)));
+      const json = async (email: string) => {
+        const res = await app.client().post('/login', {
+          json: { email, password: 'not the password' },
+          headers: { accept: 'application/json' },
+        });
+        return [res.status, await res.text()];
+      };
+      expect(await json('known@example.com')).toEqual(await json('unknown-x@example.com'));
+    } finally {
+      await app.close();
+    }
+  });
+});

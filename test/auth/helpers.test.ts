@@ -1,0 +1,131 @@
+import { describe, expect, it } from 'vitest';
+import {
+  type AuthRequest,
+  clientAddress,
+  crossSiteReason,
+  csrfTokenMatches,
+  describeUserAgent,
+  generateCsrfToken,
+  isAuthenticated,
+  presentedCsrfToken,
+  wantsJson,
+} from '../../src/auth/index.js';
+
+function req(init: Record<string, unknown> = {}): AuthRequest {
+  return { method: 'POST', url: '/', headers: {}, socket: {}, ...init } as unknown as AuthRequest;
+}
+
+describe('crossSiteReason', () => {
+  const own = { host: 'app.example', origin: 'https://app.example' };
+  it('accepts same-origin and header-less requests', () => {
+    expect(crossSiteReason(req({ protocol: 'https', headers: own }))).toBeNull();
+    expect(
+      crossSiteReason(req({ protocol: 'https', headers: { ...own, 'sec-fetch-site': 'same-origin' } })),
+    ).toBeNull();
+    expect(
+      crossSiteReason(req({ protocol: 'https', headers: { host: 'app.example', 'sec-fetch-site': 'none' } })),
+    ).toBeNull();
+    expect(crossSiteReason(req({ headers: { host: 'app.example' } }))).toBeNull();
+    // Default ports are normalised.
+    expect(
+      crossSiteReason(
+        req({ protocol: 'https', headers: { host: 'app.example:443', origin: 'https://app.example' } }),
+      ),
+    ).toBeNull();
+  });
+  it('refuses cross-site and same-site fetches, foreign and null origins, scheme mismatches', () => {
+    expect(
+      crossSiteReason(req({ protocol: 'https', headers: { ...own, 'sec-fetch-site': 'cross-site' } })),
+    ).toBe('cross-site');
+    expect(
+      crossSiteReason(req({ protocol: 'https', headers: { ...own, 'sec-fetch-site': 'same-site' } })),
+    ).toBe('cross-site');
+    expect(
+      crossSiteReason(
+        req({ protocol: 'https', headers: { host: 'app.example', origin: 'https://evil.example' } }),
+      ),
+    ).toBe('origin');
+    expect(
+      crossSiteReason(req({ protocol: 'https', headers: { host: 'app.example', origin: 'null' } })),
+    ).toBe('origin');
+    expect(
+      crossSiteReason(
+        req({ protocol: 'http', headers: { host: 'app.example', origin: 'https://app.example' } }),
+      ),
+    ).toBe('origin');
+  });
+  it('options: allowSameSite and allowedOrigins', () => {
+    expect(
+      crossSiteReason(req({ protocol: 'https', headers: { ...own, 'sec-fetch-site': 'same-site' } }), {
+        allowSameSite: true,
+      }),
+    ).toBeNull();
+    expect(
+      crossSiteReason(
+        req({ protocol: 'https', headers: { host: 'api.example', origin: 'https://app.example' } }),
+        {
+          allowedOrigins: ['https://app.example'],
+        },
+      ),
+    ).toBeNull();
+  });
+});
+
+describe('CSRF tokens', () => {
+  it('are 32 random bytes, compared in constant time, from header or body', () => {
+    const t = generateCsrfToken();
+    expect(t).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(generateCsrfToken()).not.toBe(t);
+    expect(csrfTokenMatches(t, t)).toBe(true);
+    expect(csrfTokenMatches(t, `${t}x`)).toBe(false);
+    expect(csrfTokenMatches(t, '')).toBe(false);
+    expect(csrfTokenMatches(undefined, t)).toBe(false);
+    expect(csrfTokenMatches(t, ['a'])).toBe(false);
+    expect(presentedCsrfToken(req({ headers: { 'x-csrf-token': 'h' }, body: { _csrf: 'b' } }))).toBe('h');
+    expect(presentedCsrfToken(req({ body: { _csrf: 'b' } }))).toBe('b');
+    expect(presentedCsrfToken(req({ body: 'raw' }))).toBeUndefined();
+  });
+});
+
+describe('wantsJson', () => {
+  it('paths under /api/ and Accept preferring JSON', () => {
+    expect(wantsJson(req({ url: '/api/me' }))).toBe(true);
+    expect(wantsJson(req({ originalUrl: '/api/me?x=1' }))).toBe(true);
+    expect(wantsJson(req({ headers: { accept: 'application/json' } }))).toBe(true);
+    expect(wantsJson(req({ headers: { accept: 'application/json, text/plain, */*' } }))).toBe(true);
+    expect(wantsJson(req({ headers: { accept: 'text/html,application/xhtml+xml,*/*;q=0.8' } }))).toBe(false);
+    expect(wantsJson(req({ headers: { accept: 'text/html;q=0.5, application/json' } }))).toBe(true);
+    expect(wantsJson(req({ headers: { accept: '*/*' } }))).toBe(false);
+    expect(wantsJson(req())).toBe(false);
+  });
+});
+
+describe('request helpers', () => {
+  it('clientAddress prefers req.ip and unwraps IPv4-mapped addresses', () => {
+    expect(clientAddress(req({ ip: '::ffff:10.0.0.1' }))).toBe('10.0.0.1');
+    expect(clientAddress(req({ socket: { remoteAddress: '::1' } }))).toBe('::1');
+  });
+  it('isAuthenticated needs a positive integer userId', () => {
+    expect(isAuthenticated(req())).toBe(false);
+    expect(isAuthenticated(req({ session: { userId: 3 } }))).toBe(true);
+    expect(isAuthenticated(req({ session: { userId: '3' } }))).toBe(false);
+  });
+});
+
+describe('describeUserAgent', () => {
+  it('names browser and OS in words', () => {
+    expect(
+      describeUserAgent(
+        'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 Edg/120.0.0.0',
+      ),
+    ).toBe('Microsoft Edge 120 on Windows 10');
+    expect(
+      describeUserAgent(
+        'Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1',
+      ),
+    ).toBe('Safari 17.1 on iOS 17.1');
+    expect(describeUserAgent('')).toBe('Unknown device');
+    expect(describeUserAgent(null)).toBe('Unknown device');
+    expect(describeUserAgent('curl/8.5.0')).toBe('Unknown browser (curl/8.5.0)');
+  });
+});

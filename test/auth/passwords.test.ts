@@ -1,0 +1,137 @@
+import argon2 from 'argon2';
+import bcrypt from 'bcryptjs';
+import { describe, expect, it } from 'vitest';
+import {
+  DEFAULT_ARGON2_PARAMS,
+  MAX_PASSWORD_LENGTH,
+  MIN_PASSWORD_LENGTH,
+  PasswordHasher,
+  PasswordPolicyError,
+  passwordProblem,
+} from '../../src/auth/index.js';
+
+const hasher = new PasswordHasher();
+
+/** Largest gap between 2 ms ticks while `work` runs: how long the event loop was blocked. */
+async function maxLoopGap(work: () => Promise<unknown>): Promise<number> {
+  let last = performance.now();
+  let max = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    max = Math.max(max, now - last);
+    last = now;
+  }, 2);
+  try {
+    await work();
+  } finally {
+    clearInterval(timer);
+  }
+  return max;
+}
+
+describe('PasswordHasher', () => {
+  it("hashes with argon2id at OWASP's parameters (m=19456, t=2, p=1)", async () => {
+    const hash = await hasher.hash('correct horse battery');
+    expect(hash).toMatch(/^\$argon2id\$v=19\$m=19456,p=1,t=2\$/);
+    expect(DEFAULT_ARGON2_PARAMS).toEqual({ memoryCost: 19456, timeCost: 2, parallelism: 1 });
+    expect(await hasher.verify(hash, 'correct horse battery')).toEqual({
+      ok: true,
+      needsRehash: false,
+      scheme: 'argon2id',
+    });
+    expect((await hasher.verify(hash, 'correct horse batterY')).ok).toBe(false);
+  });
+
+  it('checks passwords exactly as typed: no trimming, no truncation at 72 bytes', async () => {
+    const base = 'é'.repeat(40); // 80 UTF-8 bytes
+    const hash = await hasher.hash(`${base}1`);
+    expect((await hasher.verify(hash, `${base}1`)).ok).toBe(true);
+    expect((await hasher.verify(hash, `${base}2`)).ok).toBe(false);
+    const spaced = await hasher.hash(' leading and trailing ');
+    expect((await hasher.verify(spaced, 'leading and trailing')).ok).toBe(false);
+  });
+
+  it('policy: 8 to 1024 characters (code points), else PasswordPolicyError', async () => {
+    expect(MIN_PASSWORD_LENGTH).toBe(8);
+    expect(MAX_PASSWORD_LENGTH).toBe(1024);
+    expect(passwordProblem('1234567')).toMatch(/at least 8/);
+    expect(passwordProblem('12345678')).toBeNull();
+    expect(passwordProblem('🔑'.repeat(8))).toBeNull(); // 8 characters, 16 UTF-16 units
+    expect(passwordProblem('🔑'.repeat(7))).toMatch(/at least 8/);
+    expect(passwordProblem('x'.repeat(1024))).toBeNull();
+    expect(passwordProblem('x'.repeat(1025))).toMatch(/at most 1024/);
+    expect(passwordProblem(undefined)).toMatch(/required/);
+    await expect(hasher.hash('short')).rejects.toBeInstanceOf(PasswordPolicyError);
+    await expect(hasher.hash('x'.repeat(1025))).rejects.toBeInstanceOf(PasswordPolicyError);
+    const long = await hasher.hash('x'.repeat(1024));
+    expect((await hasher.verify(long, 'x'.repeat(1024))).ok).toBe(true);
+    expect((await hasher.verify(long, 'x'.repeat(1025))).ok).toBe(false);
+  });
+
+  it('verifies bcrypt $2a$/$2b$/$2y$ hashes and asks for a rehash on success only', async () => {
+    const b = await bcrypt.hash('seed-password', 8);
+    for (const prefix of ['$2a$', '$2b$', '$2y$']) {
+      const hash = prefix + b.slice(4);
+      expect(await hasher.verify(hash, 'seed-password')).toEqual({
+        ok: true,
+        needsRehash: true,
+        scheme: 'bcrypt',
+      });
+      expect(await hasher.verify(hash, 'seed-passwor')).toEqual({
+        ok: false,
+        needsRehash: false,
+        scheme: 'bcrypt',
+      });
+    }
+  });
+
+  it('asks for a rehash of argon2 hashes with weaker parameters or another variant', async () => {
+    const weak = await argon2.hash('some password', {
+      type: argon2.argon2id,
+      memoryCost: 4096,
+      timeCost: 1,
+      parallelism: 1,
+    });
+    expect(await hasher.verify(weak, 'some password')).toMatchObject({ ok: true, needsRehash: true });
+    const argon2i = await argon2.hash('some password', { type: argon2.argon2i, ...DEFAULT_ARGON2_PARAMS });
+    expect(await hasher.verify(argon2i, 'some password')).toMatchObject({ ok: true, needsRehash: true });
+  });
+
+  it('a malformed or unknown hash never verifies and never throws', async () => {
+    for (const hash of ['', 'plaintext', '$argon2id$garbage', '$2b$10$short', '$1$md5crypt$x']) {
+      expect((await hasher.verify(hash, 'anything goes')).ok).toBe(false);
+    }
+  });
+
+  it('the dummy verification fails and costs about as much as a real one', async () => {
+    const real = await hasher.hash('real password');
+    await hasher.verifyDummy('warm up');
+    const time = async (fn: () => Promise<unknown>) => {
+      const t0 = performance.now();
+      await fn();
+      return performance.now() - t0;
+    };
+    const reals: number[] = [];
+    const dummies: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      reals.push(await time(() => hasher.verify(real, 'wrong password')));
+      dummies.push(await time(() => hasher.verifyDummy('wrong password')));
+    }
+    const median = (xs: number[]) => xs.sort((a, b) => a - b)[3]!;
+    expect(await hasher.verifyDummy('real password')).toBe(false);
+    expect(Math.abs(median(reals) - median(dummies))).toBeLessThan(Math.max(15, median(reals) * 0.5));
+  });
+
+  it('never blocks the event loop (argon2 on the libuv pool, bcrypt on a worker thread)', async () => {
+    // Costs chosen so that one computation on the main thread would stall it for well over 100 ms.
+    const slow = new PasswordHasher({ timeCost: 8 });
+    const time = performance.now();
+    const hash = await slow.hash('correct horse battery');
+    expect(performance.now() - time).toBeGreaterThan(100);
+    expect(await maxLoopGap(() => slow.verify(hash, 'correct horse battery'))).toBeLessThan(60);
+    const b = await bcrypt.hash('seed-password', 12);
+    let result: unknown;
+    expect(await maxLoopGap(async () => (result = await hasher.verify(b, 'seed-password')))).toBeLessThan(60);
+    expect(result).toMatchObject({ ok: true, scheme: 'bcrypt' });
+  });
+});
