@@ -37,6 +37,7 @@ export { AUTH_MIGRATION_PREFIX, authMigrations, authMigrationsDir, runAuthMigrat
 export {
   type Argon2Params,
   DEFAULT_ARGON2_PARAMS,
+  isCommonPassword,
   isSupportedHash,
   MAX_PASSWORD_LENGTH,
   MIN_PASSWORD_LENGTH,

@@ -2,13 +2,25 @@ import { createHash } from 'node:crypto';
 import { ConfigError } from '../core/errors.js';
 import type { RegenerateOptions } from '../core/session.js';
 import { generateCsrfToken } from './csrf.js';
-import { TooManyAttemptsError } from './errors.js';
-import { type Argon2Params, MAX_PASSWORD_LENGTH, PasswordHasher, type VerifyResult } from './passwords.js';
+import { AuthError, PasswordPolicyError, TooManyAttemptsError } from './errors.js';
+import {
+  type Argon2Params,
+  MAX_PASSWORD_LENGTH,
+  PasswordHasher,
+  passwordProblem,
+  type VerifyResult,
+} from './passwords.js';
 import { type LoginAttempt, LoginRateLimiter, type LoginRateLimiterOptions } from './rate-limit.js';
 import { type AuthRequest, clientAddress, userAgent } from './request.js';
 import { type SessionAccess, SessionManager } from './sessions.js';
 import type { AuthEvent, AuthUser, Role } from './types.js';
-import { isPlausibleEmail, normalizeEmail, UserRepository, type UserRepositoryOptions } from './users.js';
+import {
+  isPlausibleEmail,
+  normalizeEmail,
+  UserRepository,
+  type UserRepositoryOptions,
+  type UserWithHash,
+} from './users.js';
 
 /** Options of {@link createAuth}. */
 export interface AuthOptions {
@@ -38,6 +50,9 @@ export interface AuthOptions {
 
 /** Result of {@link Auth.changePassword}. */
 export type ChangePasswordResult = { ok: true; revoked: number } | { ok: false; reason: 'wrong-password' };
+
+/** Result of {@link Auth.changeEmail}. */
+export type ChangeEmailResult = { ok: true; email: string } | { ok: false; reason: 'wrong-password' };
 
 function hashEmail(email: string): string {
   return createHash('sha256').update(email).digest('base64url').slice(0, 16);
@@ -211,8 +226,10 @@ export class Auth {
 
   /**
    * Change the logged-in user's password: the current one is required (and counted by the
-   * failed-login limits), the new one must meet the policy (PasswordPolicyError). By default
-   * every other session of the user is revoked, and this session gets a new id.
+   * failed-login limits), the new one must meet the policy (PasswordPolicyError, checked first).
+   * On success this session always gets a new id (renewal after a credential change: the old id
+   * is dead at once), and by default every other session of the user is revoked
+   * (`revokeOthers: false` keeps them: the "log out other sessions" box unticked).
    */
   async changePassword(
     req: AuthRequest,
@@ -220,27 +237,54 @@ export class Auth {
     newPassword: string,
     options: { revokeOthers?: boolean } = {},
   ): Promise<ChangePasswordResult> {
-    const userId = req.session?.userId;
-    if (typeof userId !== 'number') return { ok: false, reason: 'wrong-password' };
-    const user = await this.users.findById(userId);
-    if (!user || user.disabled) return { ok: false, reason: 'wrong-password' };
-    const withHash = await this.users.findByEmail(user.email);
-    const attempt = this.limiter ? await this.limiter.attempt(user.email, clientAddress(req)) : undefined;
-    const ok =
-      withHash && validPasswordInput(currentPassword)
-        ? (await this.hasher.verify(withHash.passwordHash, currentPassword)).ok
-        : false;
-    if (!ok) return { ok: false, reason: 'wrong-password' };
-    await attempt?.succeeded();
-    await this.users.setPassword(userId, newPassword);
+    const problem = passwordProblem(newPassword);
+    if (problem) throw new PasswordPolicyError(problem);
+    const user = await this.#reauthenticate(req, currentPassword);
+    if (!user) return { ok: false, reason: 'wrong-password' };
+    await this.users.setPassword(user.id, newPassword);
     let revoked = 0;
-    if (options.revokeOthers !== false) {
-      revoked = await this.sessions.revokeOthers(req);
-      await req.session!.regenerate({ keep: true });
-      req.session!.csrfToken = generateCsrfToken();
-    }
-    this.#emit({ type: 'password-changed', userId, revoked }, req);
+    if (options.revokeOthers !== false) revoked = await this.sessions.revokeOthers(req);
+    await req.session!.regenerate({ keep: true });
+    req.session!.csrfToken = generateCsrfToken();
+    this.#emit({ type: 'password-changed', userId: user.id, revoked }, req);
     return { ok: true, revoked };
+  }
+
+  /**
+   * Change the logged-in user's email (ASVS 7.5.1: re-authentication first). The current
+   * password is required and counted by the failed-login limits like a login. The new email is
+   * normalised; AuthError (400) when it is not plausible, DuplicateEmailError (409) when taken.
+   */
+  async changeEmail(
+    req: AuthRequest,
+    currentPassword: unknown,
+    newEmail: unknown,
+  ): Promise<ChangeEmailResult> {
+    const email = normalizeEmail(newEmail);
+    if (!isPlausibleEmail(email))
+      throw new AuthError('PGSESSION_INVALID_EMAIL', 'Invalid email address', 400);
+    const user = await this.#reauthenticate(req, currentPassword);
+    if (!user) return { ok: false, reason: 'wrong-password' };
+    await this.users.setEmail(user.id, email);
+    this.#emit({ type: 'email-changed', userId: user.id }, req);
+    return { ok: true, email };
+  }
+
+  /** The logged-in user if `password` is their current password (counted by the login limits). */
+  async #reauthenticate(req: AuthRequest, password: unknown): Promise<UserWithHash | null> {
+    const userId = req.session?.userId;
+    if (typeof userId !== 'number') return null;
+    const current = await this.users.findById(userId);
+    if (!current || current.disabled) return null;
+    const user = await this.users.findByEmail(current.email);
+    const attempt = this.limiter ? await this.limiter.attempt(current.email, clientAddress(req)) : undefined;
+    const ok =
+      user && validPasswordInput(password)
+        ? (await this.hasher.verify(user.passwordHash, password)).ok
+        : false;
+    if (!ok || !user) return null;
+    await attempt?.succeeded();
+    return user;
   }
 
   /** Disable an account and end all its sessions (on every server). */

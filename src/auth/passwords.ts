@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
 import argon2 from 'argon2';
 import { bcryptCompare } from './bcrypt-worker.js';
 import { PasswordPolicyError } from './errors.js';
@@ -34,15 +35,36 @@ function length(password: string): number {
   return n;
 }
 
+let common: Set<string> | undefined;
+
 /**
- * Check a new password against the policy; returns the problem in words, or null. Passwords are
- * taken exactly as typed: no trimming, no normalisation, no truncation.
+ * Whether a password is on the common-passwords list of `@zxcvbn-ts/language-common` (about
+ * 49 000 passwords from breach corpora, ranked; the 18 000 of 8 characters or more can matter
+ * here). Compared case-insensitively: `Password123` is as guessable as `password123`. The list is
+ * loaded on first use.
+ */
+export function isCommonPassword(password: string): boolean {
+  if (!common) {
+    const require = createRequire(import.meta.url);
+    const { dictionary } = require('@zxcvbn-ts/language-common') as {
+      dictionary: Record<string, readonly string[]>;
+    };
+    common = new Set((dictionary['passwords-common'] ?? []).filter((p) => length(p) >= MIN_PASSWORD_LENGTH));
+  }
+  return common.has(password.toLowerCase());
+}
+
+/**
+ * Check a new password against the policy (ASVS 6.2.1, 6.2.4, 6.2.9): 8 to 1024 characters and
+ * not a common password. Returns the problem in words, or null. Passwords are taken exactly as
+ * typed: no trimming, no normalisation, no truncation.
  */
 export function passwordProblem(password: unknown): string | null {
   if (typeof password !== 'string') return 'Password required';
   const n = length(password);
   if (n < MIN_PASSWORD_LENGTH) return `Password must be at least ${MIN_PASSWORD_LENGTH} characters`;
   if (n > MAX_PASSWORD_LENGTH) return `Password must be at most ${MAX_PASSWORD_LENGTH} characters`;
+  if (isCommonPassword(password)) return 'This password is too common: choose one that is harder to guess';
   return null;
 }
 

@@ -61,4 +61,5 @@ export type AuthEvent =
   | { type: 'logout'; userId: number | null; key: string; ip: string; ua: string }
   | { type: 'revoked'; userId: number; key: string; by: 'user' | 'admin' | 'system'; reason: string }
   | { type: 'password-rehashed'; userId: number; from: 'bcrypt' | 'argon2id' }
-  | { type: 'password-changed'; userId: number; revoked: number };
+  | { type: 'password-changed'; userId: number; revoked: number }
+  | { type: 'email-changed'; userId: number };

@@ -175,6 +175,26 @@ export class UserRepository {
     return (result.rowCount ?? 0) > 0;
   }
 
+  /**
+   * Replace the email (normalised; matched case-insensitively like at creation).
+   * @throws DuplicateEmailError when another account has it, AuthError when it is not plausible
+   */
+  async setEmail(id: number, email: string): Promise<boolean> {
+    const normalized = normalizeEmail(email);
+    if (!isPlausibleEmail(normalized))
+      throw new AuthError('PGSESSION_INVALID_EMAIL', 'Invalid email address', 400);
+    try {
+      const result = await this.pool.query('UPDATE users SET email = $2, updated_at = now() WHERE id = $1', [
+        id,
+        normalized,
+      ]);
+      return (result.rowCount ?? 0) > 0;
+    } catch (err) {
+      if ((err as { code?: string }).code === '23505') throw new DuplicateEmailError();
+      throw err;
+    }
+  }
+
   async setRole(id: number, role: Role): Promise<boolean> {
     if (!isRole(role)) throw new AuthError('PGSESSION_INVALID_ROLE', 'Role must be "user" or "admin"', 400);
     const result = await this.pool.query('UPDATE users SET role = $2, updated_at = now() WHERE id = $1', [
