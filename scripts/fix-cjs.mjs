@@ -1,35 +1,72 @@
 #!/usr/bin/env node
-// Post-build step (run after `tsup`): make the CommonJS build of `pgsession/connect-pg-simple`
-// export the factory itself, as connect-pg-simple does, so that
-//   const PgSession = require('pgsession/connect-pg-simple')(session);
-// works unchanged. esbuild emits `module.exports = { default: factory }` for a default export,
-// and tsup's `cjsInterop` only rewrites it when code splitting is on.
+// Post-build step (run after `tsup`, as `tsup && node scripts/fix-cjs.mjs [outDir]`): make the
+// CommonJS builds export what the packages they replace export. esbuild emits
+// `exports.default = fn` for a default export, and tsup's `cjsInterop` does not rewrite entries
+// that also have named exports.
 //
-// - dist/<entry>.cjs:   module.exports = the default export (also kept as `.default`, so code
-//                       compiled with esModuleInterop, which reads `.default`, keeps working).
-// - dist/<entry>.d.cts: `export { …, x as default }` becomes `export = x` (types stay reachable
-//                       through the namespace merged with the function: `x.Options`, …).
+// - dist/index.cjs: `require('pgsession')` is the middleware factory, as
+//   `require('express-session')` is, with every named export as a property of the function
+//   (`require('pgsession').MemoryStore`, `.Store`, `.Cookie`, …) and `.default` pointing back at
+//   it (code compiled with esModuleInterop reads `.default`). Its .d.cts stays as emitted: it
+//   declares `default` plus the named exports, which all exist.
+// - dist/connect-pg-simple.cjs: `module.exports` = the factory, as connect-pg-simple does, so
+//   `require('pgsession/connect-pg-simple')(session)` works unchanged (also kept as `.default`).
+//   Its .d.cts: `export { …, x as default }` becomes `export = x` (types stay reachable through
+//   the namespace merged with the function: `x.Options`, …).
 //
-// Idempotent: running it twice changes nothing the second time.
+// Idempotent: running it twice changes nothing the second time. Declaration files that a build
+// without `--dts` did not produce are skipped.
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 const dist = path.resolve(process.argv[2] ?? 'dist');
-const entries = ['connect-pg-simple'];
 const MARKER = '// pgsession: CommonJS export is the default export itself';
 
-for (const entry of entries) {
+/** Insert `patch` before the source-map comment (so the map stays valid) unless already there. */
+async function patchJs(entry, patch) {
   const js = path.join(dist, `${entry}.cjs`);
   let code = await readFile(js, 'utf8');
-  if (!code.includes(MARKER)) {
-    const patch = `${MARKER}\nmodule.exports = module.exports.default;\nmodule.exports.default = module.exports;\n`;
-    const mapAt = code.lastIndexOf('//# sourceMappingURL=');
-    code = mapAt === -1 ? `${code}\n${patch}` : `${code.slice(0, mapAt)}${patch}${code.slice(mapAt)}`;
-    await writeFile(js, code);
-  }
+  if (code.includes(MARKER)) return;
+  const text = `${MARKER}\n${patch}`;
+  const mapAt = code.lastIndexOf('//# sourceMappingURL=');
+  code = mapAt === -1 ? `${code}\n${text}` : `${code.slice(0, mapAt)}${text}${code.slice(mapAt)}`;
+  await writeFile(js, code);
+}
 
-  const dts = path.join(dist, `${entry}.d.cts`);
-  const types = await readFile(dts, 'utf8');
+async function readIfPresent(file) {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (err) {
+    if (err?.code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+// index: the function, carrying the named exports. Property descriptors are copied as they are
+// (esbuild may emit getters for live bindings), `__esModule` included, so that interop helpers
+// (`__importDefault`, `__importStar`) read `.default` and the names as before.
+await patchJs(
+  'index',
+  `{
+  const named = module.exports;
+  const main = named.default;
+  if (typeof main !== 'function') throw new Error('pgsession: the default export is not a function');
+  for (const [key, descriptor] of Object.entries(Object.getOwnPropertyDescriptors(named))) {
+    Object.defineProperty(main, key, { ...descriptor, configurable: true });
+  }
+  module.exports = main;
+}
+`,
+);
+
+// connect-pg-simple: the factory itself.
+await patchJs(
+  'connect-pg-simple',
+  'module.exports = module.exports.default;\nmodule.exports.default = module.exports;\n',
+);
+const dts = path.join(dist, 'connect-pg-simple.d.cts');
+const types = await readIfPresent(dts);
+if (types !== undefined) {
   const exportLine = /^export \{([^}]*)\};?\s*$/m;
   const match = exportLine.exec(types);
   if (match) {

@@ -1,5 +1,6 @@
 import { serialize } from 'cookie';
 import type { CookieJSON } from '../stores/types.js';
+import { ConfigError } from './errors.js';
 
 /** Cookie options, as express-session takes them. */
 export interface CookieOptions {
@@ -35,29 +36,37 @@ export class Cookie {
   domain: string | undefined;
   partitioned: boolean | undefined;
   priority: 'low' | 'medium' | 'high' | undefined;
-  originalMaxAge: number | null = null;
+  /** The configured lifetime, restored by `touch()`; null for a browser-session cookie. */
+  originalMaxAge: number | null | undefined = null;
   private _expires: Date | null | undefined = null;
 
+  /**
+   * Options are applied in the order given, through the same setters, as express-session does:
+   * `{ maxAge }` sets `expires` and `originalMaxAge`; a later `expires` overrides both. One
+   * deliberate difference: a string `expires` (stored JSON) becomes a Date and keeps the stored
+   * `originalMaxAge`, where express-session keeps the string until `Store#createSession` fixes it.
+   */
   constructor(options?: CookieOptions | CookieJSON) {
-    if (options !== undefined && (typeof options !== 'object' || options === null)) {
+    if (options !== undefined && options !== null && typeof options !== 'object') {
       throw new TypeError('argument options must be a object');
     }
-    let original: number | null | undefined;
     if (options) {
-      for (const key of Object.keys(options) as Array<keyof CookieOptions | 'originalMaxAge'>) {
-        if (key === ('data' as string)) continue;
-        const value = (options as Record<string, unknown>)[key];
-        if (key === 'originalMaxAge') original = value as number | null;
-        else if (key === 'maxAge') this.maxAge = value as number | null;
-        else if (key === 'expires')
-          this.expires =
-            value instanceof Date || value == null ? (value as Date | null) : new Date(value as string);
-        else (this as Record<string, unknown>)[key] = value;
+      const given = options as Record<string, unknown>;
+      for (const key of Object.keys(given)) {
+        const value = given[key];
+        if (key === 'data') continue;
+        if (key === 'maxAge') this.maxAge = value as number | null;
+        else if (key === 'expires' && typeof value === 'string') {
+          this._expires = new Date(value);
+          this.originalMaxAge =
+            'originalMaxAge' in given ? (given.originalMaxAge as number | null) : this.maxAge;
+        } else if (key === 'expires') this.expires = value as Date | null;
+        else if (key === 'originalMaxAge' && typeof given.expires === 'string') {
+          // Applied together with the string `expires` above, whatever the key order.
+        } else (this as Record<string, unknown>)[key] = value;
       }
     }
-    // Stored JSON carries the configured lifetime; restore it after `expires` (whose setter
-    // overwrote it with the time left) so touch() restarts the full lifetime.
-    if (original !== undefined && original !== null) this.originalMaxAge = original;
+    if (this.originalMaxAge === undefined || this.originalMaxAge === null) this.originalMaxAge = this.maxAge;
   }
 
   /** Setting `expires` also resets `originalMaxAge` to the time left, as express-session does. */
@@ -75,11 +84,12 @@ export class Cookie {
     if (ms && typeof ms !== 'number' && !(ms instanceof Date)) {
       throw new TypeError('maxAge must be a number or Date');
     }
-    this.expires = typeof ms === 'number' ? new Date(Date.now() + ms) : (ms ?? null);
+    this.expires = typeof ms === 'number' ? new Date(Date.now() + ms) : ms;
   }
 
-  get maxAge(): number | null {
-    return this._expires instanceof Date ? this._expires.valueOf() - Date.now() : null;
+  /** Like express-session, `null`/`undefined` pass through when there is no expiry date. */
+  get maxAge(): number | null | undefined {
+    return this._expires instanceof Date ? this._expires.valueOf() - Date.now() : this._expires;
   }
 
   /** The serializable settings (express-session's `cookie.data`). */
@@ -88,7 +98,7 @@ export class Cookie {
       originalMaxAge: this.originalMaxAge,
       partitioned: this.partitioned,
       priority: this.priority,
-      expires: this._expires ?? null,
+      expires: this._expires,
       secure: this.secure === 'auto' ? undefined : this.secure,
       httpOnly: this.httpOnly,
       domain: this.domain,
@@ -119,4 +129,86 @@ export class Cookie {
   toJSON(): CookieJSON & { expires?: Date | string | null } {
     return this.data;
   }
+}
+
+/** RFC 6265 cookie-name token characters. */
+const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** What the `cookie` serializer accepts as Domain and Path (it would throw per request otherwise). */
+const DOMAIN = /^([.]?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)([.][a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+const PATH = /^[\u0020-\u003A\u003C-\u007E]*$/;
+
+/** Validate a cookie name: a non-empty RFC 6265 token. */
+export function validateCookieName(name: unknown): string {
+  if (typeof name !== 'string' || !COOKIE_NAME.test(name)) {
+    throw new ConfigError(
+      `name must be a cookie name (letters, digits and !#$%&'*+-.^_\`|~), got ${JSON.stringify(name)}`,
+    );
+  }
+  return name;
+}
+
+function oneOf(value: unknown, allowed: readonly unknown[]): boolean {
+  return allowed.includes(typeof value === 'string' ? value.toLowerCase() : value);
+}
+
+/**
+ * Check cookie options and apply the rules of the cookie-name prefixes, which browsers enforce by
+ * silently dropping the cookie: `__Secure-` needs `Secure`; `__Host-` needs `Secure`, `Path=/`
+ * and no `Domain`. Unset attributes are filled in (`secure: true`, `path: '/'`); options that
+ * contradict the prefix are a ConfigError. Returns a copy; throws ConfigError naming the option.
+ */
+export function validateCookieOptions(name: string, options: unknown): CookieOptions {
+  if (options === undefined || options === null) options = {};
+  if (typeof options !== 'object' || Array.isArray(options)) {
+    throw new ConfigError(
+      `cookie option must be an object (or a function returning one), got ${typeof options}`,
+    );
+  }
+  const c = { ...(options as CookieOptions) };
+  const bad = (key: string, expected: string): never => {
+    const value = (c as Record<string, unknown>)[key];
+    throw new ConfigError(
+      `cookie.${key} must be ${expected}, got ${typeof value === 'string' ? JSON.stringify(value) : String(value)} (${typeof value})`,
+    );
+  };
+  if (c.maxAge != null && (typeof c.maxAge !== 'number' || !Number.isFinite(c.maxAge))) {
+    bad('maxAge', 'a number of milliseconds (or null)');
+  }
+  if (c.expires != null && !(c.expires instanceof Date && Number.isFinite(c.expires.getTime()))) {
+    bad('expires', 'a valid Date (or null)');
+  }
+  if (c.httpOnly !== undefined && typeof c.httpOnly !== 'boolean') bad('httpOnly', 'a boolean');
+  if (c.partitioned !== undefined && typeof c.partitioned !== 'boolean') bad('partitioned', 'a boolean');
+  if (c.secure !== undefined && typeof c.secure !== 'boolean' && c.secure !== 'auto') {
+    bad('secure', "true, false or 'auto'");
+  }
+  if (c.sameSite !== undefined && !oneOf(c.sameSite, [true, false, 'lax', 'strict', 'none', 'auto'])) {
+    bad('sameSite', "true, false, 'lax', 'strict', 'none' or 'auto'");
+  }
+  if (c.priority !== undefined && !oneOf(c.priority, ['low', 'medium', 'high'])) {
+    bad('priority', "'low', 'medium' or 'high'");
+  }
+  if (c.domain !== undefined && (typeof c.domain !== 'string' || !DOMAIN.test(c.domain))) {
+    bad('domain', 'a domain name');
+  }
+  if (c.path !== undefined && (typeof c.path !== 'string' || !PATH.test(c.path))) {
+    bad('path', 'a URL path');
+  }
+  const host = /^__host-/i.test(name);
+  if (host || /^__secure-/i.test(name)) {
+    const prefix = host ? '__Host-' : '__Secure-';
+    if (c.secure === false) {
+      throw new ConfigError(`a ${prefix} cookie must be Secure: set cookie.secure to true or 'auto'`);
+    }
+    c.secure ??= true;
+  }
+  if (host) {
+    if (c.domain !== undefined)
+      throw new ConfigError('a __Host- cookie cannot have a Domain: remove cookie.domain');
+    if (c.path !== undefined && c.path !== '/') {
+      throw new ConfigError(`a __Host- cookie must have Path=/, got cookie.path ${JSON.stringify(c.path)}`);
+    }
+    c.path = '/';
+  }
+  return c;
 }

@@ -1,6 +1,6 @@
 import { parse as parseCookies, serialize as serializeCookie } from 'cookie';
 import { type SessionJSON, type SessionRecord, type SessionStore, userIdOf } from '../stores/types.js';
-import { Cookie, type CookieOptions } from './cookie.js';
+import { Cookie, type CookieOptions, validateCookieOptions } from './cookie.js';
 import { SerializationError, SessionStateError, StoreUnavailableError } from './errors.js';
 import { generateId, hashId } from './id.js';
 import {
@@ -32,6 +32,8 @@ export interface EngineOptions {
   secrets: readonly string[];
   store: SessionStore;
   cookie: CookieOptions;
+  /** Per-request cookie options (express-session's `cookie: (req) => ({...})`); overrides `cookie`. */
+  cookieFor?: ((host: SessionHost) => CookieOptions) | undefined;
   resave: boolean;
   saveUninitialized: boolean;
   rolling: boolean;
@@ -57,6 +59,12 @@ export interface EngineOptions {
 const DEFAULT_STORE_TTL = 86_400_000;
 /** Cookie values longer than this are never a session of ours; skip the HMAC. */
 const MAX_COOKIE_VALUE = 4096;
+
+/** Cookie-name prefixes that browsers accept only with `Secure` (RFC 6265bis §4.1.3). */
+export function hasSecurePrefix(name: string): boolean {
+  // Browsers match the prefixes case-insensitively.
+  return /^__(host|secure)-/i.test(name);
+}
 
 type Snapshot = Map<string, string>;
 
@@ -128,9 +136,9 @@ export class SessionEngine {
    */
   async load(
     host: SessionHost,
-    request: { cookieHeader: string | undefined; secure: boolean },
+    request: { cookieHeader: string | undefined; secure: boolean; cookie?: CookieOptions | undefined },
   ): Promise<RequestSession> {
-    const ctx = new RequestSession(this, host, request.secure);
+    const ctx = new RequestSession(this, host, request.secure, request.cookie ?? this.cookieOptionsFor(host));
     const cookie = this.readCookie(request.cookieHeader);
     if (cookie) {
       ctx.cookieId = cookie.id;
@@ -167,12 +175,26 @@ export class SessionEngine {
     return this.run('load the session', () => this.options.store.get(key, options));
   }
 
+  /** The cookie options for one request: the static ones, or the result of the `cookie` function. */
+  cookieOptionsFor(host: SessionHost): CookieOptions {
+    const { cookieFor, name, cookie } = this.options;
+    return cookieFor ? validateCookieOptions(name, cookieFor(host)) : cookie;
+  }
+
   expiredReason(record: SessionRecord): 'idle' | 'absolute' | null {
     const { idleTimeout, absoluteTimeout, touchAfter } = this.options;
     const now = this.options.now();
     if (absoluteTimeout !== null && now - record.createdAt > absoluteTimeout) return 'absolute';
     // Activity is written at most every touchAfter, so the last write may be that much behind.
-    if (idleTimeout !== null && now - record.lastActiveAt > idleTimeout + touchAfter) return 'idle';
+    // Stores adapted from express-session cannot record activity on touch (most keep only a
+    // TTL): for them the idle timeout is their own expiry, refreshed by every touch.
+    if (
+      idleTimeout !== null &&
+      this.options.store.tracksActivity !== false &&
+      now - record.lastActiveAt > idleTimeout + touchAfter
+    ) {
+      return 'idle';
+    }
     return null;
   }
 
@@ -211,16 +233,26 @@ export class SessionEngine {
     while (this.pending.size > 0) await Promise.all([...this.pending]);
   }
 
-  /** A header that deletes the session cookie in the browser. */
-  clearCookieHeader(): string {
-    const c = this.options.cookie;
+  /** True when the cookie name has a `__Host-`/`__Secure-` prefix: browsers drop it without Secure. */
+  get securePrefixed(): boolean {
+    return hasSecurePrefix(this.options.name);
+  }
+
+  /**
+   * A header that deletes the session cookie in the browser. It carries the attributes the cookie
+   * was set with as this request resolves them: browsers ignore a deletion of a prefixed or
+   * `SameSite=None` cookie that lacks `Secure`.
+   */
+  clearCookieHeader(secureRequest: boolean, c: CookieOptions = this.options.cookie): string {
+    const secure = c.secure === true || (c.secure === 'auto' && secureRequest) || this.securePrefixed;
+    const sameSite = c.sameSite === 'auto' ? (secureRequest ? 'none' : 'lax') : c.sameSite;
     return serializeCookie(this.options.name, '', {
       expires: new Date(0),
       path: c.path ?? '/',
       domain: c.domain,
       httpOnly: c.httpOnly ?? true,
-      secure: c.secure === true,
-      sameSite: c.sameSite === 'auto' ? undefined : c.sameSite,
+      secure,
+      sameSite: sameSite === 'none' && !secure ? undefined : sameSite,
       partitioned: c.partitioned,
     });
   }
@@ -247,11 +279,20 @@ export class RequestSession implements SessionController {
   private savedSnap: Snapshot | undefined;
   private touched = false;
   private committed = false;
+  /**
+   * The session method (save, destroy, regenerate, reload) still running, if any. Methods run one
+   * after another, and the commit waits for them: `req.session.save(); res.redirect('/')` must
+   * not race the commit into a second insert, nor `req.session.destroy(); res.redirect('/')`
+   * answer before the row is gone.
+   */
+  private inflight: Promise<void> | undefined;
 
   constructor(
     private readonly engine: SessionEngine,
     readonly host: SessionHost,
     readonly secure: boolean,
+    /** This request's cookie options. */
+    readonly cookieOptions: CookieOptions = engine.options.cookie,
   ) {
     host[kController] = this;
   }
@@ -267,9 +308,10 @@ export class RequestSession implements SessionController {
     this.key = this.engine.keyOf(this.id);
     host.sessionID = this.id;
     const session = new Session(host) as Session & Partial<SessionData>;
-    const cookie = new Cookie(opts.cookie);
-    if (opts.cookie.secure === 'auto') cookie.secure = this.secure;
-    if (opts.cookie.sameSite === 'auto') cookie.sameSite = this.secure ? 'none' : 'lax';
+    const options = this.cookieOptions;
+    const cookie = new Cookie(options);
+    if (options.secure === 'auto') cookie.secure = this.secure;
+    if (options.sameSite === 'auto') cookie.sameSite = this.secure ? 'none' : 'lax';
     session.cookie = cookie;
     host.session = session;
     this.persisted = false;
@@ -333,6 +375,11 @@ export class RequestSession implements SessionController {
   commit(): Promise<void> | null {
     if (this.committed) return null;
     this.committed = true;
+    if (this.inflight) return this.inflight.then(() => this.decide() ?? undefined);
+    return this.decide();
+  }
+
+  private decide(): Promise<void> | null {
     const session = this.host.session;
     if (!session) {
       if (this.opts.unset === 'destroy' && this.persisted && !this.clearCookie) {
@@ -344,7 +391,7 @@ export class RequestSession implements SessionController {
     this.touchCookie(session);
     const current = snapshot(session);
     if (this.shouldSave(current)) return this.persist(session, current);
-    if (this.cookieId === this.id && this.persisted) this.touchStore();
+    if (this.cookieId === this.id && this.persisted) this.touchStore(session, current);
     return null;
   }
 
@@ -399,18 +446,19 @@ export class RequestSession implements SessionController {
   }
 
   /** Record activity, at most once per touchAfter, without holding up the response. */
-  private touchStore(): void {
+  private touchStore(session: Session, current: Snapshot): void {
     const { opts, engine } = this;
     const now = opts.now();
     if (now - this.lastActiveAt < opts.touchAfter) {
       engine.emit({ type: 'touch-skipped', key: this.key }, this.host);
       return;
     }
-    const session = this.host.session;
-    const expiresAt = engine.expiresAt(now, this.createdAt, session?.cookie.expires);
+    const expiresAt = engine.expiresAt(now, this.createdAt, session.cookie.expires);
     const key = this.key;
     this.lastActiveAt = now;
-    engine.background(opts.store.touch(key, expiresAt, now));
+    // The session goes along for stores that derive their expiry from it (express-session stores).
+    const state = { data: toJSON(session, current), createdAt: this.createdAt, version: this.version };
+    engine.background(opts.store.touch(key, expiresAt, now, state));
     engine.emit({ type: 'touched', key }, this.host);
   }
 
@@ -431,9 +479,12 @@ export class RequestSession implements SessionController {
     const { opts } = this;
     const session = this.host.session;
     if (!session || !this.shouldSetCookie(session)) {
-      return this.clearCookie && this.cookieRaw !== undefined ? this.engine.clearCookieHeader() : null;
+      return this.clearCookie && this.cookieRaw !== undefined
+        ? this.engine.clearCookieHeader(this.secure, this.cookieOptions)
+        : null;
     }
-    if (session.cookie.secure === true && !this.secure) {
+    // A prefixed cookie without Secure would be rejected by the browser: treat it as Secure.
+    if ((session.cookie.secure === true || this.engine.securePrefixed) && !this.secure) {
       opts.onInsecureRequest?.();
       return null;
     }
@@ -456,13 +507,43 @@ export class RequestSession implements SessionController {
 
   // ---- SessionController: the methods behind req.session.save() & co ----
 
-  async save(): Promise<void> {
+  /** Run session methods one at a time; the first starts synchronously, as in express-session. */
+  private serial(op: () => Promise<void>): Promise<void> {
+    const run = this.inflight ? this.inflight.then(op) : op();
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.inflight = settled;
+    void settled.then(() => {
+      if (this.inflight === settled) this.inflight = undefined;
+    });
+    return run;
+  }
+
+  save(): Promise<void> {
+    return this.serial(() => this.saveNow());
+  }
+
+  reload(): Promise<void> {
+    return this.serial(() => this.reloadNow());
+  }
+
+  destroy(): Promise<void> {
+    return this.serial(() => this.destroyNow());
+  }
+
+  regenerate(options: RegenerateOptions): Promise<void> {
+    return this.serial(() => this.regenerateNow(options));
+  }
+
+  private async saveNow(): Promise<void> {
     const session = this.host.session;
     if (!session) throw new SessionStateError('cannot save a destroyed session');
     await this.persist(session, snapshot(session));
   }
 
-  async reload(): Promise<void> {
+  private async reloadNow(): Promise<void> {
     const record = await this.engine.run('reload the session', () =>
       this.opts.store.get(this.key, { fresh: true }),
     );
@@ -470,7 +551,7 @@ export class RequestSession implements SessionController {
     this.inflate(this.id, this.key, record);
   }
 
-  async destroy(): Promise<void> {
+  private async destroyNow(): Promise<void> {
     const wasPersisted = this.persisted;
     const userId = this.host.session ? userIdOf(this.host.session as unknown as SessionJSON) : null;
     this.host.session = undefined;
@@ -484,7 +565,7 @@ export class RequestSession implements SessionController {
     this.clearCookie = true;
   }
 
-  async regenerate(options: RegenerateOptions): Promise<void> {
+  private async regenerateNow(options: RegenerateOptions): Promise<void> {
     const previous = this.host.session;
     const previousKey = this.key;
     let keep: Record<string, unknown> | undefined;
@@ -496,7 +577,11 @@ export class RequestSession implements SessionController {
     if (this.persisted) {
       await this.engine.run('destroy the old session', () => this.opts.store.destroy(previousKey));
     }
+    const originalId = this.originalId;
     this.generate(keep);
+    // As in express-session, the request's original id stays the reference: a regenerated
+    // session counts as modified, so it is saved and its cookie sent even when empty.
+    this.originalId = originalId;
     this.touched = false;
     this.engine.emit(
       {

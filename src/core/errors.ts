@@ -27,9 +27,12 @@ export class ConfigError extends PgSessionError {
  */
 export class StoreUnavailableError extends PgSessionError {
   readonly retryAfter: number;
+  /** Response headers, in the http-errors convention that Express's default error handler applies. */
+  readonly headers: Record<string, string>;
   constructor(message: string, cause?: unknown, retryAfterSeconds = 2) {
     super('PGSESSION_STORE_UNAVAILABLE', message, { cause, status: 503 });
     this.retryAfter = retryAfterSeconds;
+    this.headers = { 'Retry-After': String(retryAfterSeconds) };
   }
 }
 

@@ -50,10 +50,21 @@ interface LegacyStore {
 type Done = (err?: unknown) => void;
 
 function settle<T>(work: () => Promise<void>, callback: Done | undefined, self: T): Promise<void> | T {
-  const promise = work();
-  if (!callback) return promise;
-  promise.then(() => callback(), callback);
-  return self;
+  let promise: Promise<void>;
+  try {
+    promise = work();
+  } catch (err) {
+    promise = Promise.reject(err);
+  }
+  if (callback) {
+    promise.then(() => callback(), callback);
+    return self;
+  }
+  // express-session code often calls these without a callback and ignores the result
+  // (`req.session.destroy(); res.redirect('/')`). Marking the promise handled keeps such a call
+  // from crashing the process on a store error; whoever awaits it still gets the rejection.
+  promise.catch(() => {});
+  return promise;
 }
 
 function fromCallback(fn: (cb: Done) => void): Promise<void> {

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import type { CookieOptions } from '../core/cookie.js';
+import { type CookieOptions, validateCookieName, validateCookieOptions } from '../core/cookie.js';
 import { parseDuration } from '../core/duration.js';
 import { type RequestSession, SessionEngine, type SessionEvent } from '../core/engine.js';
 import { ConfigError } from '../core/errors.js';
@@ -10,17 +10,24 @@ import type { Session, SessionData, SessionHost } from '../core/session.js';
 import { toSessionStore } from '../stores/connect-adapter.js';
 import type { ConnectStore } from '../stores/connect-store.js';
 import { MemoryStore } from '../stores/memory/memory-store.js';
-import type { HasSessionStore, SessionStore } from '../stores/types.js';
+import { type HasSessionStore, kSessionStore, type SessionStore } from '../stores/types.js';
 
 /** Options of {@link session}: express-session's, plus pgsession's timeouts and hardening. */
 export interface SessionOptions {
   /** Signs the cookie. A string, or an array: the first signs, all verify (rotation). Required. */
   secret: string | readonly string[];
-  /** Cookie name. Default `connect.sid`, as express-session (so switching keeps existing cookies). */
+  /**
+   * Cookie name. Default `connect.sid`, as express-session (so switching keeps existing cookies).
+   * A `__Host-` name (recommended on HTTPS) makes the cookie Secure, `Path=/` and host-only;
+   * `__Secure-` makes it Secure. Options that contradict the prefix are a ConfigError.
+   */
   name?: string;
+  /** @deprecated express-session's old name for `name`. */
+  key?: string;
   /** Where sessions live. Default: a {@link MemoryStore} (development only). */
   store?: ConnectStore | HasSessionStore;
-  cookie?: CookieOptions;
+  /** Cookie settings, or a function of the request returning them (express-session 1.19). */
+  cookie?: CookieOptions | ((req: IncomingMessage) => CookieOptions);
   /** Save the session on every request even when unchanged. Default true (express-session's default). */
   resave?: boolean;
   /** Save new sessions that the request did not modify. Default true (express-session's default). */
@@ -119,7 +126,10 @@ export function resolveOptions(options: SessionOptions): {
     throw new ConfigError('session(options): options object required');
   const production = process.env.NODE_ENV === 'production';
   const secrets = normalizeSecrets(options.secret, production);
-  const cookie: CookieOptions = { ...(options.cookie ?? {}) };
+  validateTypes(options);
+  const name = validateCookieName(options.name ?? options.key ?? 'connect.sid');
+  const cookieFor = typeof options.cookie === 'function' ? options.cookie : undefined;
+  const cookie: CookieOptions = validateCookieOptions(name, cookieFor ? {} : options.cookie);
   const idle =
     options.idleTimeout !== undefined
       ? parseDuration(options.idleTimeout, 'idleTimeout')
@@ -137,10 +147,10 @@ export function resolveOptions(options: SessionOptions): {
   if (options.unset !== undefined && options.unset !== 'keep' && options.unset !== 'destroy') {
     throw new ConfigError(`unset option must be "destroy" or "keep", got ${String(options.unset)}`);
   }
-  if (options.genid !== undefined && typeof options.genid !== 'function') {
-    throw new ConfigError('genid option must be a function');
-  }
   let store = options.store;
+  if (store !== undefined && !isStore(store)) {
+    throw new ConfigError('store option must be a session store (with get, set and destroy methods)');
+  }
   if (!store) {
     if (production) {
       process.emitWarning(
@@ -153,11 +163,28 @@ export function resolveOptions(options: SessionOptions): {
   const warn =
     options.onWarning ?? rateLimited((m) => process.emitWarning(m, { code: 'PGSESSION_WARNING' }), 60_000);
   const genid = options.genid;
+  const sessionStore = toSessionStore(store);
+  if (sessionStore.tracksActivity === false && options.idleTimeout !== undefined) {
+    const maxAge = cookieFor ? undefined : cookie.maxAge;
+    if (typeof maxAge === 'number' && maxAge !== idle) {
+      warn(
+        `pgsession: this store (written for express-session) cannot record activity, so it expires sessions by cookie.maxAge (${maxAge} ms), not idleTimeout (${idle} ms). Make them equal, or use PgStore.`,
+      );
+    }
+  }
+  if (!cookieFor && cookie.sameSite !== undefined && String(cookie.sameSite).toLowerCase() === 'none') {
+    if (cookie.secure !== true && cookie.secure !== 'auto') {
+      warn(
+        'pgsession: browsers reject a SameSite=None cookie without Secure: set cookie.secure to true or "auto".',
+      );
+    }
+  }
   const engine = new SessionEngine({
-    name: options.name ?? 'connect.sid',
+    name,
     secrets,
-    store: toSessionStore(store),
+    store: sessionStore,
     cookie,
+    cookieFor: cookieFor ? (host) => cookieFor(host as IncomingMessage) : undefined,
     resave: options.resave ?? true,
     saveUninitialized: options.saveUninitialized ?? true,
     rolling: options.rolling ?? false,
@@ -178,7 +205,48 @@ export function resolveOptions(options: SessionOptions): {
         'pgsession: a Secure session cookie was NOT sent because the request came over plain HTTP. Behind a TLS-terminating proxy, set app.set("trust proxy", 1) or the proxy option; in development, set cookie.secure to "auto".',
       ),
   });
+  // With per-request cookie options the path is checked per request; '/' lets every request in.
   return { engine, store, proxy: options.proxy, cookiePath: cookie.path ?? '/' };
+}
+
+function isStore(store: unknown): store is ConnectStore | HasSessionStore {
+  if (!store || typeof store !== 'object') return false;
+  if ((store as Partial<HasSessionStore>)[kSessionStore]) return true;
+  const s = store as Record<string, unknown>;
+  return typeof s.get === 'function' && typeof s.set === 'function' && typeof s.destroy === 'function';
+}
+
+/** A ConfigError at start-up for options of the wrong type, rather than odd behaviour per request. */
+function validateTypes(options: SessionOptions): void {
+  const o = options as unknown as Record<string, unknown>;
+  const expect = (key: string, type: 'boolean' | 'function' | 'string', optional = true) => {
+    const value = o[key];
+    if (optional && value === undefined) return;
+    if (typeof value !== type) {
+      throw new ConfigError(
+        `${key} option must be a ${type}, got ${typeof value === 'string' ? JSON.stringify(value) : String(value)} (${typeof value})`,
+      );
+    }
+  };
+  for (const key of ['resave', 'saveUninitialized', 'rolling', 'proxy', 'hashIds']) expect(key, 'boolean');
+  for (const key of ['genid', 'now', 'onEvent', 'onWarning', 'onBackgroundError']) expect(key, 'function');
+  for (const key of ['name', 'key']) expect(key, 'string');
+  if (
+    o.cookie !== undefined &&
+    o.cookie !== null &&
+    typeof o.cookie !== 'object' &&
+    typeof o.cookie !== 'function'
+  ) {
+    throw new ConfigError(`cookie option must be an object or a function, got ${typeof o.cookie}`);
+  }
+  for (const key of ['idleTimeout', 'absoluteTimeout', 'touchAfter']) {
+    const value = o[key];
+    if (value !== undefined && typeof value !== 'number' && typeof value !== 'string') {
+      throw new ConfigError(
+        `${key} option must be milliseconds or a duration string like '7d', got ${typeof value}`,
+      );
+    }
+  }
 }
 
 /**
@@ -269,7 +337,7 @@ function holdResponse(res: ServerResponse, ctx: RequestSession, next: Next): voi
  * hashed ids at rest, server-side idle/absolute timeouts and throttled touches.
  */
 export function session(options: SessionOptions): SessionMiddleware {
-  const { engine, store, proxy, cookiePath } = resolveOptions(options);
+  const { engine, store, proxy } = resolveOptions(options);
   let storeReady = true;
   const emitter = store as Partial<NodeJS.EventEmitter>;
   if (typeof emitter.on === 'function') {
@@ -284,9 +352,15 @@ export function session(options: SessionOptions): SessionMiddleware {
   const middleware = ((req: Req, res: ServerResponse, next: Next) => {
     if (req.session) return next();
     if (!storeReady) return next();
-    if (!pathnameOf(req).startsWith(cookiePath)) return next();
+    let cookie: CookieOptions;
+    try {
+      cookie = engine.cookieOptionsFor(req);
+    } catch (err) {
+      return next(err);
+    }
+    if (!pathnameOf(req).startsWith(cookie.path ?? '/')) return next();
     req.sessionStore = store;
-    engine.load(req, { cookieHeader: req.headers.cookie, secure: isSecure(req, proxy) }).then(
+    engine.load(req, { cookieHeader: req.headers.cookie, secure: isSecure(req, proxy), cookie }).then(
       (ctx) => {
         holdResponse(res, ctx, next);
         next();

@@ -1,3 +1,4 @@
+import { Cookie } from '../core/cookie.js';
 import type { ConnectStore } from './connect-store.js';
 import {
   type HasSessionStore,
@@ -13,6 +14,9 @@ import {
  * key, hidden from `req.session`.
  */
 const META = '__pgsession';
+
+/** connect-pg-simple's default lifetime for a session whose cookie has no expiry. */
+const DAY = 86_400_000;
 
 interface Meta {
   c: number;
@@ -31,59 +35,98 @@ function call<T>(fn: (cb: (err?: unknown, value?: T) => void) => void): Promise<
 }
 
 /**
+ * The object handed to the store's `set`/`touch`: the stored JSON with `cookie` as a `Cookie`,
+ * as express-session hands over `req.session`. Stores read `sess.cookie.expires` (a Date) or
+ * `sess.cookie.maxAge` (a number) to compute their TTL; plain JSON has neither.
+ */
+function toConnectSession(data: SessionJSON, meta: Meta): SessionJSON {
+  const session = { ...data, [META]: meta } as SessionJSON;
+  if (data.cookie && typeof data.cookie === 'object') session.cookie = new Cookie(data.cookie) as never;
+  return session;
+}
+
+/**
  * Wrap a store written for express-session (callbacks, with or without `touch`) in the engine's
  * promise API. Such stores replace whole sessions, so two concurrent requests changing different
  * keys cannot both win, and an update racing a logout may re-create the row; pgsession's own
- * stores do not have these limits.
+ * stores do not have these limits. Their `touch` keeps only a TTL, so `tracksActivity` is false:
+ * the store's expiry (from `cookie.expires`, refreshed by each touch) is the idle timeout, exactly
+ * as under express-session.
  */
 export function fromConnectStore(store: ConnectStore, now: () => number = Date.now): SessionStore {
   const toRecord = (data: SessionJSON): SessionRecord => {
     const { [META]: meta, ...rest } = data as SessionJSON & { [META]?: Meta };
     const t = now();
-    const expires = rest.cookie?.expires ? Date.parse(String(rest.cookie.expires)) : Number.NaN;
+    const cookie = rest.cookie as SessionJSON['cookie'] | undefined;
+    const expires = cookie?.expires ? Date.parse(String(cookie.expires)) : Number.NaN;
+    // Every commit rolls `cookie.expires` to commit time + originalMaxAge, so a store that keeps
+    // the touched session (express-session's MemoryStore does) reveals activity after the last set.
+    const rolled =
+      Number.isFinite(expires) && typeof cookie?.originalMaxAge === 'number'
+        ? expires - cookie.originalMaxAge
+        : Number.NEGATIVE_INFINITY;
+    const active = Math.max(meta?.a ?? Number.NEGATIVE_INFINITY, rolled);
     return {
       data: rest as SessionJSON,
-      expiresAt: Number.isFinite(expires) ? expires : t + 86_400_000,
+      expiresAt: Number.isFinite(expires) ? expires : t + DAY,
       createdAt: meta?.c ?? t,
-      lastActiveAt: meta?.a ?? t,
+      lastActiveAt: Number.isFinite(active) ? Math.min(active, t) : t,
       userId: userIdOf(rest as SessionJSON),
       version: meta?.v ?? 0,
     };
   };
-  const withMeta = (data: SessionJSON, meta: Meta): SessionJSON => ({ ...data, [META]: meta });
+  const load = async (sid: string): Promise<SessionJSON | null> => {
+    try {
+      return (await call<SessionJSON | null>((cb) => store.get(sid, cb))) ?? null;
+    } catch (err) {
+      // express-session reads ENOENT (file-based stores) as "no such session".
+      if ((err as { code?: unknown } | null)?.code === 'ENOENT') return null;
+      throw err;
+    }
+  };
+  const save = (sid: string, data: SessionJSON, meta: Meta) =>
+    call((cb) => store.set(sid, toConnectSession(data, meta), cb));
 
   const adapter: SessionStore = {
+    tracksActivity: false,
     async get(key, options) {
-      let data = await call<SessionJSON | null>((cb) => store.get(key, cb));
+      let data = await load(key);
       if (!data && options?.legacyKey !== undefined && options.legacyKey !== key) {
-        data = await call<SessionJSON | null>((cb) => store.get(options.legacyKey!, cb));
+        const legacy = options.legacyKey;
+        data = await load(legacy);
         if (data) {
-          await call((cb) => store.set(key, data!, cb));
-          await call((cb) => store.destroy(options.legacyKey!, cb));
+          const record = toRecord(data);
+          await save(key, record.data, { c: record.createdAt, a: record.lastActiveAt, v: record.version });
+          await call((cb) => store.destroy(legacy, cb));
         }
       }
       return data ? toRecord(data) : null;
     },
     async create(key, record) {
-      await call((cb) =>
-        store.set(key, withMeta(record.data, { c: record.createdAt, a: record.lastActiveAt, v: 0 }), cb),
-      );
+      await save(key, record.data, { c: record.createdAt, a: record.lastActiveAt, v: 0 });
     },
     async update(key, change) {
-      const current = await call<SessionJSON | null>((cb) => store.get(key, cb));
+      // Read first: these stores upsert, and a set must not bring back a session destroyed meanwhile.
+      const current = await load(key);
       if (!current) return null;
       const meta = (current as { [META]?: Meta })[META];
       const next: Meta = { c: meta?.c ?? now(), a: change.lastActiveAt, v: (meta?.v ?? 0) + 1 };
-      await call((cb) => store.set(key, withMeta(change.data, next), cb));
-      return toRecord(withMeta(change.data, next));
+      await save(key, change.data, next);
+      return toRecord({ ...change.data, [META]: next });
     },
-    async touch(key, _expiresAt, lastActiveAt) {
-      if (typeof store.touch !== 'function') return true;
-      const current = await call<SessionJSON | null>((cb) => store.get(key, cb));
-      if (!current) return false;
-      const meta = (current as { [META]?: Meta })[META];
-      const next = withMeta(current, { c: meta?.c ?? now(), a: lastActiveAt, v: meta?.v ?? 0 });
-      await call((cb) => store.touch!(key, next, cb));
+    async touch(key, _expiresAt, lastActiveAt, current) {
+      // A store without touch is left alone, as express-session does.
+      const touch = store.touch;
+      if (typeof touch !== 'function') return true;
+      let state = current;
+      if (!state) {
+        const stored = await load(key);
+        if (!stored) return false;
+        const record = toRecord(stored);
+        state = { data: record.data, createdAt: record.createdAt, version: record.version };
+      }
+      const meta: Meta = { c: state.createdAt, a: lastActiveAt, v: state.version };
+      await call((cb) => touch.call(store, key, toConnectSession(state.data, meta), cb));
       return true;
     },
     async destroy(key) {

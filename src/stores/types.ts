@@ -86,8 +86,17 @@ export interface SessionStore {
    * Otherwise returns the record as stored after the change (merged with concurrent writers).
    */
   update(key: string, change: SessionChange): Promise<SessionRecord | null>;
-  /** Extend the expiry of an existing session without rewriting its data. False if it is gone. */
-  touch(key: string, expiresAt: number, lastActiveAt: number): Promise<boolean>;
+  /**
+   * Extend the expiry of an existing session without rewriting its data. False if it is gone.
+   * `current` is the session as the request sees it; stores that can only touch by handing the
+   * session over (express-session stores derive the expiry from `data.cookie`) use it.
+   */
+  touch(
+    key: string,
+    expiresAt: number,
+    lastActiveAt: number,
+    current?: { data: SessionJSON; createdAt: number; version: number },
+  ): Promise<boolean>;
   /** Delete a session. Deleting a missing session is not an error. */
   destroy(key: string): Promise<void>;
   /** Optional: every live session of a user. */
@@ -98,6 +107,11 @@ export interface SessionStore {
   prune?(): Promise<number>;
   /** Release timers, listeners and pools this store created. */
   close?(): Promise<void>;
+  /**
+   * False when `touch` cannot record `lastActiveAt` (stores written for express-session keep
+   * only a TTL): the engine then leaves the idle timeout to the store's own expiry.
+   */
+  readonly tracksActivity?: boolean;
 }
 
 /**
