@@ -12,7 +12,9 @@ import {
   clientAddress,
   createAuth,
   csrfToken,
+  DuplicateEmailError,
   isAuthenticated,
+  PasswordPolicyError,
   rejectCrossSite,
   requireAuth,
   requireRole,
@@ -33,6 +35,7 @@ import {
 import { PgStore } from '../src/stores/postgres/index.js';
 import type { AppConfig } from './config.js';
 import {
+  accountPage,
   adminPage,
   dashboardPage,
   errorPage,
@@ -108,6 +111,24 @@ const SESSION_NOTICES: Record<string, string> = {
   others: 'All your other sessions are logged out.',
   none: 'There were no other sessions.',
 };
+
+/** Messages the account page shows for `?notice=` (never reflected text). */
+const ACCOUNT_NOTICES: Record<string, string> = {
+  password: 'Password changed.',
+  'password-others': 'Password changed. Your other sessions are logged out.',
+  email: 'Email changed.',
+};
+
+/**
+ * A checkbox from a form or JSON: the last value wins (the account form sends a hidden `off`
+ * before the box, so unticked still says so); absent means `fallback`.
+ */
+function checkbox(value: unknown, fallback: boolean): boolean {
+  const v = Array.isArray(value) ? value.at(-1) : value;
+  if (v === undefined || v === null) return fallback;
+  if (typeof v === 'boolean') return v;
+  return typeof v === 'string' && ['on', '1', 'true', 'yes'].includes(v.toLowerCase());
+}
 
 function firstString(value: unknown): string | undefined {
   if (typeof value === 'string') return value;
@@ -365,6 +386,67 @@ export function createApp(options: CreateAppOptions): DemoApp {
     if (outcome === 'not-found') return next();
     if (wantsJson(req)) return res.json({ revoked: outcome });
     res.redirect(303, outcome === 'current' ? LOGGED_OUT : '/account/sessions?notice=revoked');
+  });
+
+  app.get('/account', authed, async (req, res) => {
+    const user = await viewUser(req);
+    if (!user) return res.redirect(302, '/login?error=login_required');
+    const notice = ACCOUNT_NOTICES[firstString(req.query.notice) ?? ''];
+    res.type('html').send(accountPage({ user, csrfToken: csrfToken(req), message: notice }));
+  });
+
+  // Credential changes: the current password is required (and counted by the login limits).
+  app.post('/account/password', authed, csrf, async (req, res) => {
+    const user = await viewUser(req);
+    if (!user) throw new AuthError('PGSESSION_UNAUTHORIZED', 'Login required', 401);
+    const fail = (status: number, error: string, message: string) => {
+      if (wantsJson(req)) return res.status(status).json({ error, message });
+      res
+        .status(status)
+        .type('html')
+        .send(accountPage({ user, csrfToken: csrfToken(req), error: message }));
+    };
+    const next = bodyField(req, 'newPassword');
+    if (typeof next !== 'string' || next.length === 0)
+      return fail(400, 'password_policy', 'Choose a new password.');
+    const logoutOthers = checkbox(bodyField(req, 'logoutOthers'), true);
+    let result: Awaited<ReturnType<Auth['changePassword']>>;
+    try {
+      result = await auth.changePassword(req, bodyField(req, 'currentPassword'), next, {
+        revokeOthers: logoutOthers,
+      });
+    } catch (err) {
+      if (err instanceof PasswordPolicyError) return fail(400, 'password_policy', err.message);
+      throw err;
+    }
+    if (!result.ok) return fail(400, 'wrong_password', 'Your current password is not correct.');
+    if (wantsJson(req)) return res.json({ ok: true, revoked: result.revoked });
+    res.redirect(303, `/account?notice=${logoutOthers ? 'password-others' : 'password'}`);
+  });
+
+  app.post('/account/email', authed, csrf, async (req, res) => {
+    const user = await viewUser(req);
+    if (!user) throw new AuthError('PGSESSION_UNAUTHORIZED', 'Login required', 401);
+    const fail = (status: number, error: string, message: string) => {
+      if (wantsJson(req)) return res.status(status).json({ error, message });
+      res
+        .status(status)
+        .type('html')
+        .send(accountPage({ user, csrfToken: csrfToken(req), error: message }));
+    };
+    let result: Awaited<ReturnType<Auth['changeEmail']>>;
+    try {
+      result = await auth.changeEmail(req, bodyField(req, 'currentPassword'), bodyField(req, 'email'));
+    } catch (err) {
+      if (err instanceof DuplicateEmailError)
+        return fail(409, 'email_taken', 'That email address belongs to another account.');
+      if (err instanceof AuthError && err.status === 400)
+        return fail(400, 'invalid_email', 'Enter a valid email address.');
+      throw err;
+    }
+    if (!result.ok) return fail(400, 'wrong_password', 'Your current password is not correct.');
+    if (wantsJson(req)) return res.json({ ok: true, email: result.email });
+    res.redirect(303, '/account?notice=email');
   });
 
   const adminOnly = requireRole('admin');

@@ -66,6 +66,7 @@ export function layout(options: LayoutOptions, body: string): string {
   const nav = user
     ? `<a href="/dashboard">Dashboard</a>
        <a href="/account/sessions">Sessions</a>
+       <a href="/account">Account</a>
        ${user.role === 'admin' ? '<a href="/admin">Admin</a>' : ''}
        <span class="muted" style="color:#d0d7de">${esc(user.email)}</span>
        <form method="post" action="/logout">${csrfField(options.csrfToken)}<button class="link" type="submit">Log out</button></form>`
@@ -203,6 +204,50 @@ ${
 </div>`;
   return layout(
     { title: 'Sessions', user: options.user, csrfToken: options.csrfToken, message: options.message },
+    body,
+  );
+}
+
+/**
+ * The account page: change the password (current one required; "log out other sessions" ticked
+ * by default) and change the email (current password required). The hidden `logoutOthers=off`
+ * comes first so an unticked box still says so (a ticked one sends `off` then `on`: the last wins).
+ */
+export function accountPage(options: {
+  user: ViewUser;
+  csrfToken: string;
+  message?: string | undefined;
+  error?: string | undefined;
+}): string {
+  const body = `<div class="card"><h1>Account</h1>
+<p>Logged in as <strong>${esc(options.user.email)}</strong>.</p></div>
+<div class="card"><h2>Change password</h2>
+<form method="post" action="/account/password">${csrfField(options.csrfToken)}
+  <label for="currentPassword">Current password</label>
+  <input id="currentPassword" name="currentPassword" type="password" autocomplete="current-password" required maxlength="1024">
+  <label for="newPassword">New password</label>
+  <input id="newPassword" name="newPassword" type="password" autocomplete="new-password" required minlength="8" maxlength="1024">
+  <p class="muted">At least 8 characters, any characters you like; very common passwords are refused.</p>
+  <input type="hidden" name="logoutOthers" value="off">
+  <p><label style="font-weight:normal"><input type="checkbox" name="logoutOthers" value="on" checked> Log out all my other sessions</label></p>
+  <p><button type="submit">Change password</button></p>
+</form></div>
+<div class="card"><h2>Change email</h2>
+<form method="post" action="/account/email">${csrfField(options.csrfToken)}
+  <label for="email">New email</label>
+  <input id="email" name="email" type="email" autocomplete="email" required maxlength="254">
+  <label for="emailCurrentPassword">Current password</label>
+  <input id="emailCurrentPassword" name="currentPassword" type="password" autocomplete="current-password" required maxlength="1024">
+  <p><button type="submit">Change email</button></p>
+</form></div>`;
+  return layout(
+    {
+      title: 'Account',
+      user: options.user,
+      csrfToken: options.csrfToken,
+      message: options.message,
+      error: options.error,
+    },
     body,
   );
 }

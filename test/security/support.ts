@@ -1,0 +1,186 @@
+/**
+ * Helpers for the black-box security tests: the demo app in-process (test/app/harness.ts) or as
+ * a child process (`app/main.ts`, as `npm start` runs it), and what an attacker can read from a
+ * Set-Cookie header.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import type pg from 'pg';
+import { createPool } from '../../src/db/index.js';
+import { csrfFrom, type RunningApp, startApp } from '../app/harness.js';
+import type { TestDatabase } from '../helpers/db.js';
+import { Client } from '../helpers/http.js';
+
+export const root = fileURLToPath(new URL('../../', import.meta.url));
+const tsx = fileURLToPath(new URL('../../node_modules/.bin/tsx', import.meta.url));
+
+/** Limits out of the way for files that log in many times from one address. */
+export const NO_LIMITS = {
+  policy: {
+    perAccountAddress: { points: 100_000, duration: 60 },
+    perAddress: { points: 100_000, duration: 60 },
+    perAccount: { points: 100_000, duration: 60 },
+  },
+};
+
+/** The parts of a session cookie value (`s:<id>.<mac>`, URL-encoded as sent). */
+export function parseCookieValue(value: string): { raw: string; id: string; mac: string } {
+  const raw = decodeURIComponent(value);
+  if (!raw.startsWith('s:')) throw new Error(`not a signed cookie: ${value}`);
+  const dot = raw.lastIndexOf('.');
+  return { raw, id: raw.slice(2, dot), mac: raw.slice(dot + 1) };
+}
+
+/** The session cookie a response sets (name=value), or undefined. */
+export function setCookieOf(res: Response, name = 'sessionId'): string | undefined {
+  return res.headers.getSetCookie().find((line) => line.startsWith(`${name}=`));
+}
+
+/** The value of a `name=value; attrs` Set-Cookie line. */
+export function cookieValue(setCookie: string): string {
+  const pair = setCookie.split(';')[0]!;
+  return pair.slice(pair.indexOf('=') + 1);
+}
+
+/** The attributes of a Set-Cookie line, lower-cased names: `{ path: '/', httponly: '', … }`. */
+export function attributesOf(setCookie: string): Map<string, string> {
+  const attrs = new Map<string, string>();
+  for (const part of setCookie.split(';').slice(1)) {
+    const eq = part.indexOf('=');
+    const name = (eq === -1 ? part : part.slice(0, eq)).trim().toLowerCase();
+    attrs.set(name, eq === -1 ? '' : part.slice(eq + 1).trim());
+  }
+  return attrs;
+}
+
+/** A client that sends exactly this cookie (an attacker replaying a stolen or old value). */
+export function replay(app: { url: string } | string, cookie: string, name = 'sessionId'): Client {
+  const c = new Client(typeof app === 'string' ? app : app.url);
+  c.jar.set(name, cookie);
+  return c;
+}
+
+/** GET a page and read its `_csrf` field. */
+export async function csrfOn(c: Client, path = '/account'): Promise<string> {
+  const res = await c.get(path);
+  if (res.status !== 200) throw new Error(`GET ${path}: ${res.status}`);
+  return csrfFrom(await res.text());
+}
+
+/**
+ * A second app instance ("server") on the same database with its own pool and its own store
+ * (and so its own session cache and invalidation listener), as another process would have.
+ */
+export async function secondServer(
+  db: TestDatabase,
+  options: Parameters<typeof startApp>[0] = {},
+): Promise<RunningApp & { pool: pg.Pool }> {
+  const pool = createPool(db.url);
+  const app = await startApp({ ...options, db: { ...db, pool, drop: async () => {} } });
+  return {
+    ...app,
+    pool,
+    close: async () => {
+      await app.close();
+      await pool.end();
+    },
+  };
+}
+
+/** The demo app as its own process (`tsx app/main.ts`), as `npm start` runs it. */
+export interface ChildApp {
+  child: ChildProcess;
+  url: string;
+  output(): string;
+  stop(): Promise<number | null>;
+}
+
+/** Start `app/main.ts` with this environment; resolves once it listens. */
+export function spawnApp(env: Record<string, string | undefined>): Promise<ChildApp> {
+  const child = spawn(tsx, ['app/main.ts'], {
+    cwd: root,
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d) => {
+    out += d;
+  });
+  child.stderr!.on('data', (d) => {
+    out += d;
+  });
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+    const exited = once(child, 'exit');
+    child.kill('SIGTERM');
+    const [code] = (await exited) as [number | null];
+    return code;
+  };
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`app did not start:\n${out}`));
+    }, 45_000);
+    const onData = () => {
+      const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        child.stdout!.off('data', onData);
+        child.removeListener('exit', onExit);
+        resolve({ child, url: m[1]!, output: () => out, stop });
+      }
+    };
+    const onExit = (code: number | null) => {
+      clearTimeout(timer);
+      reject(new Error(`app exited with ${code} before listening:\n${out}`));
+    };
+    child.stdout!.on('data', onData);
+    child.once('exit', onExit);
+  });
+}
+
+/** Run `app/main.ts` expecting it to refuse to start: its exit code and output. */
+export async function exitOf(
+  env: Record<string, string | undefined>,
+): Promise<{ code: number | null; output: string }> {
+  const child = spawn(tsx, ['app/main.ts'], {
+    cwd: root,
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', ...env },
+  });
+  let output = '';
+  child.stdout.on('data', (d) => {
+    output += d;
+  });
+  child.stderr.on('data', (d) => {
+    output += d;
+  });
+  const timer = setTimeout(() => child.kill('SIGKILL'), 45_000);
+  const [code] = (await once(child, 'exit')) as [number | null];
+  clearTimeout(timer);
+  return { code, output };
+}
+
+/** Run the CLI (`tsx cli/main.ts …`) with `stdin` piped in. */
+export async function runCli(
+  args: string[],
+  env: Record<string, string | undefined>,
+  stdin = '',
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(tsx, ['cli/main.ts', ...args], { cwd: root, env: { ...process.env, ...env } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => {
+    stdout += d;
+  });
+  child.stderr.on('data', (d) => {
+    stderr += d;
+  });
+  child.stdin.end(stdin);
+  const timer = setTimeout(() => child.kill('SIGKILL'), 45_000);
+  const [code] = (await once(child, 'exit')) as [number | null];
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
