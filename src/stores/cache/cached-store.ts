@@ -321,10 +321,12 @@ export class CachedSessionStore implements SessionStore {
     return touched;
   }
 
-  async destroy(key: string): Promise<void> {
+  async destroy(key: string, ...rest: unknown[]): Promise<void> {
     this.#mark(key);
     try {
-      await this.inner.destroy(key);
+      // Any further arguments (a store's own options) go to the inner store as given.
+      const destroy = this.inner.destroy as (...args: unknown[]) => Promise<void>;
+      await destroy.call(this.inner, key, ...rest);
     } finally {
       this.#mark(key);
     }
@@ -344,6 +346,7 @@ export class CachedSessionStore implements SessionStore {
   /** Whether to use the cache for this call; counts and cleans up when not. */
   #serving(): boolean {
     if (this.listening) return true;
+    if (!this.#closed) this.source.start?.();
     this.#bypasses++;
     // A source that went quiet without calling onDown still must not leave entries behind.
     if (this.#cache.size > 0) this.#flush();

@@ -14,6 +14,12 @@ export {
   type PgInvalidationListenerOptions,
 } from './pg-listener.js';
 export {
+  CachedPostgresSessionStore,
+  type CachedPostgresSessionStoreOptions,
+  type PostgresCacheOptions,
+  type PostgresCacheStats,
+} from './postgres.js';
+export {
   ALL_KEYS,
   checkChannel,
   DEFAULT_CHANNEL,

@@ -26,6 +26,8 @@ export interface InvalidationHandlers {
 export interface InvalidationSource {
   /** True while changes are guaranteed to be announced. */
   readonly listening: boolean;
+  /** Begin listening if not yet started (idempotent). The cache calls it when it is first used. */
+  start?(): void;
   /** Register handlers; returns a function that unregisters them. */
   subscribe(handlers: InvalidationHandlers): () => void;
   /** Stop listening and release connections and timers. Idempotent. */

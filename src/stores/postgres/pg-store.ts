@@ -3,7 +3,8 @@ import { LRUCache } from 'lru-cache';
 import type pg from 'pg';
 import { ConfigError } from '../../core/errors.js';
 import { hashId } from '../../core/id.js';
-import type { NotifyTarget } from '../cache/protocol.js';
+import { CachedPostgresSessionStore, type PostgresCacheOptions } from '../cache/postgres.js';
+import { DEFAULT_CHANNEL, generateNodeId, type NotifyTarget } from '../cache/protocol.js';
 import { type Store, Store as StoreBase } from '../connect-store.js';
 import { type HasSessionStore, kSessionStore, type SessionJSON, userIdOf } from '../types.js';
 import { defaultPruneJitter, PostgresSessionStore } from './session-store.js';
@@ -51,6 +52,26 @@ export interface PgStoreOptions {
   now?: (() => number) | undefined;
   /** Announce changed keys to other processes' caches (see `PostgresSessionStoreOptions.notify`). */
   notify?: NotifyTarget | undefined;
+  /**
+   * The per-process session cache (see docs/scaling.md): sessions are served from memory after
+   * their first load, kept coherent across processes by `LISTEN/NOTIFY`. Default on (off when
+   * `hashIds` is false, since changes to rows keyed by raw ids are announced as "flush
+   * everything"); `false` turns it off, an object sets its bounds and listener.
+   */
+  cache?: false | PostgresCacheOptions | undefined;
+  /**
+   * The channel changes are announced on, in the statement that makes them (default
+   * `pgsession_invalidate`). Announcements stay on with the cache off, so processes that cache
+   * hear about changes made by processes (or CLIs) that do not. `false`: announce nothing — only
+   * when no process uses the cache.
+   */
+  notifyChannel?: string | false | undefined;
+  /**
+   * Where the cache's listener connects when the pool cannot carry `LISTEN` (e.g. the pool goes
+   * through PgBouncer in transaction mode): a direct or session-mode connection string.
+   * Shorthand for `cache: { listenConnection }`.
+   */
+  listenConnectionString?: string | undefined;
 }
 
 type Done = (err?: unknown) => void;
@@ -189,7 +210,17 @@ export function createPgStoreClass(Base: BaseConstructor, flavor: PgStoreFlavor)
       this.#disableTouch = options.disableTouch === true;
       this.#now = options.now ?? Date.now;
       this.#known = new LRUCache<string, true>({ max: options.loadedKeysCacheSize ?? DEFAULT_LOADED_KEYS });
-      this[kSessionStore] = new PostgresSessionStore({
+      const notify =
+        options.notify ??
+        (options.notifyChannel === false
+          ? undefined
+          : { channel: options.notifyChannel ?? DEFAULT_CHANNEL, nodeId: generateNodeId() });
+      if (options.cache && !notify) {
+        throw new ConfigError(
+          'pgsession: the session cache needs notifications (notifyChannel must not be false)',
+        );
+      }
+      const storeOptions = {
         pool: options.pool,
         poolConfig,
         schemaName,
@@ -198,8 +229,15 @@ export function createPgStoreClass(Base: BaseConstructor, flavor: PgStoreFlavor)
         idsHashed: this.hashIds,
         now: this.#now,
         errorLog,
-        notify: options.notify,
-      });
+        notify,
+      };
+      const cache = options.cache ?? (this.hashIds && notify ? {} : false);
+      this[kSessionStore] = cache
+        ? new CachedPostgresSessionStore({
+            ...storeOptions,
+            cache: { ...cache, listenConnection: cache.listenConnection ?? options.listenConnectionString },
+          })
+        : new PostgresSessionStore(storeOptions);
       if (options.pruneSessionInterval !== false) {
         const seconds = options.pruneSessionInterval || DEFAULT_PRUNE_INTERVAL_SECONDS;
         const randomize = options.pruneSessionRandomizedInterval;
