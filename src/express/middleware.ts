@@ -219,10 +219,9 @@ function isStore(store: unknown): store is ConnectStore | HasSessionStore {
 /** A ConfigError at start-up for options of the wrong type, rather than odd behaviour per request. */
 function validateTypes(options: SessionOptions): void {
   const o = options as unknown as Record<string, unknown>;
-  const expect = (key: string, type: 'boolean' | 'function' | 'string', optional = true) => {
+  const expect = (key: string, type: 'boolean' | 'function' | 'string') => {
     const value = o[key];
-    if (optional && value === undefined) return;
-    if (typeof value !== type) {
+    if (value !== undefined && typeof value !== type) {
       throw new ConfigError(
         `${key} option must be a ${type}, got ${typeof value === 'string' ? JSON.stringify(value) : String(value)} (${typeof value})`,
       );
@@ -261,12 +260,27 @@ function holdResponse(res: ServerResponse, ctx: RequestSession, next: Next): voi
   let state: 'open' | 'committing' | 'done' = 'open';
   let abandoned = false;
   const queue: Array<{ end: boolean; args: unknown[] }> = [];
+  /** The Set-Cookie value, once decided (undefined: not yet). */
+  let header: string | null | undefined;
+  const cookieHeader = (): string | null => {
+    if (header === undefined) header = ctx.setCookieHeader();
+    return header;
+  };
 
   res.writeHead = function writeHead(this: ServerResponse, ...args: unknown[]) {
     if (!abandoned && !this.headersSent) {
-      const header = ctx.setCookieHeader();
-      if (header) {
-        appendHeader(this, 'Set-Cookie', header);
+      let value: string | null = null;
+      try {
+        value = cookieHeader();
+      } catch (err) {
+        // Only when the app wrote headers before ending (writeHead, flushHeaders): the response
+        // is on its way, so it leaves without the cookie and Express gets the error, as with
+        // express-session. Otherwise the value was decided, and any error handled, in finish().
+        header = null;
+        process.nextTick(next, err);
+      }
+      if (value) {
+        appendHeader(this, 'Set-Cookie', value);
         // A response that sets a session cookie must never be stored by a shared cache.
         this.setHeader('Cache-Control', 'no-store');
       }
@@ -292,6 +306,18 @@ function holdResponse(res: ServerResponse, ctx: RequestSession, next: Next): voi
     restore();
     next(err);
   };
+  const finish = () => {
+    // Decide the Set-Cookie value while an error can still become an error response: the app
+    // may have put a value the serializer refuses on req.session.cookie (say, priority 'urgent').
+    try {
+      cookieHeader();
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    state = 'done';
+    replay();
+  };
   const start = () => {
     state = 'committing';
     let pending: Promise<void> | null;
@@ -302,14 +328,11 @@ function holdResponse(res: ServerResponse, ctx: RequestSession, next: Next): voi
       return;
     }
     if (!pending) {
-      state = 'done';
-      restore();
+      finish();
       return;
     }
-    pending.then(() => {
-      state = 'done';
-      replay();
-    }, fail);
+    // Anything thrown while replaying the response goes to Express, never unhandled.
+    pending.then(finish, fail).catch((err: unknown) => next(err));
   };
 
   res.write = function write(this: ServerResponse, ...args: unknown[]) {

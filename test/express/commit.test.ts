@@ -194,6 +194,38 @@ describe.each([4, 5] as const)('commit before response (Express %i)', (version) 
   });
 });
 
+describe.each([4, 5] as const)('a cookie attribute the serializer refuses (Express %i)', (version) => {
+  it.each([
+    ['after a store write', true],
+    ['with nothing to write', false],
+  ])('%s: reaches the error handler, nothing unhandled', async (_name, modify) => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (err: unknown) => unhandled.push(err);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const app = await startPg(
+        { name: 'sid', saveUninitialized: true },
+        (a) =>
+          a.get('/', (req, res) => {
+            if (modify) req.session.n = 1;
+            (req.session.cookie as { priority: unknown }).priority = 'urgent';
+            res.send('ok');
+          }),
+        { version },
+      );
+      closers.push(app.close);
+      const res = await fetchSeen(`${app.url}/`, 'sid');
+      expect(res.status).toBe(500);
+      expect(res.body).toMatch(/priority is invalid/);
+      expect(res.cookie).toBe('none');
+      await new Promise((r) => setTimeout(r, 10));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+});
+
 describe.each([4, 5] as const)('data that JSON cannot hold (Express %i)', (version) => {
   async function attempt(put: (session: Record<string, unknown>) => void, explicitSave = false) {
     const seen: unknown[] = [];

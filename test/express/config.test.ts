@@ -2,10 +2,12 @@
  * Options: wrong types are a ConfigError at construction (never odd behaviour per request), and
  * express-session's option forms (`key`, `cookie` as a function of the request) are accepted.
  */
+import type { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
+import expressSession from 'express-session';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, MemoryStore, type SessionOptions, session } from '../../src/index.js';
-import { fetchSeen, SECRET, startPg } from './support.js';
+import { fetchSeen, recordingStoreClass, SECRET, startPg } from './support.js';
 
 const store = new MemoryStore();
 const make = (options: Record<string, unknown>) => () =>
@@ -89,6 +91,22 @@ describe('ConfigError for options of the wrong type', () => {
     ).not.toThrow();
     expect(make({ cookie: { sameSite: true } })).not.toThrow();
     expect(make({ cookie: (_req: IncomingMessage) => ({ maxAge: 1000 }) })).not.toThrow();
+  });
+
+  it('warns when a store written for express-session cannot enforce idleTimeout (≠ cookie.maxAge)', () => {
+    const connectStore = new (recordingStoreClass(
+      expressSession.Store as unknown as new () => EventEmitter,
+    ))();
+    const warnings: string[] = [];
+    const onWarning = (m: string) => warnings.push(m);
+    make({ store: connectStore, idleTimeout: '30m', cookie: { maxAge: 86_400_000 }, onWarning })();
+    expect(warnings).toEqual([
+      expect.stringMatching(/expires sessions by cookie\.maxAge .* not idleTimeout/),
+    ]);
+    make({ store: connectStore, idleTimeout: '30m', cookie: { maxAge: 1_800_000 }, onWarning })();
+    make({ store: connectStore, idleTimeout: '30m', onWarning })();
+    make({ store: new MemoryStore(), idleTimeout: '30m', cookie: { maxAge: 86_400_000 }, onWarning })();
+    expect(warnings).toHaveLength(1);
   });
 
   it('warns about a SameSite=None cookie without Secure, which browsers reject', () => {

@@ -255,7 +255,9 @@ for (const setup of ['fresh', 'existing', 'stale'] as const)
 
 for (const version of [4, 5] as const) {
   describe(`parity with express-session on Express ${version}`, () => {
-    it.each(configs.map((c) => [label(c), c] as const))('%s', async (_label, config) => {
+    // The Express version does not meet the store's API: the touch-less store runs on Express 5 only.
+    const matrix = version === 5 ? configs : configs.filter((c) => c.touch);
+    it.concurrent.each(matrix.map((c) => [label(c), c] as const))('%s', async (_label, config) => {
       const reference = await startApp('express-session', version, config);
       const ours = await startApp('pgsession', version, config);
       try {

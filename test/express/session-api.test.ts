@@ -326,6 +326,56 @@ describe.each([4, 5] as const)('Express %i', (version) => {
   });
 });
 
+describe('what counts as a modification (docs/compat.md)', () => {
+  async function countingApp(
+    handler: (session: Session & Record<string, unknown>, store: MemoryStore) => Promise<void> | void,
+  ) {
+    const store = new MemoryStore();
+    const face = store[kSessionStore];
+    const update = face.update;
+    let updates = 0;
+    face.update = (key, change) => {
+      updates++;
+      return update(key, change);
+    };
+    const app = await start(
+      (a) => {
+        a.get('/login', (req, res) => {
+          Object.assign(req.session, { a: 1, b: 2 });
+          res.send('ok');
+        });
+        a.get('/act', async (req, res) => {
+          await handler(req.session as Session & Record<string, unknown>, store);
+          res.send('ok');
+        });
+      },
+      { store, touchAfter: 0 },
+    );
+    await app.client.get('/login');
+    return { client: app.client, updates: () => updates };
+  }
+
+  it('moving a key in the key order (delete, then set the same value) is not a change', async () => {
+    const app = await countingApp((s) => {
+      delete s.a;
+      s.a = 1;
+    });
+    await app.client.get('/act');
+    expect(app.updates()).toBe(0);
+  });
+
+  it('after reload(), the reloaded data is the reference: picking up another change does not re-save it', async () => {
+    const app = await countingApp(async (s, store) => {
+      const key = hashId(s.id);
+      const sess = await stored(store, s.id);
+      await new Promise<void>((r) => store.set(key, { ...(sess as object), b: 3 } as never, () => r()));
+      await s.reload();
+    });
+    await app.client.get('/act');
+    expect(app.updates()).toBe(0);
+  });
+});
+
 describe('Store base class', () => {
   it('is an EventEmitter usable with `new` and with Store.call(this)', () => {
     const s = new Store();
