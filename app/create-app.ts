@@ -102,7 +102,11 @@ export function safeNext(value: unknown): string | null {
     return null;
   }
   if (url.origin !== base) return null;
-  return url.pathname + url.search + url.hash;
+  // Dot segments are resolved here: `/.//evil.example` and `/a/..//evil.example` become
+  // `//evil.example`, which a browser reads as another host. Check the result, not just the input.
+  const path = url.pathname + url.search + url.hash;
+  if (path.startsWith('//') || bad.test(path)) return null;
+  return path;
 }
 
 /** Messages the sessions page shows for `?notice=` (never reflected text). */
