@@ -1,7 +1,7 @@
 import { defineConfig } from 'tsup';
 
 // Entry points: the library, the connect-pg-simple compatibility factory and the Fastify,
-// Hono and metrics subpaths,
+// Hono, metrics and auth subpaths,
 // each built as ESM and CommonJS with declarations for both.
 const entry = {
   index: 'src/index.ts',
@@ -9,6 +9,7 @@ const entry = {
   fastify: 'src/fastify/index.ts',
   hono: 'src/hono/index.ts',
   metrics: 'src/metrics/index.ts',
+  auth: 'src/auth/index.ts',
 };
 
 export default defineConfig({

@@ -36,6 +36,22 @@ export { fromConnectStore, toSessionStore } from './stores/connect-adapter.js';
 export { type Callback, type ConnectStore, Store, type StoreConstructor } from './stores/connect-store.js';
 export { MemoryStore, type MemoryStoreOptions } from './stores/memory/memory-store.js';
 export {
+  CachedSessionStore,
+  type CachedSessionStoreOptions,
+  type CacheStats,
+  PgInvalidationListener,
+  type PgInvalidationListenerOptions,
+} from './stores/cache/index.js';
+export {
+  ensureSchema,
+  PgStore,
+  type PgStoreInstance,
+  type PgStoreOptions,
+  PostgresSessionStore,
+  type PostgresSessionStoreOptions,
+} from './stores/postgres/index.js';
+export { type CreatePoolOptions, createPool, type Database, openDatabase, runMigrations } from './db/index.js';
+export {
   type CookieJSON,
   type HasSessionStore,
   kSessionStore,
