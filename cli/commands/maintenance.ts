@@ -1,0 +1,66 @@
+/** `pgsession prune` and `pgsession migrate`. */
+import { runAuthMigrations } from '../../src/auth/index.js';
+import { ensureSchema } from '../../src/stores/postgres/index.js';
+import type { Context } from '../context.js';
+import { Progress, plural } from '../output.js';
+
+export async function prune(
+  ctx: Context,
+  options: { batchSize: number; signal: AbortSignal },
+): Promise<void> {
+  const store = await ctx.store();
+  const { stdout, stderr } = ctx.io;
+  // An estimate for the progress bar (rows expiring while we work are left for the next run).
+  const { rows } = await ctx.pool.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM ${store.names.qualified} WHERE expire < to_timestamp($1::float8 / 1000)`,
+    [Date.now()],
+  );
+  const expired = rows[0]?.n ?? 0;
+  if (expired === 0) {
+    stdout.write('No expired sessions to delete.\n');
+    return;
+  }
+  const progress = new Progress(stderr, expired, 'Deleting expired sessions');
+  let deleted: number;
+  try {
+    deleted = await store.prune({
+      batchSize: options.batchSize,
+      signal: options.signal,
+      onProgress: (n) => progress.update(n),
+    });
+  } finally {
+    progress.done();
+  }
+  if (deleted === 0) {
+    // prune() gives up at once when another process holds the prune lock.
+    stdout.write('Deleted 0 expired sessions: another prune (an app server or a second CLI) is running.\n');
+    return;
+  }
+  const stopped = options.signal.aborted ? ' (interrupted: run prune again for the rest)' : '';
+  stdout.write(`Deleted ${plural(deleted, 'expired session')}${stopped}.\n`);
+}
+
+export async function migrate(ctx: Context): Promise<void> {
+  const { stdout } = ctx.io;
+  const { table, schema } = ctx.options;
+  const qualified = schema ? `${schema}.${table}` : table;
+  const changes: string[] = [];
+  // The session table: created as connect-pg-simple would, or upgraded in place with the
+  // columns and indexes pgsession needs (user_id, created_at, last_active_at, …).
+  const result = await ensureSchema(ctx.pool, { tableName: table, schemaName: schema, createTable: true });
+  if (result.created) changes.push(`session table ${qualified}: created`);
+  if (!result.created && result.addedColumns.length > 0) {
+    changes.push(`session table ${qualified}: added columns ${result.addedColumns.join(', ')}`);
+  }
+  if (!result.created && result.addedIndexes.length > 0) {
+    changes.push(`session table ${qualified}: added indexes ${result.addedIndexes.join(', ')}`);
+  }
+  // The auth layer's SQL migrations (users, login rate-limit counters).
+  for (const id of await runAuthMigrations(ctx.pool)) changes.push(`applied ${id}`);
+  for (const line of changes) stdout.write(`${line}\n`);
+  stdout.write(
+    changes.length === 0
+      ? 'Nothing to apply: the database is up to date.\n'
+      : `Done: ${plural(changes.length, 'change')}.\n`,
+  );
+}

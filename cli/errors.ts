@@ -1,0 +1,112 @@
+/**
+ * Exit codes and the errors that carry them. Everything the CLI prints about a failure is one
+ * line meant for an operator; stacks only with `DEBUG` set.
+ */
+
+/** Exit statuses of `pgsession` (documented in docs/cli.md). */
+export const EXIT = {
+  ok: 0,
+  /** A runtime failure: database unreachable, password refused, migration failed… */
+  failure: 1,
+  /** Bad command line (unknown command or option, bad argument). */
+  usage: 2,
+  /** The user or session named does not exist. */
+  notFound: 3,
+  /** Interrupted (Ctrl-C), as shells report 128 + SIGINT. */
+  interrupted: 130,
+} as const;
+
+/** An error whose message is fit to print as is, with the exit status to use. */
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number = EXIT.failure,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'CliError';
+  }
+}
+
+/** The command line is wrong in a way commander cannot see (e.g. two exclusive arguments). */
+export class UsageError extends CliError {
+  constructor(message: string) {
+    super(message, EXIT.usage);
+    this.name = 'UsageError';
+  }
+}
+
+/** An unknown user or session. */
+export class NotFoundError extends CliError {
+  constructor(message: string) {
+    super(message, EXIT.notFound);
+    this.name = 'NotFoundError';
+  }
+}
+
+/** Ctrl-C at a prompt. */
+export class InterruptedError extends CliError {
+  constructor() {
+    super('interrupted', EXIT.interrupted);
+    this.name = 'InterruptedError';
+  }
+}
+
+/** Error codes meaning "could not reach or log in to PostgreSQL". */
+const CONNECTION_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+  '28P01', // invalid_password
+  '28000', // invalid_authorization_specification
+  '3D000', // invalid_catalog_name: the database does not exist
+  '57P03', // cannot_connect_now: starting up / shutting down
+  '53300', // too_many_connections
+]);
+
+/** Is this a failure to connect (as opposed to a failing statement)? */
+export function isConnectionError(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown; errors?: unknown } | null;
+  if (!e || typeof e !== 'object') return false;
+  if (typeof e.code === 'string' && (CONNECTION_CODES.has(e.code) || e.code.startsWith('08'))) return true;
+  if (
+    typeof e.message === 'string' &&
+    /timeout exceeded when trying to connect|Connection terminated unexpectedly|connect(ion)? timeout/i.test(
+      e.message,
+    )
+  ) {
+    return true;
+  }
+  return false;
+}
+
+/** `host:port/database` of a connection string, never its password. */
+export function describeTarget(url: string): string {
+  try {
+    const u = new URL(url);
+    const host = u.hostname || process.env.PGHOST || 'localhost';
+    const port = u.port || process.env.PGPORT || '5432';
+    const db = decodeURIComponent(u.pathname.replace(/^\//, '')) || u.username || 'postgres';
+    return `${host}:${port}/${db}`;
+  } catch {
+    return 'the configured database';
+  }
+}
+
+/** The one-line message for an error (an AggregateError's own message can be empty). */
+export function messageOf(err: unknown): string {
+  if (err instanceof Error) {
+    if (err.message) return err.message;
+    const inner = (err as Error & { errors?: unknown[] }).errors?.[0];
+    if (inner instanceof Error && inner.message) return inner.message;
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+    return err.name;
+  }
+  return String(err);
+}

@@ -1,0 +1,318 @@
+/**
+ * End to end in a real browser: Debian's Chromium driven by playwright-core, against the demo
+ * app running as a separate process (`tsx app/main.ts`, what `npm start` runs) on a fresh
+ * database. Log in through the form; the session cookie is invisible to scripts; a restart of
+ * the app process keeps the login; a second browser revokes the first one's session from the
+ * sessions page; logging out clears the cookie.
+ *
+ * Chromium is required: when /usr/bin/chromium is missing this file FAILS (it never skips, and
+ * never downloads a browser). `.ci/run` installs Debian's `chromium` package.
+ *
+ * Screenshots of the dashboard and the sessions page (1200×800) go to docs/screenshots/ when
+ * they are missing or with UPDATE_SCREENSHOTS=1; otherwise to a temporary folder, so a test run
+ * does not rewrite committed images (their timestamps change on every run).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { hashId } from '../../src/core/id.js';
+import { runCli } from '../cli/run-cli.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+
+vi.setConfig({ testTimeout: 120_000, hookTimeout: 120_000 });
+
+const CHROMIUM = '/usr/bin/chromium';
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const tsx = path.join(root, 'node_modules/.bin/tsx');
+const SECRET = 'e2e-secret-0123456789abcdefghijklmnopqrstuvwxyz';
+const EMAIL = 'alice@example.com';
+const PASSWORD = 'correct horse battery staple';
+const FIREFOX_MAC = 'Mozilla/5.0 (Macintosh; Intel Mac OS X 14.5; rv:128.0) Gecko/20100101 Firefox/128.0';
+
+const screenshotDir =
+  process.env.UPDATE_SCREENSHOTS ||
+  !existsSync(path.join(root, 'docs/screenshots/dashboard.png')) ||
+  !existsSync(path.join(root, 'docs/screenshots/sessions.png'))
+    ? path.join(root, 'docs/screenshots')
+    : path.join(tmpdir(), 'pgsession-e2e-screenshots');
+
+/** A port that was free a moment ago (the app must restart on the same one). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+interface AppProcess {
+  child: ChildProcess;
+  output: () => string;
+}
+
+/** Start the demo app as a child process; resolves once it listens. */
+function startApp(env: Record<string, string>): Promise<AppProcess> {
+  const child = spawn(tsx, ['app/main.ts'], {
+    cwd: root,
+    env: { ...process.env, LOG_LEVEL: 'warn', NODE_ENV: 'development', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    // Its own process group: tsx runs the app in a child process, and a forced clean-up must
+    // reach that one too (killing tsx alone would leave the app running).
+    detached: true,
+  });
+  started.push(child);
+  let out = '';
+  child.stdout!.on('data', (d) => {
+    out += d;
+  });
+  child.stderr!.on('data', (d) => {
+    out += d;
+  });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the app did not start in time:\n${out}`)), 90_000);
+    const onData = () => {
+      if (!/listening on http:\/\//.test(out)) return;
+      clearTimeout(timer);
+      child.stdout!.off('data', onData);
+      child.off('exit', onExit);
+      resolve({ child, output: () => out });
+    };
+    const onExit = (code: number | null) => {
+      clearTimeout(timer);
+      reject(new Error(`the app exited (${code}) before listening:\n${out}`));
+    };
+    child.stdout!.on('data', onData);
+    child.once('exit', onExit);
+  });
+}
+
+/** SIGTERM to tsx, which relays it to the app once (graceful shutdown); the exit status. */
+async function stopApp(app: AppProcess): Promise<number | null> {
+  if (app.child.exitCode !== null) return app.child.exitCode;
+  const exited = once(app.child, 'exit');
+  app.child.kill('SIGTERM');
+  const [code] = (await exited) as [number | null];
+  return code;
+}
+
+/** Every app process group started, for the clean-up. */
+const started: ChildProcess[] = [];
+
+/** Whatever is left of the app processes, killed (group by group). */
+function killApps(): void {
+  for (const child of started) {
+    try {
+      if (child.pid) process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
+/** The storage key of a context's session (what the sessions page shows and revokes). */
+async function sessionKey(context: BrowserContext): Promise<string> {
+  const cookie = (await context.cookies()).find((c) => c.name === 'sessionId');
+  if (!cookie) throw new Error('no sessionId cookie in this browser context');
+  const signed = decodeURIComponent(cookie.value); // s:<id>.<signature>
+  return hashId(signed.slice(2, signed.lastIndexOf('.')));
+}
+
+/**
+ * Submit a form by clicking, expect the POST to answer 303, then wait for the page it leads to.
+ * A refusal fails with the status, the request's Origin/Sec-Fetch-Site and the page's message.
+ */
+async function submit(page: Page, click: () => Promise<void>, expectedUrl: string): Promise<void> {
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.request().method() === 'POST'),
+    click(),
+  ]);
+  if (response.status() !== 303) {
+    const headers = await response.request().allHeaders();
+    const text = (await response.text().catch(() => ''))
+      .replace(/<style>[\s\S]*?<\/style>|<[^>]+>/g, ' ')
+      .replace(/\s+/g, ' ')
+      .trim();
+    throw new Error(
+      `POST ${new URL(response.url()).pathname} answered ${response.status()} instead of 303 ` +
+        `(request Origin: ${headers.origin ?? '(none)'}, Sec-Fetch-Site: ${headers['sec-fetch-site'] ?? '(none)'}; ` +
+        `response Referrer-Policy: ${(await response.allHeaders())['referrer-policy'] ?? '(none)'}): ${text.slice(0, 300)}`,
+    );
+  }
+  await page.waitForURL(expectedUrl);
+}
+
+async function logIn(page: Page, base: string): Promise<void> {
+  await page.goto(`${base}/login`);
+  await page.fill('#email', EMAIL);
+  await page.fill('#password', PASSWORD);
+  await submit(page, () => page.getByRole('button', { name: 'Log in' }).click(), `${base}/dashboard`);
+}
+
+describe('the demo app in Chromium', () => {
+  let db: TestDatabase;
+  let port: number;
+  let base: string;
+  let env: Record<string, string>;
+  let app: AppProcess | undefined;
+  let browser: Browser;
+  let first: BrowserContext;
+  let second: BrowserContext;
+  let page1: Page;
+  let page2: Page;
+
+  // Only the database here: everything else is a step, so that a failure (no Chromium, an app
+  // that does not start) is reported as a failed test, never as skipped ones.
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    port = await freePort();
+    base = `http://127.0.0.1:${port}`;
+    env = { PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: db.url, SESSION_SECRET: SECRET };
+    mkdirSync(screenshotDir, { recursive: true });
+  });
+
+  // The steps build on each other: after a failure, the next ones fail at once (not after
+  // timeouts), naming the step that broke.
+  let brokenStep: string | undefined;
+  afterEach(({ task }) => {
+    if (task.result?.state === 'fail') brokenStep ??= task.name;
+  });
+  beforeEach(() => {
+    if (brokenStep) throw new Error(`not run: the earlier step "${brokenStep}" failed`);
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    killApps();
+    await db?.drop();
+  });
+
+  it("launches Debian's Chromium (/usr/bin/chromium; never a downloaded browser)", async () => {
+    if (!existsSync(CHROMIUM)) {
+      throw new Error(
+        `Chromium is not installed at ${CHROMIUM}: install Debian's package (apt-get install chromium; .ci/run does it). These tests never download a browser.`,
+      );
+    }
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--no-first-run',
+      ],
+    });
+    expect(browser.version()).toMatch(/^\d+\./);
+  });
+
+  it('starts the demo app as a process on a fresh database; the CLI creates the user', async () => {
+    app = await startApp(env); // migrates the fresh database
+    const added = await runCli(['user', 'add', EMAIL], {
+      input: `${PASSWORD}\n`,
+      env: { DATABASE_URL: db.url },
+    });
+    expect(added.stderr).toBe('');
+    expect(added.code).toBe(0);
+    // A few servers, so the dashboard has something to show.
+    await db.pool.query(
+      `INSERT INTO servers (user_id, name)
+       SELECT u.id, s FROM users u, unnest(ARRAY['web-1 (nginx)', 'db-1 (PostgreSQL 16)', 'cache-1 (Redis)']) s
+        WHERE u.email = $1`,
+      [EMAIL],
+    );
+  });
+
+  it('logs in through the form; the session cookie is HttpOnly; the dashboard shows the email', async () => {
+    first = await browser.newContext({ viewport: { width: 1200, height: 800 } });
+    page1 = await first.newPage();
+    await logIn(page1, base);
+
+    expect(await page1.evaluate('document.cookie')).not.toContain('sessionId');
+    const cookie = (await first.cookies()).find((c) => c.name === 'sessionId');
+    expect(cookie).toMatchObject({ httpOnly: true, sameSite: 'Lax', path: '/', secure: false });
+    expect(cookie!.expires).toBeGreaterThan(Date.now() / 1000 + 6 * 86_400); // idle timeout 7d
+
+    await expect.poll(() => page1.textContent('main')).toContain(EMAIL);
+    expect(await page1.textContent('h1')).toBe('Dashboard');
+    expect(await page1.locator('tbody tr').count()).toBe(3);
+    await page1.screenshot({ path: path.join(screenshotDir, 'dashboard.png') });
+  });
+
+  it('stays logged in across a restart of the app process', async () => {
+    const keyBefore = await sessionKey(first);
+    expect(await stopApp(app!)).toBe(0);
+    app = await startApp(env);
+    await page1.reload();
+    expect(new URL(page1.url()).pathname).toBe('/dashboard');
+    expect(await page1.textContent('main')).toContain(EMAIL);
+    expect(await sessionKey(first)).toBe(keyBefore); // same session, not a new login
+  });
+
+  it("a second browser revokes the first one's session from the sessions page", async () => {
+    second = await browser.newContext({ viewport: { width: 1200, height: 800 }, userAgent: FIREFOX_MAC });
+    page2 = await second.newPage();
+    await logIn(page2, base);
+    await page2.goto(`${base}/account/sessions`);
+
+    const firstKey = await sessionKey(first);
+    const secondKey = await sessionKey(second);
+    expect(firstKey).not.toBe(secondKey);
+    const rows = page2.locator('tbody tr');
+    expect(await rows.count()).toBe(2);
+    // The current session is marked; ids are hashes, shown shortened.
+    const current = rows.filter({ hasText: 'this session' });
+    expect(await current.count()).toBe(1);
+    expect(await current.textContent()).toContain('Firefox 128 on macOS');
+    expect(await current.textContent()).toContain(secondKey.slice(0, 12));
+    expect(await rows.filter({ hasText: firstKey.slice(0, 12) }).textContent()).toContain('Chrome');
+    await page2.screenshot({ path: path.join(screenshotDir, 'sessions.png') });
+
+    await submit(
+      page2,
+      () => page2.locator(`form[action="/account/sessions/${firstKey}/revoke"] button`).click(),
+      `${base}/account/sessions?notice=revoked`,
+    );
+    expect(await page2.textContent('[role=status]')).toContain('Session revoked');
+    expect(await page2.locator('tbody tr').count()).toBe(1);
+
+    // The first browser's next navigation lands on the login page.
+    await page1.reload();
+    expect(new URL(page1.url()).pathname).toBe('/login');
+    expect(await page1.textContent('[role=alert]')).toContain('Please log in to continue.');
+  });
+
+  it('logs out in the second browser: cookie cleared, the dashboard redirects to the login page', async () => {
+    await submit(
+      page2,
+      () => page2.locator('header').getByRole('button', { name: 'Log out' }).click(),
+      `${base}/?message=Logged%20out%20successfully`,
+    );
+    expect(await page2.textContent('[role=status]')).toContain('Logged out successfully');
+    expect((await second.cookies()).find((c) => c.name === 'sessionId')).toBeUndefined();
+    await page2.goto(`${base}/dashboard`);
+    expect(new URL(page2.url()).pathname).toBe('/login');
+
+    const { rows } = await db.pool.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM session s JOIN users u ON u.id::text = s.user_id WHERE u.email = $1',
+      [EMAIL],
+    );
+    expect(rows[0]!.n).toBe(0);
+    expect(await stopApp(app!)).toBe(0);
+  });
+
+  it('saved the screenshots (PNG, 1200×800)', () => {
+    for (const name of ['dashboard.png', 'sessions.png']) {
+      const png = readFileSync(path.join(screenshotDir, name));
+      expect(png.subarray(1, 4).toString()).toBe('PNG');
+      expect([png.readUInt32BE(16), png.readUInt32BE(20)]).toEqual([1200, 800]);
+    }
+  });
+});
