@@ -226,16 +226,19 @@ export function createApp(options: CreateAppOptions): DemoApp {
   app.disable('x-powered-by');
 
   app.use(
-    helmet(
-      config.production
+    helmet({
+      // `no-referrer` (helmet's default) makes browsers send `Origin: null` on same-origin form
+      // posts, which the cross-site check cannot tell from a sandboxed attacker frame.
+      referrerPolicy: { policy: 'same-origin' },
+      ...(config.production
         ? {}
         : {
             // Over plain HTTP in development, HSTS and upgrade-insecure-requests would send the
             // browser to an https:// that is not there.
             strictTransportSecurity: false,
             contentSecurityPolicy: { directives: { upgradeInsecureRequests: null } },
-          },
-    ),
+          }),
+    }),
   );
   app.use(
     pinoHttp({

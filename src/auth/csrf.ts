@@ -50,6 +50,10 @@ export function crossSiteReason(
     const s = site.trim().toLowerCase();
     if (s === 'cross-site') return 'cross-site';
     if (s === 'same-site' && !options.allowSameSite) return 'cross-site';
+    // The browser itself vouches for the request: no page of another site can send this header.
+    // Checked before Origin because with `Referrer-Policy: no-referrer` (helmet's default)
+    // Chromium sends `Origin: null` on same-origin form posts.
+    if (s === 'same-origin') return null;
   }
   const origin = req.headers.origin;
   if (typeof origin === 'string') {
