@@ -13,7 +13,8 @@ const entry = {
 };
 
 export default defineConfig({
-  entry,
+  // The operator CLI (the package's `pgsession` bin) is built too; it has no types to publish.
+  entry: { ...entry, cli: 'cli/main.ts' },
   format: ['esm', 'cjs'],
   dts: { entry },
   target: 'node20',
