@@ -6,7 +6,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../app/config.js';
+import { createPool } from '../../src/db/index.js';
 import { generateId, hashId, sign } from '../../src/index.js';
+import { PgStore } from '../../src/stores/postgres/index.js';
 import {
   csrfOf,
   loginForm,
@@ -25,12 +27,19 @@ import {
   csrfOn,
   NO_LIMITS,
   parseCookieValue,
+  refusedWithin,
   replay,
   secondServer,
   setCookieOf,
   sleep,
   spawnApp,
 } from './support.js';
+
+/**
+ * How long a revocation made by one process may take to reach another's session cache in these
+ * tests: the notification's delivery (docs/scaling.md: ~1 ms p50, 12–16 ms p99) plus CI noise.
+ */
+const WINDOW_MS = 1000;
 
 let db: TestDatabase;
 let t: RunningApp;
@@ -133,16 +142,43 @@ describe('logout (ASVS 7.4.1)', () => {
     expect((await replay(t, copy).get('/api/me')).status).toBe(401);
   });
 
-  it('a logout on one server is refused at once on another that had the session cached', async () => {
+  it('a logout on one server is refused at once on another that reads PostgreSQL (cache off)', async () => {
+    const pool = createPool(db.url);
+    const b = await startApp({
+      db: { ...db, pool, drop: async () => {} },
+      rateLimit: NO_LIMITS,
+      store: new PgStore({ pool, cache: false, pruneSessionInterval: false }),
+    });
+    try {
+      for (let round = 0; round < 20; round++) {
+        const c = await loggedIn();
+        const copy = sessionCookie(c)!;
+        expect((await replay(b, copy).get('/api/me')).status).toBe(200);
+        const out = await c.post('/logout', { form: { _csrf: await csrfOf(c) } });
+        expect(out.status).toBe(303);
+        // The very next request, no wait at all.
+        expect((await replay(b, copy).get('/api/me')).status).toBe(401);
+      }
+    } finally {
+      await b.close();
+      await pool.end();
+    }
+  });
+
+  it('with the session cache (the default), another server refuses it as soon as the notification arrives', async () => {
     const b = await secondServer(db, { rateLimit: NO_LIMITS });
     try {
-      const c = await loggedIn();
-      const copy = sessionCookie(c)!;
-      // Server B loads the session (and caches it).
-      for (let i = 0; i < 3; i++) expect((await replay(b, copy).get('/api/me')).status).toBe(200);
-      const out = await c.post('/logout', { form: { _csrf: await csrfOf(c) } });
-      expect(out.status).toBe(303);
-      expect((await replay(b, copy).get('/api/me')).status).toBe(401);
+      const windows: number[] = [];
+      for (let round = 0; round < 10; round++) {
+        const c = await loggedIn();
+        const copy = sessionCookie(c)!;
+        // Server B loads the session (and caches it).
+        for (let i = 0; i < 3; i++) expect((await replay(b, copy).get('/api/me')).status).toBe(200);
+        expect((await c.post('/logout', { form: { _csrf: await csrfOf(c) } })).status).toBe(303);
+        windows.push(await refusedWithin(b, copy, WINDOW_MS));
+      }
+      // docs/scaling.md measures ~1 ms p50, 12–16 ms p99; this bound only absorbs CI noise.
+      expect(Math.max(...windows)).toBeLessThan(WINDOW_MS);
     } finally {
       await b.close();
     }
@@ -165,7 +201,7 @@ describe('revocation on another process (ASVS 7.4.1, 7.4.2, 7.4.5, 7.5.2)', () =
     });
   });
 
-  it('"log out everywhere else" in the child process: the session this process had cached is dead at once', async () => {
+  it('"log out everywhere else" in the child process: the session this process had cached is refused as soon as the notification arrives', async () => {
     const victim = await loggedIn();
     const copy = sessionCookie(victim)!;
     for (let i = 0; i < 3; i++) expect((await victim.get('/api/me')).status).toBe(200);
@@ -176,12 +212,12 @@ describe('revocation on another process (ASVS 7.4.1, 7.4.2, 7.4.5, 7.5.2)', () =
       form: { _csrf: await csrfOn(owner, '/account/sessions') },
     });
     expect(res.status).toBe(303);
-    expect((await replay(t, copy).get('/api/me')).status).toBe(401);
+    await refusedWithin(t, copy, WINDOW_MS);
     expect((await victim.get('/api/me')).status).toBe(401);
     expect((await owner.get('/api/me')).status).toBe(200);
   });
 
-  it('revoking one listed session in this process: dead at once in the child process', async () => {
+  it('revoking one listed session in this process: refused by the child process too', async () => {
     const onChild = new Client(child.url);
     expect((await loginForm(onChild, 'demo@example.com')).status).toBe(303);
     const copy = sessionCookie(onChild)!;
@@ -192,7 +228,7 @@ describe('revocation on another process (ASVS 7.4.1, 7.4.2, 7.4.5, 7.5.2)', () =
       form: { _csrf: await csrfOn(owner, '/account/sessions') },
     });
     expect(res.status).toBe(303);
-    expect((await replay(child.url, copy).get('/api/me')).status).toBe(401);
+    await refusedWithin(child.url, copy, WINDOW_MS);
   });
 
   it('an administrator ending a user’s sessions, and disabling the account, end them on every process', async () => {
@@ -211,12 +247,14 @@ describe('revocation on another process (ASVS 7.4.1, 7.4.2, 7.4.5, 7.5.2)', () =
       form: { _csrf: await csrfOf(admin) },
     });
     expect(res.status).toBe(303);
-    expect((await onChild.get('/api/me')).status).toBe(401);
     expect((await here.get('/api/me')).status).toBe(401);
+    await refusedWithin(child.url, sessionCookie(onChild)!, WINDOW_MS);
+    expect((await onChild.get('/api/me')).status).toBe(401);
     // Disabling (the library call an admin tool makes): sessions end everywhere, logins refused.
     expect((await loginForm(onChild, 'other@example.com')).status).toBe(303);
     expect((await onChild.get('/api/me')).status).toBe(200);
     await t.app.auth.disableUser(Number(other));
+    await refusedWithin(child.url, sessionCookie(onChild)!, WINDOW_MS);
     expect((await onChild.get('/api/me')).status).toBe(401);
     expect((await loginForm(onChild, 'other@example.com')).headers.get('location')).toBe(
       '/login?error=invalid_credentials',
@@ -233,7 +271,7 @@ describe('revocation on another process (ASVS 7.4.1, 7.4.2, 7.4.5, 7.5.2)', () =
       form: { _csrf: await csrfOn(there), currentPassword: PASSWORD, newPassword: 'rotated passphrase 1' },
     });
     expect(res.status).toBe(303);
-    expect((await replay(t, copy).get('/api/me')).status).toBe(401);
+    await refusedWithin(t, copy, WINDOW_MS);
     // Put the password back for the other tests.
     const back = await there.post('/account/password', {
       form: { _csrf: await csrfOn(there), currentPassword: 'rotated passphrase 1', newPassword: PASSWORD },

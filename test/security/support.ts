@@ -184,3 +184,25 @@ export async function runCli(
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * How long after now `cookie` stops working on `app` (`GET /api/me` answers 401), polling every
+ * few milliseconds; throws if it still works after `limitMs`. For revocations made by another
+ * process, which a caching server learns about when PostgreSQL's notification arrives
+ * (docs/scaling.md, "The revocation window").
+ */
+export async function refusedWithin(
+  app: { url: string } | string,
+  cookie: string,
+  limitMs: number,
+): Promise<number> {
+  const started = performance.now();
+  for (;;) {
+    const status = (await replay(app, cookie).get('/api/me')).status;
+    const elapsed = performance.now() - started;
+    if (status === 401) return elapsed;
+    if (status !== 200) throw new Error(`unexpected status ${status}`);
+    if (elapsed > limitMs) throw new Error(`still accepted ${Math.round(elapsed)} ms after the revocation`);
+    await sleep(2);
+  }
+}
