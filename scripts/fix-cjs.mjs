@@ -14,18 +14,26 @@
 //   Its .d.cts: `export { …, x as default }` becomes `export = x` (types stay reachable through
 //   the namespace merged with the function: `x.Options`, …).
 //
-// Idempotent: running it twice changes nothing the second time. Declaration files that a build
-// without `--dts` did not produce are skipped.
+// Idempotent: running it twice changes nothing the second time. Entries and declaration files
+// that a partial build (one entry, no `--dts`) did not produce are skipped; finding none of the
+// entries is an error (a wrong folder).
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 const dist = path.resolve(process.argv[2] ?? 'dist');
 const MARKER = '// pgsession: CommonJS export is the default export itself';
 
-/** Insert `patch` before the source-map comment (so the map stays valid) unless already there. */
+let found = 0;
+
+/**
+ * Insert `patch` before the source-map comment (so the map stays valid) unless already there.
+ * An entry the build did not produce is skipped (tests build single entries).
+ */
 async function patchJs(entry, patch) {
   const js = path.join(dist, `${entry}.cjs`);
-  let code = await readFile(js, 'utf8');
+  let code = await readIfPresent(js);
+  if (code === undefined) return;
+  found++;
   if (code.includes(MARKER)) return;
   const text = `${MARKER}\n${patch}`;
   const mapAt = code.lastIndexOf('//# sourceMappingURL=');
@@ -77,3 +85,6 @@ if (types !== undefined) {
     throw new Error(`${dts}: unexpected declaration layout (no export list found)`);
   }
 }
+
+if (found === 0)
+  throw new Error(`${dist}: neither index.cjs nor connect-pg-simple.cjs found; run tsup first`);

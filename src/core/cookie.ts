@@ -84,7 +84,12 @@ export class Cookie {
     if (ms && typeof ms !== 'number' && !(ms instanceof Date)) {
       throw new TypeError('maxAge must be a number or Date');
     }
-    this.expires = typeof ms === 'number' ? new Date(Date.now() + ms) : ms;
+    if (typeof ms === 'number') {
+      // express-session reads the clock twice (expiry, then time left), so a busy process can
+      // record 980 for maxAge 1000; one read gives the value it means.
+      this._expires = new Date(Date.now() + ms);
+      this.originalMaxAge = ms;
+    } else this.expires = ms;
   }
 
   /** Like express-session, `null`/`undefined` pass through when there is no expiry date. */
