@@ -105,6 +105,8 @@ function storeFault(what: string, err: unknown): unknown {
 export class SessionEngine {
   readonly options: EngineOptions;
   private readonly pending = new Set<Promise<unknown>>();
+  /** Background touches still running, by key (see {@link load}). */
+  private readonly touching = new Map<string, Promise<unknown>>();
 
   constructor(options: EngineOptions) {
     this.options = options;
@@ -145,6 +147,10 @@ export class SessionEngine {
       ctx.cookieRaw = cookie.raw;
       ctx.cookieSecretIndex = cookie.secretIndex;
       const key = this.keyOf(cookie.id);
+      // The previous request's touch of this session may still be running: let it land first,
+      // or the activity it records would be missing and an active session could look idle.
+      const touching = this.touching.get(key);
+      if (touching) await touching;
       let record = await this.get(key, cookie.id, false);
       if (record && this.expiredReason(record)) {
         // A cached copy may lag another server's activity: confirm with the store before killing it.
@@ -222,10 +228,14 @@ export class SessionEngine {
   }
 
   /** Track background work (throttled touches) so shutdown can wait for it. */
-  background(work: Promise<unknown>): void {
+  background(work: Promise<unknown>, key?: string): void {
     const tracked = work.catch((err) => this.options.onBackgroundError?.(err));
     this.pending.add(tracked);
-    void tracked.finally(() => this.pending.delete(tracked));
+    if (key !== undefined) this.touching.set(key, tracked);
+    void tracked.finally(() => {
+      this.pending.delete(tracked);
+      if (key !== undefined && this.touching.get(key) === tracked) this.touching.delete(key);
+    });
   }
 
   /** Wait for background writes to finish (graceful shutdown). */
@@ -458,7 +468,7 @@ export class RequestSession implements SessionController {
     this.lastActiveAt = now;
     // The session goes along for stores that derive their expiry from it (express-session stores).
     const state = { data: toJSON(session, current), createdAt: this.createdAt, version: this.version };
-    engine.background(opts.store.touch(key, expiresAt, now, state));
+    engine.background(opts.store.touch(key, expiresAt, now, state), key);
     engine.emit({ type: 'touched', key }, this.host);
   }
 

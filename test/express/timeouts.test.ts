@@ -20,15 +20,16 @@ afterEach(async () => {
 });
 
 /** An app on a fake clock. `storeClock` lets the store lag, so the engine's own check is what expires. */
-async function start(options: { absoluteTimeout?: number; storeLags?: boolean } = {}) {
+async function start(options: { absoluteTimeout?: number; storeLags?: boolean; touchDelay?: number } = {}) {
   const clock = { now: T0 };
   const now = () => clock.now;
   const store = new MemoryStore({ now: options.storeLags ? () => T0 : now });
   const face = store[kSessionStore];
   const touch = face.touch;
   const touches: number[] = [];
-  face.touch = (...args) => {
+  face.touch = async (...args) => {
     touches.push(clock.now);
+    if (options.touchDelay) await new Promise((r) => setTimeout(r, options.touchDelay));
     return touch(...args);
   };
   const events: SessionEvent[] = [];
@@ -113,6 +114,19 @@ describe('throttled touch', () => {
     await fetchSeen(`${app.url}/me`, 'sid', login.pair);
     await app.mw.flush();
     expect(touches).toEqual([T0 + 1000, T0 + 2000]);
+  });
+
+  it("the next request waits for the previous one's touch, so a slow write never makes an active session look idle", async () => {
+    // The store keeps its own clock still: only the engine's idle check is under test.
+    const { app, clock, touches } = await start({ touchDelay: 150, storeLags: true });
+    const login = await fetchSeen(`${app.url}/login`, 'sid');
+    for (let i = 1; i <= 3; i++) {
+      clock.now = T0 + i * (IDLE - 1000); // each gap within the timeout, all of them together not
+      const me = JSON.parse((await fetchSeen(`${app.url}/me`, 'sid', login.pair)).body);
+      expect(me.userId, `request ${i}`).toBe(5);
+    }
+    await app.mw.flush();
+    expect(touches).toHaveLength(3);
   });
 
   it('property: alive after a gap ≤ idleTimeout, gone after a gap > idleTimeout + touchAfter', async () => {
