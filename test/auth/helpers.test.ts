@@ -26,6 +26,16 @@ describe('crossSiteReason', () => {
       crossSiteReason(req({ protocol: 'https', headers: { host: 'app.example', 'sec-fetch-site': 'none' } })),
     ).toBeNull();
     expect(crossSiteReason(req({ headers: { host: 'app.example' } }))).toBeNull();
+    // Chromium sends `Origin: null` on same-origin form posts under `Referrer-Policy: no-referrer`;
+    // the browser's own Sec-Fetch-Site vouches for them.
+    expect(
+      crossSiteReason(
+        req({
+          protocol: 'https',
+          headers: { host: 'app.example', origin: 'null', 'sec-fetch-site': 'same-origin' },
+        }),
+      ),
+    ).toBeNull();
     // Default ports are normalised.
     expect(
       crossSiteReason(
