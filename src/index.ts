@@ -4,7 +4,11 @@
  * The default export is the express-session–compatible middleware factory; everything else is a
  * named export. `require('pgsession')` returns the same function with the named exports on it.
  */
+import { Cookie } from './core/cookie.js';
+import { Session } from './core/session.js';
 import { session } from './express/middleware.js';
+import { Store } from './stores/connect-store.js';
+import { MemoryStore } from './stores/memory/memory-store.js';
 
 export { Cookie, type CookieOptions } from './core/cookie.js';
 export { parseDuration } from './core/duration.js';
@@ -27,14 +31,18 @@ export {
 } from './core/session.js';
 export { sign, unsign } from './core/signature.js';
 export {
+  type CreatePoolOptions,
+  createPool,
+  type Database,
+  openDatabase,
+  runMigrations,
+} from './db/index.js';
+export {
   resolveOptions,
   type SessionMiddleware,
   type SessionOptions,
   session,
 } from './express/middleware.js';
-export { fromConnectStore, toSessionStore } from './stores/connect-adapter.js';
-export { type Callback, type ConnectStore, Store, type StoreConstructor } from './stores/connect-store.js';
-export { MemoryStore, type MemoryStoreOptions } from './stores/memory/memory-store.js';
 export {
   CachedSessionStore,
   type CachedSessionStoreOptions,
@@ -42,6 +50,9 @@ export {
   PgInvalidationListener,
   type PgInvalidationListenerOptions,
 } from './stores/cache/index.js';
+export { fromConnectStore, toSessionStore } from './stores/connect-adapter.js';
+export { type Callback, type ConnectStore, Store, type StoreConstructor } from './stores/connect-store.js';
+export { MemoryStore, type MemoryStoreOptions } from './stores/memory/memory-store.js';
 export {
   ensureSchema,
   PgStore,
@@ -50,7 +61,6 @@ export {
   PostgresSessionStore,
   type PostgresSessionStoreOptions,
 } from './stores/postgres/index.js';
-export { type CreatePoolOptions, createPool, type Database, openDatabase, runMigrations } from './db/index.js';
 export {
   type CookieJSON,
   type HasSessionStore,
@@ -63,4 +73,17 @@ export {
   userIdOf,
 } from './stores/types.js';
 
-export default session;
+/**
+ * The default export: the middleware factory carrying express-session's static members
+ * (`session.Store`, `session.MemoryStore`, `session.Cookie`, `session.Session`), so code written
+ * for express-session — `require('connect-pg-simple')(session)`, `class X extends session.Store` —
+ * works unchanged.
+ */
+const defaultExport: typeof session & {
+  Store: typeof Store;
+  MemoryStore: typeof MemoryStore;
+  Cookie: typeof Cookie;
+  Session: typeof Session;
+} = Object.assign(session, { Store, MemoryStore, Cookie, Session });
+
+export default defaultExport;
