@@ -66,7 +66,7 @@ export interface CreateAppOptions {
 export type DemoApp = express.Express & {
   readonly sessionMiddleware: SessionMiddleware;
   readonly auth: Auth;
-  /** Wait for background session writes and stop the store's timers (the pool stays open). */
+  /** Write pending session activity, wait for background writes, stop the store's timers and listener (the pool stays open). */
   close(): Promise<void>;
 };
 
@@ -318,17 +318,28 @@ export function createApp(options: CreateAppOptions): DemoApp {
   });
 
   app.get('/dashboard', authed, async (req, res) => {
-    const user = await viewUser(req);
-    if (!user) return res.redirect(302, '/login?error=login_required');
-    const { rows } = await pool.query<{ id: string; name: string; created_at: Date }>(
-      'SELECT id, name, created_at FROM servers WHERE user_id = $1 ORDER BY id',
-      [user.id],
-    );
-    const servers: ServerRow[] = rows.map((r) => ({
-      id: Number(r.id),
-      name: r.name,
-      createdAt: r.created_at,
-    }));
+    let user: Awaited<ReturnType<typeof viewUser>>;
+    let servers: ServerRow[];
+    try {
+      user = await viewUser(req);
+      if (!user) return res.redirect(302, '/login?error=login_required');
+      const { rows } = await pool.query<{ id: string; name: string; created_at: Date }>(
+        'SELECT id, name, created_at FROM servers WHERE user_id = $1 ORDER BY id',
+        [user.id],
+      );
+      servers = rows.map((r) => ({ id: Number(r.id), name: r.name, createdAt: r.created_at }));
+    } catch (err) {
+      // Database outage, session still served (from the cache, read-only; docs/reliability.md):
+      // a read-only page from what the session knows, instead of a 503.
+      if (!isDatabaseDown(err) || !isAuthenticated(req)) throw err;
+      const role = req.session.userRole === 'admin' ? 'admin' : 'user';
+      const fallback = { email: `user #${req.session.userId}`, role } as const;
+      return res
+        .type('html')
+        .send(
+          dashboardPage({ user: fallback, servers: [], serversUnavailable: true, csrfToken: csrfToken(req) }),
+        );
+    }
     res.type('html').send(dashboardPage({ user, servers, csrfToken: csrfToken(req) }));
   });
 
@@ -533,7 +544,8 @@ export function createApp(options: CreateAppOptions): DemoApp {
   Object.defineProperty(app, 'auth', { value: auth });
   Object.defineProperty(app, 'close', {
     value: async () => {
-      await sessionMiddleware.flush();
+      // Touches in flight, and the activity touch throttling deferred (last_active_at).
+      await sessionMiddleware.flush({ touches: true });
       const s = store as { close?: () => Promise<void> | void };
       if (!options.store && typeof s.close === 'function') await s.close();
     },

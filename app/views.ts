@@ -152,6 +152,8 @@ export function dashboardPage(options: {
   servers: ServerRow[];
   csrfToken: string;
   message?: string;
+  /** The database is unavailable: say the servers cannot be shown (degraded mode). */
+  serversUnavailable?: boolean;
 }): string {
   const rows = options.servers
     .map(
@@ -164,7 +166,7 @@ export function dashboardPage(options: {
   const body = `<div class="card"><h1>Dashboard</h1>
 <p>Logged in as <strong>${esc(options.user.email)}</strong> <span class="badge">${esc(options.user.role)}</span></p></div>
 <div class="card"><h2>Your servers</h2>
-${options.servers.length ? `<table><thead><tr><th>Name</th><th>Added</th><th></th></tr></thead><tbody>${rows}</tbody></table>` : '<p class="muted">No servers.</p>'}
+${options.serversUnavailable ? '<p class="error">Your servers cannot be shown right now: the database is temporarily unavailable. You are still logged in; changes are disabled until it is back.</p>' : options.servers.length ? `<table><thead><tr><th>Name</th><th>Added</th><th></th></tr></thead><tbody>${rows}</tbody></table>` : '<p class="muted">No servers.</p>'}
 </div>`;
   return layout(
     { title: 'Dashboard', user: options.user, csrfToken: options.csrfToken, message: options.message },

@@ -42,9 +42,16 @@ export function normalizeEmail(email: unknown): string {
   return typeof email === 'string' ? email.trim().toLowerCase() : '';
 }
 
-/** A deliberately loose check (something@something, no spaces, not too long). */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it refuses.
+const PLAUSIBLE_EMAIL = /^[^\s@\u0000-\u001f\u007f]+@[^\s@\u0000-\u001f\u007f]+$/;
+
+/**
+ * A deliberately loose check (something@something, no spaces or control characters, not too
+ * long). Control characters matter beyond plausibility: PostgreSQL refuses a NUL in text, so one
+ * reaching a query would turn a bad login into a 500.
+ */
 export function isPlausibleEmail(email: string): boolean {
-  return email.length <= MAX_EMAIL_LENGTH && /^[^\s@]+@[^\s@]+$/.test(email);
+  return email.length <= MAX_EMAIL_LENGTH && PLAUSIBLE_EMAIL.test(email);
 }
 
 function isRole(role: unknown): role is Role {

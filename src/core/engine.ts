@@ -59,6 +59,17 @@ export interface EngineOptions {
 const DEFAULT_STORE_TTL = 86_400_000;
 /** Cookie values longer than this are never a session of ours; skip the HMAC. */
 const MAX_COOKIE_VALUE = 4096;
+/** Most throttled touches remembered for {@link SessionEngine.flush} `{ touches: true }`. */
+const MAX_DEFERRED_TOUCHES = 10_000;
+/** Deferred touches written at once on shutdown. */
+const FLUSH_CONCURRENCY = 8;
+
+/** Activity a throttled touch did not write yet (written on shutdown). */
+interface DeferredTouch {
+  expiresAt: number;
+  lastActiveAt: number;
+  state: { data: SessionJSON; createdAt: number; version: number } | undefined;
+}
 
 /** Cookie-name prefixes that browsers accept only with `Secure` (RFC 6265bis §4.1.3). */
 export function hasSecurePrefix(name: string): boolean {
@@ -92,6 +103,16 @@ function sameSnapshot(a: Snapshot | undefined, b: Snapshot): boolean {
   return true;
 }
 
+/**
+ * A write refused because the request's session is a last-known-good copy served while the
+ * database cannot be reached (degraded mode): nothing may be written that could be lost.
+ */
+function readOnlyFault(what: string): StoreUnavailableError {
+  return new StoreUnavailableError(
+    `cannot ${what}: the session store is unreachable and this session is read-only until it is back`,
+  );
+}
+
 function storeFault(what: string, err: unknown): unknown {
   if (err instanceof SerializationError || err instanceof StoreUnavailableError) return err;
   return new StoreUnavailableError(`session store failed to ${what}`, err);
@@ -107,6 +128,12 @@ export class SessionEngine {
   private readonly pending = new Set<Promise<unknown>>();
   /** Background touches still running, by key (see {@link load}). */
   private readonly touching = new Map<string, Promise<unknown>>();
+  /**
+   * Activity that touch throttling has not written yet, by key: the latest request of each
+   * session seen since its last write. Written by `flush({ touches: true })` (graceful
+   * shutdown), so the row's `last_active_at` reflects the last request. Bounded (oldest first).
+   */
+  private readonly deferred = new Map<string, DeferredTouch>();
 
   constructor(options: EngineOptions) {
     this.options = options;
@@ -238,8 +265,50 @@ export class SessionEngine {
     });
   }
 
-  /** Wait for background writes to finish (graceful shutdown). */
-  async flush(): Promise<void> {
+  /** Remember activity a throttled touch skipped (see {@link flush}). */
+  defer(key: string, touch: DeferredTouch): void {
+    const known = this.deferred.get(key);
+    if (known) {
+      known.expiresAt = touch.expiresAt;
+      known.lastActiveAt = touch.lastActiveAt;
+      known.state = touch.state;
+      return;
+    }
+    if (this.deferred.size >= MAX_DEFERRED_TOUCHES) {
+      const oldest = this.deferred.keys().next().value;
+      if (oldest !== undefined) this.deferred.delete(oldest);
+    }
+    this.deferred.set(key, touch);
+  }
+
+  /** The session's activity was written (touch, save) or it is gone: nothing deferred is left. */
+  undefer(key: string): void {
+    if (this.deferred.size > 0) this.deferred.delete(key);
+  }
+
+  /**
+   * Wait for background writes to finish. With `touches: true` (graceful shutdown), first write
+   * the activity that touch throttling deferred, so each row's `last_active_at` reflects its
+   * session's last request; if the store fails (an outage), the rest are dropped at once rather
+   * than holding up the shutdown, and the failure goes to `onBackgroundError`.
+   */
+  async flush(options: { touches?: boolean } = {}): Promise<void> {
+    if (options.touches && this.deferred.size > 0) {
+      const work = [...this.deferred];
+      this.deferred.clear();
+      const { store } = this.options;
+      let failed = false;
+      for (let i = 0; i < work.length && !failed; i += FLUSH_CONCURRENCY) {
+        await Promise.all(
+          work.slice(i, i + FLUSH_CONCURRENCY).map(([key, t]) =>
+            store.touch(key, t.expiresAt, t.lastActiveAt, t.state).catch((err: unknown) => {
+              if (!failed) this.options.onBackgroundError?.(err);
+              failed = true;
+            }),
+          ),
+        );
+      }
+    }
     while (this.pending.size > 0) await Promise.all([...this.pending]);
   }
 
@@ -278,6 +347,12 @@ export class RequestSession implements SessionController {
   cookieSecretIndex = -1;
   /** The client's cookie should be deleted (logout, expiry, revoked elsewhere). */
   clearCookie = false;
+  /**
+   * The session is a last-known-good copy served while the store is unreachable (degraded
+   * mode): reading works, any write fails with StoreUnavailableError, touches are skipped and
+   * no Set-Cookie is sent (the cookie is neither refreshed nor replaced).
+   */
+  readOnly = false;
   id = '';
   key = '';
   private persisted = false;
@@ -328,6 +403,7 @@ export class RequestSession implements SessionController {
     this.createdAt = opts.now();
     this.lastActiveAt = this.createdAt;
     this.version = 0;
+    this.readOnly = false;
     this.originalId = this.id;
     this.originalSnap = snapshot(session);
     this.savedSnap = undefined;
@@ -351,6 +427,7 @@ export class RequestSession implements SessionController {
     this.createdAt = record.createdAt;
     this.lastActiveAt = record.lastActiveAt;
     this.version = record.version;
+    this.readOnly = record.readOnly === true;
     this.originalId = id;
     this.originalSnap = snapshot(session);
     this.savedSnap = this.opts.resave ? undefined : this.originalSnap;
@@ -393,13 +470,20 @@ export class RequestSession implements SessionController {
     const session = this.host.session;
     if (!session) {
       if (this.opts.unset === 'destroy' && this.persisted && !this.clearCookie) {
-        this.clearCookie = true;
+        if (this.readOnly) return Promise.reject(readOnlyFault('destroy the session'));
         return this.destroyStored();
       }
       return null;
     }
     this.touchCookie(session);
     const current = snapshot(session);
+    if (this.readOnly) {
+      // Degraded mode: an unchanged session needs nothing (not even resave's rewrite); a changed
+      // one cannot be saved, and the request must fail rather than pretend it was.
+      if (this.isModified(current)) return Promise.reject(readOnlyFault('save the session'));
+      this.engine.emit({ type: 'touch-skipped', key: this.key }, this.host);
+      return null;
+    }
     if (this.shouldSave(current)) return this.persist(session, current);
     if (this.cookieId === this.id && this.persisted) this.touchStore(session, current);
     return null;
@@ -453,30 +537,42 @@ export class RequestSession implements SessionController {
     }
     this.lastActiveAt = now;
     this.savedSnap = current;
+    engine.undefer(this.key);
   }
 
   /** Record activity, at most once per touchAfter, without holding up the response. */
   private touchStore(session: Session, current: Snapshot): void {
     const { opts, engine } = this;
     const now = opts.now();
+    const expiresAt = engine.expiresAt(now, this.createdAt, session.cookie.expires);
     if (now - this.lastActiveAt < opts.touchAfter) {
+      // Written later only if nothing else writes it first: on shutdown (flush({ touches: true })).
+      // The session's JSON is kept only for stores that need it, off the hot path otherwise.
+      const state = opts.store.tracksActivity === false ? this.touchState(session, current) : undefined;
+      engine.defer(this.key, { expiresAt, lastActiveAt: now, state });
       engine.emit({ type: 'touch-skipped', key: this.key }, this.host);
       return;
     }
-    const expiresAt = engine.expiresAt(now, this.createdAt, session.cookie.expires);
     const key = this.key;
     this.lastActiveAt = now;
+    engine.undefer(key);
     // The session goes along for stores that derive their expiry from it (express-session stores).
-    const state = { data: toJSON(session, current), createdAt: this.createdAt, version: this.version };
-    engine.background(opts.store.touch(key, expiresAt, now, state), key);
+    engine.background(opts.store.touch(key, expiresAt, now, this.touchState(session, current)), key);
     engine.emit({ type: 'touched', key }, this.host);
+  }
+
+  private touchState(session: Session, current: Snapshot): DeferredTouch['state'] {
+    return { data: toJSON(session, current), createdAt: this.createdAt, version: this.version };
   }
 
   private async destroyStored(): Promise<void> {
     const userId = this.host.session ? userIdOf(this.host.session as unknown as SessionJSON) : null;
     const key = this.key;
     await this.engine.run('destroy the session', () => this.opts.store.destroy(key));
+    this.engine.undefer(key);
     this.persisted = false;
+    // Only once the row is gone: a fault must never clear the cookie.
+    this.clearCookie = true;
     this.engine.emit({ type: 'destroyed', key, userId }, this.host);
   }
 
@@ -487,6 +583,8 @@ export class RequestSession implements SessionController {
    */
   setCookieHeader(): string | null {
     const { opts } = this;
+    // Degraded mode: nothing was stored, so nothing is refreshed, replaced or cleared.
+    if (this.readOnly) return null;
     const session = this.host.session;
     if (!session || !this.shouldSetCookie(session)) {
       return this.clearCookie && this.cookieRaw !== undefined
@@ -550,7 +648,12 @@ export class RequestSession implements SessionController {
   private async saveNow(): Promise<void> {
     const session = this.host.session;
     if (!session) throw new SessionStateError('cannot save a destroyed session');
-    await this.persist(session, snapshot(session));
+    const current = snapshot(session);
+    if (this.readOnly) {
+      if (this.isModified(current)) throw readOnlyFault('save the session');
+      return;
+    }
+    await this.persist(session, current);
   }
 
   private async reloadNow(): Promise<void> {
@@ -562,12 +665,15 @@ export class RequestSession implements SessionController {
   }
 
   private async destroyNow(): Promise<void> {
+    // Degraded mode: a logout that cannot reach the store fails (503) and leaves everything be.
+    if (this.readOnly) throw readOnlyFault('destroy the session');
     const wasPersisted = this.persisted;
     const userId = this.host.session ? userIdOf(this.host.session as unknown as SessionJSON) : null;
     this.host.session = undefined;
     if (wasPersisted) {
       const key = this.key;
       await this.engine.run('destroy the session', () => this.opts.store.destroy(key));
+      this.engine.undefer(key);
       this.persisted = false;
       this.engine.emit({ type: 'destroyed', key, userId }, this.host);
     }
@@ -576,6 +682,7 @@ export class RequestSession implements SessionController {
   }
 
   private async regenerateNow(options: RegenerateOptions): Promise<void> {
+    if (this.readOnly) throw readOnlyFault('regenerate the session');
     const previous = this.host.session;
     const previousKey = this.key;
     let keep: Record<string, unknown> | undefined;
@@ -586,6 +693,7 @@ export class RequestSession implements SessionController {
     }
     if (this.persisted) {
       await this.engine.run('destroy the old session', () => this.opts.store.destroy(previousKey));
+      this.engine.undefer(previousKey);
     }
     const originalId = this.originalId;
     this.generate(keep);

@@ -79,8 +79,12 @@ export interface SessionMiddleware {
   (req: IncomingMessage, res: ServerResponse, next: Next): void;
   readonly engine: SessionEngine;
   readonly store: SessionStore;
-  /** Wait for background writes (throttled touches); call on shutdown. */
-  flush(): Promise<void>;
+  /**
+   * Wait for background writes (touches in flight). On shutdown pass `{ touches: true }`: the
+   * activity touch throttling deferred is written first, so each session's `last_active_at`
+   * reflects its last request.
+   */
+  flush(options?: { touches?: boolean }): Promise<void>;
 }
 
 function isSecure(req: Req, trustProxy: boolean | undefined): boolean {
@@ -394,6 +398,8 @@ export function session(options: SessionOptions): SessionMiddleware {
 
   Object.defineProperty(middleware, 'engine', { value: engine });
   Object.defineProperty(middleware, 'store', { value: engine.options.store });
-  Object.defineProperty(middleware, 'flush', { value: () => engine.flush() });
+  Object.defineProperty(middleware, 'flush', {
+    value: (flushOptions?: { touches?: boolean }) => engine.flush(flushOptions),
+  });
   return middleware;
 }

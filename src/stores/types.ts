@@ -42,6 +42,13 @@ export interface SessionRecord {
   userId: string | null;
   /** Bumped by every data write; lets a cache tell a stale copy from a current one. */
   version: number;
+  /**
+   * Set by a caching layer that answers from a last-known-good copy because the database cannot
+   * be reached (degraded mode, docs/reliability.md). The engine serves such a session but refuses
+   * every write for the request (`StoreUnavailableError`, 503), skips its touch and sends no
+   * Set-Cookie. Stores never persist it.
+   */
+  readOnly?: boolean | undefined;
 }
 
 /** A change to an existing session, expressed as top-level keys so concurrent writers merge. */

@@ -2,6 +2,7 @@ import { LRUCache } from 'lru-cache';
 import type { SessionChange, SessionJSON, SessionListing, SessionRecord, SessionStore } from '../types.js';
 import { ALL_KEYS } from './protocol.js';
 import type { InvalidationHandlers, InvalidationSource } from './types.js';
+import { isConnectionError } from './unreachable.js';
 
 /** Options for {@link CachedSessionStore}. */
 export interface CachedSessionStoreOptions {
@@ -20,6 +21,20 @@ export interface CachedSessionStoreOptions {
   closeSource?: boolean | undefined;
   /** `close()` also closes the inner store. Default false (the caller created it). */
   closeInner?: boolean | undefined;
+  /**
+   * Degraded mode (docs/reliability.md): how long, in ms, a *last-known-good* copy may be served,
+   * read-only, while the database cannot be reached. When the invalidation source goes down the
+   * cached sessions are not thrown away but set aside as last-known-good copies, stamped with
+   * the time they were last known current; they are served (marked `readOnly`) only when a
+   * read-through fails with a connection-level error, and only while younger than this. They
+   * are dropped when the source is up again. Default 15 minutes; 0 turns degraded mode off
+   * (down flushes, and every read of an unreachable database fails).
+   *
+   * Why a bound: during a partition in which only this process cannot reach the database,
+   * other processes may revoke a session that this one keeps serving; the bound caps that
+   * stale window even if the outage lasts longer.
+   */
+  lastKnownGoodMaxAge?: number | undefined;
 }
 
 /** Counters for metrics; all monotonic except `entries`, `bytes` and `listening`. */
@@ -46,10 +61,16 @@ export interface CacheStats {
   bytes: number;
   /** Whether the cache is serving (the invalidation source is listening). */
   listening: boolean;
+  /** Last-known-good copies held now (set aside while the source is down). */
+  lastKnownGood: number;
+  /** Reads answered with a last-known-good copy because the database could not be reached. */
+  staleServed: number;
 }
 
 export const DEFAULT_CACHE_MAX = 100_000;
 export const DEFAULT_CACHE_MAX_SIZE = 64 * 1024 * 1024;
+/** Default of {@link CachedSessionStoreOptions.lastKnownGoodMaxAge}: 15 minutes. */
+export const DEFAULT_LAST_KNOWN_GOOD_MAX_AGE = 15 * 60_000;
 
 /**
  * Estimated bytes per entry besides the session's JSON: the key string (~64 B for a 43-character
@@ -98,6 +119,14 @@ class Entry {
   }
 }
 
+/** A last-known-good copy: the entry, and when it was last known to be current (epoch ms). */
+class Stale {
+  constructor(
+    readonly entry: Entry,
+    readonly asOf: number,
+  ) {}
+}
+
 // biome-ignore lint/suspicious/noControlCharactersInRegex: Latin-1 range test
 const TWO_BYTE = /[^\u0000-\u00ff]/;
 
@@ -112,8 +141,16 @@ export function entrySize(key: string, json: string): number {
  * an {@link InvalidationSource} (PostgreSQL `LISTEN/NOTIFY` in production).
  *
  * **It serves from memory only while the source is listening.** When the source goes down
- * (start-up, dropped connection, failed health check) the cache is flushed and every call reads
- * through until the source is back; then it starts again, empty.
+ * (start-up, dropped connection, failed health check) the cached sessions are set aside as
+ * *last-known-good* copies and every call reads through until the source is back; then the
+ * copies are dropped and it starts again, empty.
+ *
+ * **Degraded mode.** While the source is down, a read-through that fails with a connection-level
+ * error (see {@link isConnectionError}) is answered with the last-known-good copy, if one younger
+ * than `lastKnownGoodMaxAge` exists, marked `readOnly: true`: the engine then refuses every write
+ * for that request (503) and skips its touch. Reads of other sessions fail as before. Successful
+ * reads and this process's own writes while the source is down refresh the copies (a copy is
+ * only as old as the last time the database confirmed it); deletes remove them.
  *
  * A read that was in flight when its key (or everything) was invalidated is returned to its
  * caller but not cached: every invalidation bumps a generation counter, each read notes the
@@ -135,6 +172,9 @@ export class CachedSessionStore implements SessionStore {
   readonly tracksActivity?: boolean;
 
   readonly #cache: LRUCache<string, Entry>;
+  /** Last-known-good copies, kept only while the source is down (same bounds as the cache). */
+  readonly #lkg: LRUCache<string, Stale>;
+  readonly #lkgMaxAge: number;
   readonly #now: () => number;
   readonly #closeSource: boolean;
   readonly #closeInner: boolean;
@@ -158,6 +198,7 @@ export class CachedSessionStore implements SessionStore {
   #invalidations = 0;
   #flushes = 0;
   #racesSkipped = 0;
+  #staleServed = 0;
 
   constructor(inner: SessionStore, source: InvalidationSource, options: CachedSessionStoreOptions = {}) {
     this.inner = inner;
@@ -180,6 +221,17 @@ export class CachedSessionStore implements SessionStore {
         if (reason === 'evict') this.#evictions++;
       },
     });
+    const lkgMaxAge = options.lastKnownGoodMaxAge ?? DEFAULT_LAST_KNOWN_GOOD_MAX_AGE;
+    if (!Number.isFinite(lkgMaxAge) || lkgMaxAge < 0) {
+      throw new RangeError('lastKnownGoodMaxAge must be a non-negative number of milliseconds');
+    }
+    this.#lkgMaxAge = lkgMaxAge;
+    this.#lkg = new LRUCache<string, Stale>({
+      max,
+      maxSize,
+      maxEntrySize,
+      sizeCalculation: (stale, key) => entrySize(key, stale.entry.json),
+    });
 
     const tracksActivity = (inner as { tracksActivity?: boolean }).tracksActivity;
     if (tracksActivity !== undefined) this.tracksActivity = tracksActivity;
@@ -196,7 +248,7 @@ export class CachedSessionStore implements SessionStore {
         this.#invalidations += keys.length;
         this.invalidate(keys);
       },
-      onDown: () => this.#flush(),
+      onDown: () => this.#setAside(),
       onUp: () => this.#flush(),
     };
     this.#unsubscribe = source.subscribe(handlers);
@@ -221,6 +273,8 @@ export class CachedSessionStore implements SessionStore {
       entries: this.#cache.size,
       bytes: this.#cache.calculatedSize,
       listening: this.listening,
+      lastKnownGood: this.#lkg.size,
+      staleServed: this.#staleServed,
     };
   }
 
@@ -244,8 +298,10 @@ export class CachedSessionStore implements SessionStore {
   }
 
   async get(key: string, options?: { legacyKey?: string; fresh?: boolean }): Promise<SessionRecord | null> {
-    if (!this.#serving()) return this.inner.get(key, options);
-    if (options?.fresh) {
+    const serving = this.#serving();
+    if (!serving) {
+      // Read through; counted as a bypass.
+    } else if (options?.fresh) {
       this.#freshReads++;
     } else {
       const entry = this.#cache.get(key);
@@ -264,12 +320,17 @@ export class CachedSessionStore implements SessionStore {
       record = await this.inner.get(key, options);
     } catch (err) {
       this.#end(key, gen0);
+      // Degraded mode: only a plain read, only while not listening, only if nothing answered.
+      if (!serving && !options?.fresh && isConnectionError(err)) {
+        const stale = this.#lastKnownGood(key);
+        if (stale) return stale;
+      }
       throw err;
     }
     if (this.#end(key, gen0)) {
       // Nothing touched this key since the read began: what the store said is current.
       if (record) this.#store(key, Entry.of(record));
-      else this.#cache.delete(key);
+      else this.#forget(key);
     }
     return record;
   }
@@ -312,7 +373,7 @@ export class CachedSessionStore implements SessionStore {
     } else {
       // Times only; touches are not announced, so other processes' copies keep older times and
       // the engine re-reads (`fresh`) before it acts on a session that looks expired.
-      const entry = this.#cache.peek(key);
+      const entry = this.#cache.peek(key) ?? this.#lkg.peek(key)?.entry;
       if (entry) {
         entry.expiresAt = expiresAt;
         entry.lastActiveAt = lastActiveAt;
@@ -337,6 +398,7 @@ export class CachedSessionStore implements SessionStore {
     this.#closed = true;
     this.#unsubscribe();
     this.#flush();
+    this.#lkg.clear();
     if (this.#closeSource) await this.source.close();
     if (this.#closeInner) await this.inner.close?.();
   }
@@ -349,7 +411,7 @@ export class CachedSessionStore implements SessionStore {
     if (!this.#closed) this.source.start?.();
     this.#bypasses++;
     // A source that went quiet without calling onDown still must not leave entries behind.
-    if (this.#cache.size > 0) this.#flush();
+    if (this.#cache.size > 0) this.#setAside();
     return false;
   }
 
@@ -369,12 +431,41 @@ export class CachedSessionStore implements SessionStore {
       for (const [key, entry] of this.#cache.entries()) {
         if (entry.userId === userId && key !== exceptKey) doomed.push(key);
       }
-      for (const key of doomed) this.#cache.delete(key);
+      for (const [key, stale] of this.#lkg.entries()) {
+        if (stale.entry.userId === userId && key !== exceptKey) doomed.push(key);
+      }
+      for (const key of doomed) this.#forget(key);
     }
   }
 
+  /**
+   * Keep what the store just confirmed: in the cache while listening, else (degraded mode on,
+   * not closed) as a last-known-good copy, current as of now.
+   */
   #store(key: string, entry: Entry): void {
     if (this.listening) this.#cache.set(key, entry);
+    else if (this.#lkgMaxAge > 0 && !this.#closed) this.#lkg.set(key, new Stale(entry, this.#now()));
+  }
+
+  /** Drop `key` from memory, cache and last-known-good copies alike. */
+  #forget(key: string): void {
+    this.#cache.delete(key);
+    this.#lkg.delete(key);
+  }
+
+  /** The read-only last-known-good copy of `key`, if it is young enough and not expired. */
+  #lastKnownGood(key: string): SessionRecord | null {
+    const stale = this.#lkg.get(key);
+    if (stale === undefined) return null;
+    const now = this.#now();
+    if (now - stale.asOf > this.#lkgMaxAge || stale.entry.expiresAt < now) {
+      this.#lkg.delete(key);
+      return null;
+    }
+    this.#staleServed++;
+    const record = stale.entry.toRecord();
+    record.readOnly = true;
+    return record;
   }
 
   #begin(): number {
@@ -382,17 +473,20 @@ export class CachedSessionStore implements SessionStore {
     return this.#gen;
   }
 
-  /** Ends a call begun at `gen0`; true when its result may be cached. */
+  /**
+   * Ends a call begun at `gen0`; true when its result may be kept (nothing invalidated its key,
+   * or everything, since it began). Where it is kept is {@link #store}'s business.
+   */
   #end(key: string, gen0: number): boolean {
     const fresh = gen0 >= this.#floor && (this.#invalidatedAt.get(key) ?? -1) <= gen0;
     if (--this.#inflight === 0) this.#invalidatedAt.clear();
     if (!fresh) this.#racesSkipped++;
-    return fresh && this.listening;
+    return fresh;
   }
 
   /** Forget `key`, and make sure no call already in flight caches it. */
   #mark(key: string): void {
-    this.#cache.delete(key);
+    this.#forget(key);
     if (this.#inflight === 0) return;
     const gen = ++this.#gen;
     if (this.#invalidatedAt.size >= MAX_TRACKED_INVALIDATIONS) {
@@ -404,11 +498,32 @@ export class CachedSessionStore implements SessionStore {
     }
   }
 
+  /** Forget everything: cache, last-known-good copies, and what calls in flight would cache. */
   #flush(): void {
     this.#flushes++;
     this.#floor = ++this.#gen;
     this.#invalidatedAt.clear();
     this.#cache.clear();
+    this.#lkg.clear();
+  }
+
+  /**
+   * The source went down: nothing cached can be vouched for any more, so the cache is emptied
+   * (as by {@link #flush}); with degraded mode on, its live sessions become last-known-good
+   * copies, current as of now, least recently used first so the LRU order carries over.
+   */
+  #setAside(): void {
+    const now = this.#now();
+    const keep = this.#lkgMaxAge > 0 && !this.#closed;
+    const moved: Array<[string, Entry]> = [];
+    if (keep) for (const [key, entry] of this.#cache.rentries()) moved.push([key as string, entry as Entry]);
+    this.#flushes++;
+    this.#floor = ++this.#gen;
+    this.#invalidatedAt.clear();
+    this.#cache.clear();
+    for (const [key, entry] of moved) {
+      if (entry.expiresAt >= now) this.#lkg.set(key, new Stale(entry, now));
+    }
   }
 }
 

@@ -4,6 +4,7 @@ export {
   type CacheStats,
   DEFAULT_CACHE_MAX,
   DEFAULT_CACHE_MAX_SIZE,
+  DEFAULT_LAST_KNOWN_GOOD_MAX_AGE,
   ENTRY_OVERHEAD,
   entrySize,
 } from './cached-store.js';
@@ -34,3 +35,4 @@ export {
   quoteLiteral,
 } from './protocol.js';
 export type { InvalidationHandlers, InvalidationSource } from './types.js';
+export { isConnectionError } from './unreachable.js';

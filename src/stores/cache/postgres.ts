@@ -26,6 +26,12 @@ export interface PostgresCacheOptions {
   healthCheckTimeoutMs?: number | undefined;
   /** Listener failures (it reconnects by itself). Default: a throttled line on stderr. */
   onError?: ((err: Error) => void) | undefined;
+  /**
+   * Degraded mode during a database outage: how long (ms) a last-known-good copy of a cached
+   * session may be served, read-only, while the database cannot be reached. Default 15 minutes;
+   * 0 turns it off. See `CachedSessionStoreOptions.lastKnownGoodMaxAge` and docs/reliability.md.
+   */
+  lastKnownGoodMaxAge?: number | undefined;
 }
 
 /** Options of {@link CachedPostgresSessionStore}. */
@@ -84,6 +90,7 @@ export class CachedPostgresSessionStore extends PostgresSessionStore {
       max: cacheOptions.max,
       maxSize: cacheOptions.maxSize,
       maxEntrySize: cacheOptions.maxEntrySize,
+      lastKnownGoodMaxAge: cacheOptions.lastKnownGoodMaxAge,
       now: options.now,
       closeSource: true,
     });

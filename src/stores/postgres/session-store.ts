@@ -19,7 +19,8 @@ export interface PostgresSessionStoreOptions extends TableOptions {
   pool?: pg.Pool | undefined;
   /**
    * Used only when `pool` is absent: the store creates its own pool from this configuration
-   * (adding a connection timeout unless one is set) and ends it in {@link PostgresSessionStore.close}.
+   * (adding connection, statement and query timeouts unless set) and ends it in
+   * {@link PostgresSessionStore.close}.
    */
   poolConfig?: pg.PoolConfig | undefined;
   /**
@@ -154,8 +155,13 @@ export class PostgresSessionStore implements SessionStore {
       this.pool = options.pool;
       this.#ownsPool = false;
     } else {
+      // Timeouts so a database outage never turns into hung requests (see `POOL_DEFAULTS`):
+      // connecting, the statement on the server, and the wait for an answer on the client.
       this.pool = new pg.Pool({
         connectionTimeoutMillis: POOL_DEFAULTS.connectionTimeoutMillis,
+        statement_timeout: POOL_DEFAULTS.statement_timeout,
+        query_timeout: POOL_DEFAULTS.query_timeout,
+        keepAlive: true,
         ...options.poolConfig,
       });
       // Without a listener, an idle client's error (server restart) would crash the process.
