@@ -59,7 +59,7 @@ async function collect(): Promise<Example[]> {
 function localize(code: string, dir: string): string {
   return code.replace(
     /(from\s+|import\s*\(\s*|declare module\s+)'(pgsession(?:\/[\w-]+)?)'/g,
-    (all, lead, spec) => {
+    (_all, lead, spec) => {
       const target = ENTRIES[spec as string];
       if (!target) throw new Error(`unknown entry point in an example: ${spec}`);
       let rel = path.relative(dir, path.join(root, target)).split(path.sep).join('/');
@@ -83,7 +83,7 @@ afterAll(async () => {
   await db?.drop();
 });
 
-function start(example: Example, file: string): { child: ChildProcess; output: () => string } {
+function start(file: string): { child: ChildProcess; output: () => string } {
   const child = spawn(path.join(root, 'node_modules', '.bin', 'tsx'), [file], {
     cwd: root,
     env: {
@@ -102,7 +102,6 @@ function start(example: Example, file: string): { child: ChildProcess; output: (
   child.stderr!.on('data', (d: Buffer) => {
     out += d.toString();
   });
-  void example;
   return { child, output: () => out };
 }
 
@@ -148,7 +147,7 @@ describe('examples in the docs', () => {
       await mkdir(dir, { recursive: true });
       const file = path.join(dir, 'example.mts');
       await writeFile(file, localize(example.code, dir));
-      const { child, output } = start(example, file);
+      const { child, output } = start(file);
       const where = `${example.file} example "${example.name}"`;
       try {
         if (!example.code.includes('// prints: ')) {
