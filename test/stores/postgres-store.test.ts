@@ -165,6 +165,17 @@ describe('PostgresSessionStore', () => {
     expect(final?.version).toBe(2);
   });
 
+  it('saves a session holding "\\u0000" (which jsonb refuses) whole instead of failing every update', async () => {
+    await store.create('k1', record({}, { a: 0, note: 'x\u0000y' }));
+    const updated = await store.update('k1', change({ a: 1, note: 'x\u0000y' }));
+    expect(updated?.data).toMatchObject({ a: 1, note: 'x\u0000y' });
+    const again = await store.update('k1', change({ a: 2, note: 'plain' }));
+    expect(again?.data).toMatchObject({ a: 2, note: 'plain' });
+    expect((await store.get('k1'))?.data).toMatchObject({ a: 2, note: 'plain' });
+    await store.destroy('k1');
+    expect(await store.update('k1', change({ a: 3, note: 'x\u0000y' }))).toBeNull();
+  });
+
   it('never resurrects a destroyed session', async () => {
     await store.create('k1', record({}, { userId: 1 }));
     await store.destroy('k1');

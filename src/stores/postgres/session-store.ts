@@ -269,16 +269,32 @@ export class PostgresSessionStore implements SessionStore {
    */
   async update(key: string, change: SessionChange): Promise<SessionRecord | null> {
     const now = this.#now();
-    const { rows } = await this.#query<RecordRow>(this.#queries.update, [
-      key,
-      change.unset,
-      serialize(change.set),
-      change.expiresAt,
-      change.lastActiveAt,
-      change.userId,
-      now,
-    ]);
-    return rows[0] ? this.#toRecord(rows[0], now) : null;
+    try {
+      const { rows } = await this.#query<RecordRow>(this.#queries.update, [
+        key,
+        change.unset,
+        serialize(change.set),
+        change.expiresAt,
+        change.lastActiveAt,
+        change.userId,
+        now,
+      ]);
+      return rows[0] ? this.#toRecord(rows[0], now) : null;
+    } catch (err) {
+      // The merge goes through jsonb, which cannot hold "\u0000" although the json column can
+      // (22P05). Such a session is still saved, whole: it loses the key-level merge, not the write.
+      if ((err as { code?: unknown }).code !== '22P05') throw err;
+      const written = await this.replace(
+        key,
+        change.data,
+        change.expiresAt,
+        change.lastActiveAt,
+        change.userId,
+      );
+      if (!written) return null;
+      const { rows } = await this.#query<RecordRow>(this.#queries.get, [key, now]);
+      return rows[0] ? this.#toRecord(rows[0], now) : null;
+    }
   }
 
   /**
