@@ -3,7 +3,7 @@
  * `<!-- example: <name> -->` (in docs/*.md and README.md) is extracted, its `pgsession` imports
  * pointed at the sources, written to a temporary .mts file inside the repository (so `express`,
  * `pg`, … resolve) and run with tsx against a private test database (`DATABASE_URL`), with
- * `SESSION_SECRET` set.
+ * `SESSION_SECRET` set. Each block is also type-checked with tsc under the project settings.
  *
  * - A block with `// prints: <text>` comments is a script: it must exit 0, and each such text
  *   must appear in its output, in order.
@@ -11,7 +11,7 @@
  *   with the requests listed under its name in {@link SERVER_CHECKS} and stops it with SIGTERM,
  *   after which it must exit 0 by itself (graceful shutdown).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -62,7 +62,11 @@ function localize(code: string, dir: string): string {
     (_all, lead, spec) => {
       const target = ENTRIES[spec as string];
       if (!target) throw new Error(`unknown entry point in an example: ${spec}`);
-      let rel = path.relative(dir, path.join(root, target)).split(path.sep).join('/');
+      // `.js`, as NodeNext imports are written: tsx maps it to the .ts source, tsc too.
+      let rel = path
+        .relative(dir, path.join(root, target.replace(/\.ts$/, '.js')))
+        .split(path.sep)
+        .join('/');
       if (!rel.startsWith('.')) rel = `./${rel}`;
       return `${lead}'${rel}'`;
     },
@@ -183,5 +187,22 @@ describe('examples in the docs', () => {
       }
     }
     expect(failures).toEqual([]);
+  });
+
+  it('type-checks every example (tsc, the project settings)', { timeout: 120_000 }, async () => {
+    for (const example of examples) {
+      const dir = path.join(work, example.name);
+      await mkdir(dir, { recursive: true });
+      await writeFile(path.join(dir, 'example.mts'), `${localize(example.code, dir)}\nexport {};\n`);
+    }
+    const config = path.join(work, 'tsconfig.json');
+    const extendsPath = path.relative(work, path.join(root, 'tsconfig.json')).split(path.sep).join('/');
+    await writeFile(config, JSON.stringify({ extends: extendsPath, include: ['*/example.mts'] }));
+    const result = await new Promise<string>((resolve) => {
+      execFile(path.join(root, 'node_modules', '.bin', 'tsc'), ['-p', config], { cwd: root }, (err, stdout) =>
+        resolve(err ? stdout || String(err) : ''),
+      );
+    });
+    expect(result).toBe('');
   });
 });
