@@ -194,6 +194,14 @@ export class SessionEngine {
         ctx.inflate(cookie.id, key, record);
         return ctx;
       }
+      // A cookie we signed whose session the store no longer serves (expired, revoked, logged out
+      // elsewhere): tell the browser to forget it, and delete any expired row still waiting for
+      // the pruner, so an expired session is destroyed on sight, not just ignored. (Stores written
+      // for express-session keep express-session's behaviour: their TTL already removed it.)
+      if (this.options.store.tracksActivity !== false) {
+        ctx.clearCookie = true;
+        this.background(this.options.store.destroy(key));
+      }
     }
     // No cookie, a forged one, or one for a session that no longer exists: a fresh id, never the
     // presented one (an attacker-chosen id is never adopted).
