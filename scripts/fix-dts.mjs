@@ -17,4 +17,5 @@ for (const file of await readdir(dist)) {
   await writeFile(full, text.replace(from, "declare module 'pgsession'"));
   changed++;
 }
-if (changed === 0) throw new Error(`${dist}: no auth declaration file augments '../core/session.js'; did the build change?`);
+if (changed === 0)
+  throw new Error(`${dist}: no auth declaration file augments '../core/session.js'; did the build change?`);

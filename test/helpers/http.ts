@@ -26,7 +26,10 @@ export class Client {
     return [...this.jar].map(([k, v]) => `${k}=${v}`).join('; ');
   }
 
-  async request(path: string, init: RequestInit & { json?: unknown; form?: Record<string, string> } = {}): Promise<Response> {
+  async request(
+    path: string,
+    init: RequestInit & { json?: unknown; form?: Record<string, string> } = {},
+  ): Promise<Response> {
     const headers = new Headers(init.headers);
     if (this.jar.size > 0 && !headers.has('cookie')) headers.set('cookie', this.cookieHeader());
     let body = init.body;
@@ -43,7 +46,9 @@ export class Client {
       const eq = pair!.indexOf('=');
       const name = pair!.slice(0, eq).trim();
       const value = pair!.slice(eq + 1).trim();
-      const expired = attrs.some((a) => /^\s*expires=thu, 01 jan 1970/i.test(a)) || attrs.some((a) => /^\s*max-age=0/i.test(a));
+      const expired =
+        attrs.some((a) => /^\s*expires=thu, 01 jan 1970/i.test(a)) ||
+        attrs.some((a) => /^\s*max-age=0/i.test(a));
       if (expired || value === '') this.jar.delete(name);
       else this.jar.set(name, value);
     }
