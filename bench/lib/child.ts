@@ -1,0 +1,111 @@
+import { type ChildProcess, fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { CONFIG_ENV, type ServerConfig } from './config.js';
+import { request } from './http.js';
+
+const SERVER = fileURLToPath(new URL('../server.ts', import.meta.url));
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+/** A benchmark server running in its own process. */
+export interface ServerProcess {
+  readonly config: ServerConfig;
+  readonly pid: number;
+  /** `http://127.0.0.1:<port>` */
+  readonly url: string;
+  /** Whether the store has the per-process cache in front of it (pg-cache and auth modes). */
+  readonly cacheActive: boolean;
+  stats(): Promise<ServerStats>;
+  /** Graceful stop (closes the pool and listener), killed after 5 s; resolves when it has exited. */
+  stop(): Promise<void>;
+}
+
+/** What `GET /__stats` answers. */
+export interface ServerStats {
+  mode: string;
+  cacheActive: boolean;
+  allStatements: number;
+  poolStatements: number;
+  /** Connections this process opened so far. */
+  connects: number;
+  /** `GET /dashboard` requests received so far. */
+  dashboardRequests: number;
+  /** CPU time (user + system) this process used so far, µs. */
+  cpuMicros: number;
+  poolTotal: number;
+  poolIdle: number;
+  memory: { rss: number; heapUsed: number; heapTotal: number; external: number };
+  cache: Record<string, unknown> | null;
+}
+
+const children = new Set<ChildProcess>();
+
+/** Kill every child still running (on the runner's exit or interruption). */
+export function killAllServers(): void {
+  for (const child of children) child.kill('SIGKILL');
+}
+
+/**
+ * Start `bench/server.ts` in a child process (Node with tsx as loader, `--expose-gc`), and wait
+ * until it listens. Start-up failures reject with the child's stderr tail.
+ */
+export async function startServer(config: ServerConfig, timeoutMs = 60_000): Promise<ServerProcess> {
+  const child = fork(SERVER, [], {
+    cwd: ROOT,
+    // BENCH_CPU_PROF=<dir>: write a V8 CPU profile of every server into <dir> (for finding hot spots).
+    execArgv: [
+      '--import',
+      'tsx',
+      '--expose-gc',
+      ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []),
+    ],
+    env: { ...process.env, [CONFIG_ENV]: JSON.stringify(config), NODE_ENV: 'production' },
+    stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+  });
+  children.add(child);
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    const text = chunk.toString();
+    stderr = (stderr + text).slice(-4000);
+    process.stderr.write(text.replace(/^(?=.)/gm, `  [server ${config.mode}] `));
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  void exited.then(() => children.delete(child));
+
+  const ready = await new Promise<{ port: number; cacheActive: boolean }>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`bench server (${config.mode}) did not start within ${timeoutMs} ms\n${stderr}`));
+    }, timeoutMs);
+    child.on('message', (message: { ready?: boolean; port?: number; cacheActive?: boolean }) => {
+      if (message?.ready && typeof message.port === 'number') {
+        clearTimeout(timer);
+        resolve({ port: message.port, cacheActive: message.cacheActive === true });
+      }
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(
+        new Error(`bench server (${config.mode}) exited during start-up (${code ?? signal})\n${stderr}`),
+      );
+    });
+  });
+  const url = `http://127.0.0.1:${ready.port}`;
+  return {
+    config,
+    pid: child.pid ?? -1,
+    url,
+    cacheActive: ready.cacheActive,
+    async stats() {
+      const res = await request(`${url}/__stats`);
+      return JSON.parse(res.body) as ServerStats;
+    },
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      if (child.connected) child.send('stop');
+      else child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
