@@ -1,8 +1,33 @@
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
 import argon2 from 'argon2';
 import { bcryptCompare } from './bcrypt-worker.js';
 import { PasswordPolicyError } from './errors.js';
+
+/**
+ * argon2 hashes on libuv's thread pool (4 threads by default). With fewer cores than that, a
+ * login storm keeps every core busy hashing and the event loop waits for CPU, so every other
+ * request slows down. At most one hash per core at a time keeps the loop responsive; logins
+ * queue for a few milliseconds instead (`npm run bench -- --only=storm` measures it).
+ */
+export function limitConcurrency(max: number): <T>(work: () => Promise<T>) => Promise<T> {
+  let active = 0;
+  const waiting: Array<() => void> = [];
+  return async (work) => {
+    if (active < max) active++;
+    else await new Promise<void>((resume) => waiting.push(resume)); // the slot is handed over
+    try {
+      return await work();
+    } finally {
+      const next = waiting.shift();
+      if (next) next();
+      else active--;
+    }
+  };
+}
+
+const hashing = limitConcurrency(Math.max(1, availableParallelism()));
 
 /** Shortest accepted new password, in characters (ASVS 6.2.1). */
 export const MIN_PASSWORD_LENGTH = 8;
@@ -99,7 +124,7 @@ export class PasswordHasher {
   async hash(password: string): Promise<string> {
     const problem = passwordProblem(password);
     if (problem) throw new PasswordPolicyError(problem);
-    return argon2.hash(password, { type: argon2.argon2id, ...this.params });
+    return hashing(() => argon2.hash(password, { type: argon2.argon2id, ...this.params }));
   }
 
   /**
@@ -108,7 +133,7 @@ export class PasswordHasher {
    */
   async hashUnchecked(password: string): Promise<string> {
     if (length(password) > MAX_PASSWORD_LENGTH) throw new PasswordPolicyError('Password too long');
-    return argon2.hash(password, { type: argon2.argon2id, ...this.params });
+    return hashing(() => argon2.hash(password, { type: argon2.argon2id, ...this.params }));
   }
 
   /** Verify `password` against a stored hash. Never throws for a malformed hash: it just fails. */
@@ -120,7 +145,7 @@ export class PasswordHasher {
       let ok = false;
       let weak = false;
       try {
-        ok = await argon2.verify(storedHash, password);
+        ok = await hashing(() => argon2.verify(storedHash, password));
         weak = ok && (!storedHash.startsWith('$argon2id$') || argon2.needsRehash(storedHash, this.params));
       } catch {
         ok = false;
@@ -148,7 +173,7 @@ export class PasswordHasher {
   async verifyDummy(password: string): Promise<false> {
     const hash = await this.dummyHash();
     try {
-      await argon2.verify(hash, typeof password === 'string' ? password : '');
+      await hashing(() => argon2.verify(hash, typeof password === 'string' ? password : ''));
     } catch {
       // Same outcome either way.
     }

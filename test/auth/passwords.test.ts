@@ -153,3 +153,38 @@ describe('PasswordHasher', () => {
     expect(bc.gap).toBeLessThan(bc.duration / 2);
   });
 });
+
+describe('limitConcurrency (argon2 gets at most one hash per core)', () => {
+  it('runs at most `max` tasks at once, in arrival order, and frees the slot when a task fails', async () => {
+    const { limitConcurrency } = await import('../../src/auth/passwords.js');
+    const limit = limitConcurrency(2);
+    let running = 0;
+    let peak = 0;
+    const started: number[] = [];
+    const task = (i: number, fail = false) =>
+      limit(async () => {
+        started.push(i);
+        running++;
+        peak = Math.max(peak, running);
+        await new Promise((r) => setTimeout(r, 10));
+        running--;
+        if (fail) throw new Error(`task ${i} failed`);
+        return i;
+      });
+    const results = await Promise.allSettled([task(0), task(1, true), task(2), task(3), task(4)]);
+    expect(peak).toBe(2);
+    expect(started).toEqual([0, 1, 2, 3, 4]);
+    expect(results.map((r) => r.status)).toEqual([
+      'fulfilled',
+      'rejected',
+      'fulfilled',
+      'fulfilled',
+      'fulfilled',
+    ]);
+    // Every slot came back: two more tasks still run side by side.
+    running = 0;
+    peak = 0;
+    await Promise.all([task(5), task(6)]);
+    expect(peak).toBe(2);
+  });
+});
