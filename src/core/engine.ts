@@ -2,7 +2,7 @@ import { parse as parseCookies, serialize as serializeCookie } from 'cookie';
 import { type SessionJSON, type SessionRecord, type SessionStore, userIdOf } from '../stores/types.js';
 import { Cookie, type CookieOptions, validateCookieOptions } from './cookie.js';
 import { SerializationError, SessionStateError, StoreUnavailableError } from './errors.js';
-import { generateId, hashId } from './id.js';
+import { hashId } from './id.js';
 import {
   kController,
   type RegenerateOptions,
@@ -730,4 +730,3 @@ function toJSON(session: Session, snap: Snapshot): SessionJSON {
   return data;
 }
 
-export { generateId };
