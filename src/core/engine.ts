@@ -729,4 +729,3 @@ function toJSON(session: Session, snap: Snapshot): SessionJSON {
   if (expires instanceof Date) data.cookie.expires = expires.toISOString();
   return data;
 }
-
