@@ -1,9 +1,10 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import * as net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
@@ -50,7 +51,7 @@ export interface EmbeddedPostgresHandle {
   /** True when this call started the server, false when it joined one already running. */
   readonly owned: boolean;
   readonly port: number;
-  /** Absolute path of the cluster directory. */
+  /** Absolute path of the cluster directory (the symlink's target when it had to move; see above). */
   readonly dataDir: string;
   /**
    * Releases this reference and stops the server if no other live process holds one.
@@ -98,23 +99,28 @@ const openClientTokens = processTokens.clients;
  * died that way the server keeps running and the next user joins it and later stops it.
  *
  * When running as root, the server runs as the OS user `postgres` (created if missing, as
- * PostgreSQL refuses to run as root): the data dir is owned by it and every parent folder must
- * be searchable by it.
+ * PostgreSQL refuses to run as root) and the data dir is owned by it. If that user cannot enter
+ * the data dir's folder (a `mktemp -d` clone, say), the cluster is kept in
+ * `/var/tmp/pgsession-<hash of the data dir path>/` instead and the data dir is a symlink to it.
  *
  * No signal handlers are installed: call `stop()` from your own shutdown code.
  */
 export async function startEmbeddedPostgres(
   options: EmbeddedPostgresOptions = {},
 ): Promise<EmbeddedPostgresHandle> {
-  const dataDir = path.resolve(options.dataDir ?? path.join('.data', 'postgres'));
+  const requestedDir = path.resolve(options.dataDir ?? path.join('.data', 'postgres'));
   const database = options.database ?? 'pgsession';
   const log = options.onLog ?? (() => {});
-  const files = stateFiles(dataDir);
-  await fs.mkdir(path.dirname(dataDir), { recursive: true });
+  // Lock, state, log and client files stay beside the requested dir, which this process can
+  // always reach; only the cluster itself may have to live elsewhere (see locateCluster).
+  const files = stateFiles(requestedDir);
+  await fs.mkdir(path.dirname(requestedDir), { recursive: true });
 
   const lock = await acquireLock(files.lock);
   let startedPid: number | undefined;
+  let dataDir = requestedDir;
   try {
+    dataDir = await locateCluster(requestedDir, log);
     let port: number;
     let owned = false;
     const running = await findRunningServer(dataDir);
@@ -378,22 +384,81 @@ async function runInitdb(bin: Binaries, dir: string, pwFile: string, runAs: RunA
   }
 }
 
-/** Every ancestor of `dir` must be searchable by the server user, or initdb/postgres fail obscurely. */
-async function assertSearchable(dir: string, runAs: RunAs) {
+/**
+ * Where the cluster of `requestedDir` really lives. Normally that dir itself. But as root the
+ * server runs as `postgres`, which may be unable to enter the project folder: `mktemp -d` makes
+ * mode-700 folders, and `git clone` into one is a common way to try a project. Rather than fail,
+ * the cluster then goes to a folder that user can reach, and `requestedDir` becomes a symlink to
+ * it, so later runs (and a human running `ls -l .data`) find it.
+ */
+async function locateCluster(requestedDir: string, log: (l: string) => void): Promise<string> {
+  const link = await fs.lstat(requestedDir).catch(() => undefined);
+  if (link?.isSymbolicLink()) {
+    const target = path.resolve(path.dirname(requestedDir), await fs.readlink(requestedDir));
+    // The fallback may have been cleaned away (tmp cleaners, reboots): start a fresh cluster there.
+    if (!(await exists(target))) {
+      if (process.getuid?.() === 0) await makeFallbackParent(path.dirname(target));
+      else await fs.mkdir(path.dirname(target), { recursive: true });
+    }
+    return target;
+  }
+  if (link || process.getuid?.() !== 0) return requestedDir;
+  const runAs = await resolveRunAs(log);
+  const blocked = runAs && (await unsearchableAncestor(path.dirname(requestedDir), runAs));
+  if (!runAs || blocked === undefined) return requestedDir;
+
+  const digest = createHash('sha256').update(requestedDir).digest('hex').slice(0, 16);
+  const base = (await exists('/var/tmp')) ? '/var/tmp' : os.tmpdir();
+  const parent = path.join(base, `pgsession-${digest}`);
+  await makeFallbackParent(parent);
+  await assertSearchable(parent, runAs);
+  const target = path.join(parent, path.basename(requestedDir));
+  await fs.symlink(target, requestedDir, 'dir');
+  log(
+    `PostgreSQL runs as the "${SUPERUSER}" OS user because this process runs as root, and that user ` +
+      `cannot enter ${blocked}; keeping the cluster in ${target} (linked from ${requestedDir}).`,
+  );
+  return target;
+}
+
+/**
+ * Creates a fallback folder in a shared temp dir. Its name is predictable, so another local
+ * user could have planted it first: it must be a real directory owned by root and writable by
+ * nobody else, or the cluster (and its password file) would be theirs to read or swap.
+ */
+async function makeFallbackParent(dir: string) {
+  await fs.mkdir(dir, { recursive: true, mode: 0o755 });
+  const st = await fs.lstat(dir);
+  if (!st.isDirectory() || st.uid !== 0 || (st.mode & 0o022) !== 0) {
+    throw new Error(
+      `Refusing to keep the PostgreSQL cluster in ${dir}: it is not a directory owned by root and ` +
+        `writable only by it. Remove it, or use a data dir the "${SUPERUSER}" OS user can enter.`,
+    );
+  }
+}
+
+/** The first ancestor of `dir` (itself included) the server user cannot enter, if any. */
+async function unsearchableAncestor(dir: string, runAs: RunAs): Promise<string | undefined> {
   for (let cur = dir; ; cur = path.dirname(cur)) {
     const st = await fs.stat(cur).catch(() => undefined);
     if (st) {
       const bit = st.uid === runAs.uid ? 0o100 : st.gid === runAs.gid ? 0o010 : 0o001;
-      if ((st.mode & bit) === 0) {
-        throw new Error(
-          `PostgreSQL runs as the "${SUPERUSER}" OS user (uid ${runAs.uid}) because this process runs ` +
-            `as root, but that user cannot enter ${cur} (mode ${(st.mode & 0o777).toString(8)}, ` +
-            `owner uid ${st.uid}). Use a data dir elsewhere, or allow access (chmod o+x ${cur}).`,
-        );
-      }
+      if ((st.mode & bit) === 0) return cur;
     }
-    if (path.dirname(cur) === cur) return;
+    if (path.dirname(cur) === cur) return undefined;
   }
+}
+
+/** Every ancestor of `dir` must be searchable by the server user, or initdb/postgres fail obscurely. */
+async function assertSearchable(dir: string, runAs: RunAs) {
+  const cur = await unsearchableAncestor(dir, runAs);
+  if (cur === undefined) return;
+  const st = await fs.stat(cur);
+  throw new Error(
+    `PostgreSQL runs as the "${SUPERUSER}" OS user (uid ${runAs.uid}) because this process runs ` +
+      `as root, but that user cannot enter ${cur} (mode ${(st.mode & 0o777).toString(8)}, ` +
+      `owner uid ${st.uid}). Use a data dir elsewhere, or allow access (chmod o+x ${cur}).`,
+  );
 }
 
 async function readPassword(dataDir: string): Promise<string> {

@@ -1,5 +1,5 @@
 import { type ChildProcessWithoutNullStreams, execFileSync, spawn } from 'node:child_process';
-import { chmod, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { chmod, lstat, mkdtemp, readdir, readFile, realpath, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -252,13 +252,40 @@ it('two processes racing on a fresh data dir start one server', async () => {
   expect(await postmasterPid(dataDir)).toBeUndefined();
 });
 
-it.runIf(isRoot)('explains when the postgres OS user cannot enter the data dir', async () => {
-  const closed = await mkdtemp(path.join(tmpdir(), 'pgsession-closed-')); // mode 0700, owner root
-  try {
-    await expect(startEmbeddedPostgres({ dataDir: path.join(closed, 'pg') })).rejects.toThrow(
-      /"postgres" OS user .* cannot enter/,
-    );
-  } finally {
-    await rm(closed, { recursive: true, force: true });
-  }
-});
+it.runIf(isRoot)(
+  'as root, a data dir the postgres OS user cannot enter (a mktemp -d clone) gets its cluster in a reachable folder, linked from the data dir',
+  async () => {
+    const closed = await mkdtemp(path.join(tmpdir(), 'pgsession-closed-')); // mode 0700, owner root
+    const dataDir = path.join(closed, '.data', 'postgres');
+    let target: string | undefined;
+    try {
+      const logs: string[] = [];
+      const first = await startEmbeddedPostgres({ dataDir, onLog: (l) => logs.push(l) });
+      target = first.dataDir;
+      expect((await lstat(dataDir)).isSymbolicLink()).toBe(true);
+      expect(await realpath(dataDir)).toBe(target);
+      expect(target.startsWith(path.join(closed, path.sep))).toBe(false);
+      expect(logs.join('\n')).toMatch(/cannot enter .*pgsession-closed-.*keeping the cluster in/);
+      // Only root may own (and write) the folder: its name is predictable.
+      const parent = await stat(path.dirname(target));
+      expect(parent.uid).toBe(0);
+      expect(parent.mode & 0o022).toBe(0);
+      await query(first.url, 'CREATE TABLE kept (v text); INSERT INTO kept VALUES ($$there$$)');
+      await first.stop();
+      // The next run follows the link to the same cluster; state files stay beside the data dir.
+      const second = await startEmbeddedPostgres({ dataDir });
+      try {
+        expect(second.dataDir).toBe(target);
+        expect(await query(second.url, 'SELECT v FROM kept')).toEqual([{ v: 'there' }]);
+        expect(await readdir(path.dirname(dataDir))).toEqual(
+          expect.arrayContaining(['postgres', 'postgres.json', 'postgres.log']),
+        );
+      } finally {
+        await second.stop();
+      }
+    } finally {
+      await rm(closed, { recursive: true, force: true });
+      if (target) await rm(path.dirname(target), { recursive: true, force: true });
+    }
+  },
+);
