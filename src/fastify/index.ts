@@ -40,8 +40,12 @@ export interface PgSessionFastifyHandle {
   readonly engine: SessionEngine;
   /** The store's engine face (what the engine reads and writes). */
   readonly store: SessionStore;
-  /** Wait for background writes (throttled touches). Also done automatically in `onClose`. */
-  flush(): Promise<void>;
+  /**
+   * Wait for background writes. With `{ touches: true }`, first write the activity touch
+   * throttling deferred. Done with `{ touches: true }` automatically in `onClose`, so a graceful
+   * shutdown keeps every session's last activity.
+   */
+  flush(options?: { touches?: boolean }): Promise<void>;
 }
 
 declare module 'fastify' {
@@ -112,11 +116,13 @@ const plugin: FastifyPluginAsync<PgSessionFastifyOptions> = async (fastify: Fast
   const handle: PgSessionFastifyHandle = {
     engine,
     store: engine.options.store,
-    flush: () => engine.flush(),
+    flush: (flushOptions) => engine.flush(flushOptions),
   };
   fastify.decorate('pgsession', handle);
   fastify.addHook('onClose', async () => {
-    await engine.flush();
+    // Graceful shutdown: deferred touches too, or sessions active since their last write would
+    // look idle (and expire early) after the restart.
+    await engine.flush({ touches: true });
   });
 
   fastify.addHook('onRequest', async (request, reply) => {

@@ -78,8 +78,12 @@ export interface PgSessionHonoMiddleware extends MiddlewareHandler<PgSessionEnv>
   readonly engine: SessionEngine;
   /** The store's engine face (what the engine reads and writes). */
   readonly store: SessionStore;
-  /** Wait for background writes (throttled touches); call on shutdown. */
-  flush(): Promise<void>;
+  /**
+   * Wait for background writes. Call `flush({ touches: true })` on shutdown: it first writes the
+   * activity touch throttling deferred, so sessions active since their last write do not look
+   * idle after the restart.
+   */
+  flush(options?: { touches?: boolean }): Promise<void>;
 }
 
 type SessionContext = Context<PgSessionEnv>;
@@ -186,7 +190,9 @@ export function pgsessionHono(options: PgSessionHonoOptions): PgSessionHonoMiddl
 
   Object.defineProperty(middleware, 'engine', { value: engine });
   Object.defineProperty(middleware, 'store', { value: engine.options.store });
-  Object.defineProperty(middleware, 'flush', { value: () => engine.flush() });
+  Object.defineProperty(middleware, 'flush', {
+    value: (flushOptions?: { touches?: boolean }) => engine.flush(flushOptions),
+  });
   return middleware as PgSessionHonoMiddleware;
 }
 

@@ -286,6 +286,34 @@ describe('Fastify plugin', () => {
     await app.pgsession.flush();
   });
 
+  it('app.close() writes the activity that touch throttling deferred (graceful shutdown)', async () => {
+    const memory = new MemoryStore()[kSessionStore];
+    const touches: number[] = [];
+    const store: SessionStore = {
+      tracksActivity: true,
+      get: (k, o) => memory.get(k, o),
+      create: (k, r) => memory.create(k, r),
+      update: (k, c) => memory.update(k, c),
+      destroy: (k) => memory.destroy(k),
+      touch: async (key, expiresAt, lastActiveAt) => {
+        touches.push(lastActiveAt ?? -1);
+        return memory.touch(key, expiresAt, lastActiveAt);
+      },
+    };
+    const start = Date.UTC(2030, 0, 1);
+    let now = start;
+    const { app, client } = await fastifyApp(
+      options({ [kSessionStore]: store }, { rolling: true, touchAfter: 60_000, now: () => now }),
+    );
+    await client.post('/login');
+    now = start + 5_000; // within touchAfter: the touch is deferred, not written
+    expect(await (await client.get('/me')).json()).toMatchObject({ userId: 42 });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(touches).toEqual([]);
+    await app.close();
+    expect(touches).toEqual([start + 5_000]);
+  });
+
   it('leaves requests outside cookie.path without a session', async () => {
     const store = new MemoryStore();
     const { client } = await fastifyApp(options(store, { cookie: { path: '/app' } }));

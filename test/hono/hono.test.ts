@@ -341,6 +341,42 @@ describe('Hono middleware', () => {
     expect(await store[kSessionStore].get(key)).toBeNull();
   });
 
+  it('flush({ touches: true }) writes the activity that touch throttling deferred; flush() does not', async () => {
+    const memory = new MemoryStore()[kSessionStore];
+    const touches: number[] = [];
+    const store: SessionStore = {
+      tracksActivity: true,
+      get: (k, o) => memory.get(k, o),
+      create: (k, r) => memory.create(k, r),
+      update: (k, c) => memory.update(k, c),
+      destroy: (k) => memory.destroy(k),
+      touch: async (key, expiresAt, lastActiveAt) => {
+        touches.push(lastActiveAt ?? -1);
+        return memory.touch(key, expiresAt, lastActiveAt);
+      },
+    };
+    const start = Date.UTC(2030, 0, 1);
+    let now = start;
+    const opts = options({ [kSessionStore]: store }, { rolling: true, touchAfter: 60_000, now: () => now });
+    const mw = pgsessionHono(opts);
+    const app = new Hono<PgSessionEnv>();
+    app.use(mw);
+    app.post('/login', async (c) => {
+      await c.get('session').regenerate();
+      c.get('session').userId = 42;
+      return c.json({ ok: true });
+    });
+    app.get('/me', (c) => c.json({ userId: c.get('session')?.userId ?? null }));
+    const client = await honoApp(opts, app);
+    await client.post('/login');
+    now = start + 5_000; // within touchAfter: the touch is deferred, not written
+    expect(await (await client.get('/me')).json()).toMatchObject({ userId: 42 });
+    await mw.flush();
+    expect(touches).toEqual([]);
+    await mw.flush({ touches: true });
+    expect(touches).toEqual([start + 5_000]);
+  });
+
   it('leaves requests outside cookie.path without a session', async () => {
     const client = await honoApp(options(new MemoryStore(), { cookie: { path: '/app' } }));
     expect(await (await client.get('/me')).json()).toEqual({ userId: null, id: null });
