@@ -1,76 +1,16 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserRepository } from '../../src/auth/index.js';
 import type { TestDatabase } from '../helpers/db.js';
 import { Client } from '../helpers/http.js';
+import { type ChildApp, exitOf, spawnApp } from '../security/support.js';
 import { migratedDatabase, PASSWORD, TEST_SECRET } from './harness.js';
 
-const root = fileURLToPath(new URL('../../', import.meta.url));
-const tsx = fileURLToPath(new URL('../../node_modules/.bin/tsx', import.meta.url));
-
-interface Running {
-  child: ChildProcess;
-  url: string;
-  output: () => string;
-}
-
-function start(env: Record<string, string | undefined>): Promise<Running> {
-  const child = spawn(tsx, ['app/main.ts'], {
-    cwd: root,
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout!.on('data', (d) => {
-    out += d;
-  });
-  child.stderr!.on('data', (d) => {
-    out += d;
-  });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`app did not start:\n${out}`)), 45_000);
-    const onData = () => {
-      const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        child.stdout!.off('data', onData);
-        resolve({ child, url: m[1]!, output: () => out });
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`app exited with ${code} before listening:\n${out}`));
-    });
-  });
-}
-
-async function stop(app: Running): Promise<number | null> {
-  const exited = once(app.child, 'exit');
-  app.child.kill('SIGTERM');
-  const [code] = (await exited) as [number | null];
-  return code;
-}
-
-async function exitOf(
-  env: Record<string, string | undefined>,
-): Promise<{ code: number | null; output: string }> {
-  const child = spawn(tsx, ['app/main.ts'], { cwd: root, env: { ...process.env, PORT: '0', ...env } });
-  let output = '';
-  child.stdout.on('data', (d) => {
-    output += d;
-  });
-  child.stderr.on('data', (d) => {
-    output += d;
-  });
-  const [code] = (await once(child, 'exit')) as [number | null];
-  return { code, output };
-}
+/** The demo app as `npm start` runs it, quieter. */
+const start = (env: Record<string, string | undefined>) => spawnApp({ LOG_LEVEL: 'warn', ...env });
+const stop = (app: ChildApp) => app.stop();
 
 let db: TestDatabase;
-const live: Running[] = [];
+const live: ChildApp[] = [];
 
 beforeAll(async () => {
   db = await migratedDatabase();

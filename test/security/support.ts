@@ -3,7 +3,7 @@
  * a child process (`app/main.ts`, as `npm start` runs it), and what an attacker can read from a
  * Set-Cookie header.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
@@ -11,6 +11,7 @@ import { createPool } from '../../src/db/index.js';
 import { csrfFrom, type RunningApp, startApp } from '../app/harness.js';
 import type { TestDatabase } from '../helpers/db.js';
 import { Client } from '../helpers/http.js';
+import { type ChildServer, runToExit, startServer } from '../helpers/process.js';
 
 export const root = fileURLToPath(new URL('../../', import.meta.url));
 const tsx = fileURLToPath(new URL('../../node_modules/.bin/tsx', import.meta.url));
@@ -89,76 +90,25 @@ export async function secondServer(
 }
 
 /** The demo app as its own process (`tsx app/main.ts`), as `npm start` runs it. */
-export interface ChildApp {
-  child: ChildProcess;
-  url: string;
-  output(): string;
-  stop(): Promise<number | null>;
-}
+export type ChildApp = ChildServer;
 
 /** Start `app/main.ts` with this environment; resolves once it listens. */
 export function spawnApp(env: Record<string, string | undefined>): Promise<ChildApp> {
-  const child = spawn(tsx, ['app/main.ts'], {
+  return startServer(tsx, ['app/main.ts'], {
     cwd: root,
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout!.on('data', (d) => {
-    out += d;
-  });
-  child.stderr!.on('data', (d) => {
-    out += d;
-  });
-  const stop = async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-    const exited = once(child, 'exit');
-    child.kill('SIGTERM');
-    const [code] = (await exited) as [number | null];
-    return code;
-  };
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`app did not start:\n${out}`));
-    }, 45_000);
-    const onData = () => {
-      const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        child.stdout!.off('data', onData);
-        child.removeListener('exit', onExit);
-        resolve({ child, url: m[1]!, output: () => out, stop });
-      }
-    };
-    const onExit = (code: number | null) => {
-      clearTimeout(timer);
-      reject(new Error(`app exited with ${code} before listening:\n${out}`));
-    };
-    child.stdout!.on('data', onData);
-    child.once('exit', onExit);
+    name: 'app',
   });
 }
 
 /** Run `app/main.ts` expecting it to refuse to start: its exit code and output. */
-export async function exitOf(
+export function exitOf(
   env: Record<string, string | undefined>,
 ): Promise<{ code: number | null; output: string }> {
-  const child = spawn(tsx, ['app/main.ts'], {
+  return runToExit(tsx, ['app/main.ts'], {
     cwd: root,
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', ...env },
   });
-  let output = '';
-  child.stdout.on('data', (d) => {
-    output += d;
-  });
-  child.stderr.on('data', (d) => {
-    output += d;
-  });
-  const timer = setTimeout(() => child.kill('SIGKILL'), 45_000);
-  const [code] = (await once(child, 'exit')) as [number | null];
-  clearTimeout(timer);
-  return { code, output };
 }
 
 /** Run the CLI (`tsx cli/main.ts …`) with `stdin` piped in. */

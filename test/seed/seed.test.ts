@@ -4,8 +4,7 @@
  * still logged in, and logout removing the row. It loads the built package (`require('pgsession')`
  * resolves to dist/ through package.json's exports), so it builds first when dist/ is missing.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { once } from 'node:events';
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import bcrypt from 'bcryptjs';
@@ -13,47 +12,27 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashId, unsign } from '../../src/index.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { Client } from '../helpers/http.js';
+import { type ChildServer, startServer } from '../helpers/process.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const script = fileURLToPath(new URL('./seed-app.cjs', import.meta.url));
 const SECRET = 'seed-test-secret-3f9a1c7e5b2d4a6c8e0f1a3b5c7d9e1f';
 
 let db: TestDatabase;
-let app: { child: ChildProcess; url: string } | undefined;
+let app: ChildServer | undefined;
 
-async function start(): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [script], {
+function start(): Promise<ChildServer> {
+  return startServer(process.execPath, [script], {
     cwd: root,
     env: { ...process.env, DATABASE_URL: db.url, SESSION_SECRET: SECRET, PORT: '0', NODE_ENV: 'development' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout!.on('data', (d) => {
-    out += d;
-  });
-  child.stderr!.on('data', (d) => {
-    out += d;
-  });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`seed app did not start:\n${out}`)), 30_000);
-    child.stdout!.on('data', () => {
-      const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ child, url: m[1]! });
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`seed app exited with ${code}:\n${out}`));
-    });
+    name: 'seed app',
+    timeoutMs: 30_000,
   });
 }
 
-async function kill(running: { child: ChildProcess }): Promise<void> {
-  const exited = once(running.child, 'exit');
-  running.child.kill('SIGKILL');
-  await exited;
+/** kill -9: no shutdown code runs, as in a crash. */
+async function kill(running: ChildServer): Promise<void> {
+  await running.stop('SIGKILL');
 }
 
 beforeAll(async () => {
