@@ -23,6 +23,27 @@ export interface CookieOptions {
 
 type SameSite = boolean | 'lax' | 'strict' | 'none' | undefined;
 
+/** A value the serializer passes through unchanged, used to cut the attributes off its output. */
+const PLACEHOLDER = 'v';
+
+/** The attributes of the last Set-Cookie string built, with everything they were built from. */
+interface AttributeMemo {
+  readonly name: string;
+  /** The `Expires` second (epoch seconds), or null for none. */
+  readonly second: number | null;
+  readonly path: string;
+  readonly httpOnly: boolean | undefined;
+  readonly secure: boolean;
+  readonly sameSite: SameSite;
+  readonly domain: string | undefined;
+  readonly partitioned: boolean | undefined;
+  readonly priority: 'low' | 'medium' | 'high' | undefined;
+  /** Everything after `name=value`: `; Path=/; Expires=…; HttpOnly; SameSite=Lax`. */
+  readonly attributes: string;
+}
+
+let lastAttributes: AttributeMemo | undefined;
+
 /**
  * The session cookie's settings, with express-session's exact semantics: `maxAge` is a view of
  * `expires` relative to now, `originalMaxAge` remembers the configured lifetime so `touch()` can
@@ -112,9 +133,63 @@ export class Cookie {
     } as CookieJSON & { expires?: Date | null };
   }
 
-  /** A `Set-Cookie` header value for `name=value` with these settings. */
+  /**
+   * A `Set-Cookie` header value for `name=value` with these settings.
+   *
+   * With `rolling: true` every response re-sends the cookie, and the `cookie` package's
+   * serializer (options copied, every attribute validated, `toUTCString()`) was ~15% of the
+   * session layer's CPU. The attributes after the value depend only on the name and these
+   * settings, and `Expires` only on its second, so they are memoised (one entry, shared by every
+   * session with the same settings in the same second) and only the value is encoded per call.
+   * The memo holds the serializer's own output for the same inputs, so the string is identical,
+   * and anything it would reject (or that is not a plain Date) still goes through it.
+   */
   serialize(name: string, value: string): string {
-    return serialize(name, value, this.serializeOptions());
+    const expires = this._expires;
+    let second: number | null = null;
+    if (expires instanceof Date) {
+      const time = expires.getTime();
+      if (!Number.isFinite(time)) return serialize(name, value, this.serializeOptions());
+      second = Math.floor(time / 1000);
+    } else if (expires !== null && expires !== undefined) {
+      return serialize(name, value, this.serializeOptions());
+    }
+    if (typeof value !== 'string' || value === '') return serialize(name, value, this.serializeOptions());
+    // The serializer encodes the value before it checks any option: so does this (same error first).
+    // encodeURIComponent's output always passes the serializer's cookie-value check.
+    const encoded = encodeURIComponent(value);
+    const secure = this.secure === true;
+    const sameSite = this.sameSite === 'auto' ? undefined : this.sameSite;
+    const memo = lastAttributes;
+    if (
+      memo !== undefined &&
+      memo.second === second &&
+      memo.name === name &&
+      memo.path === this.path &&
+      memo.httpOnly === this.httpOnly &&
+      memo.secure === secure &&
+      memo.sameSite === sameSite &&
+      memo.domain === this.domain &&
+      memo.partitioned === this.partitioned &&
+      memo.priority === this.priority
+    ) {
+      return name + '=' + encoded + memo.attributes;
+    }
+    const full = serialize(name, PLACEHOLDER, this.serializeOptions());
+    const attributes = full.slice(name.length + 1 + PLACEHOLDER.length);
+    lastAttributes = {
+      name,
+      second,
+      path: this.path,
+      httpOnly: this.httpOnly,
+      secure,
+      sameSite,
+      domain: this.domain,
+      partitioned: this.partitioned,
+      priority: this.priority,
+      attributes,
+    };
+    return name + '=' + encoded + attributes;
   }
 
   /** Options for the `cookie` package's serializer. */

@@ -210,3 +210,62 @@ describe('property: any option set behaves as express-session', () => {
     );
   });
 });
+
+describe('Set-Cookie attribute memo (hot path): byte-identical to the serializer', () => {
+  const signed = (n: number) => `s:${'id'.repeat(20)}${n}.mac+/=${n}`;
+
+  it('reuses the attributes within a second and for other values, never across a change', () => {
+    const theirs = new ExpressCookie({ maxAge: 60_000, sameSite: 'lax' });
+    const ours = new Cookie({ maxAge: 60_000, sameSite: 'lax' });
+    for (let i = 0; i < 3; i++)
+      expect(ours.serialize('sid', signed(i))).toBe(theirs.serialize('sid', signed(i)));
+    // Same second, other millisecond: same Expires; next second: a new one.
+    for (const ms of [400, 999, 1000, 1001, 61_000]) {
+      vi.setSystemTime(NOW + ms);
+      ours.maxAge = 60_000;
+      theirs.maxAge = 60_000;
+      expect(ours.serialize('sid', signed(ms))).toBe(theirs.serialize('sid', signed(ms)));
+    }
+    // Every attribute, changed after a memo hit, shows up at once.
+    const changes: Array<[string, unknown]> = [
+      ['path', '/app'],
+      ['httpOnly', false],
+      ['secure', true],
+      ['sameSite', 'strict'],
+      ['sameSite', true],
+      ['domain', 'example.com'],
+      ['partitioned', true],
+      ['priority', 'high'],
+      ['expires', null],
+      ['expires', new Date(NOW - 1)],
+    ];
+    for (const [key, value] of changes) {
+      (ours as unknown as Record<string, unknown>)[key] = value;
+      (theirs as unknown as Record<string, unknown>)[key] = value;
+      expect(ours.serialize('sid', signed(1))).toBe(theirs.serialize('sid', signed(1)));
+      expect(ours.serialize('other', signed(2))).toBe(theirs.serialize('other', signed(2)));
+    }
+  });
+
+  it('still refuses what the serializer refuses, in the same order, memo or not', () => {
+    const ours = new Cookie({ maxAge: 60_000 });
+    const theirs = new ExpressCookie({ maxAge: 60_000 });
+    expect(ours.serialize('sid', 'v')).toBe(theirs.serialize('sid', 'v'));
+    const lone = '\ud800';
+    expect(() => ours.serialize('sid', lone)).toThrow(URIError);
+    ours.priority = 'urgent' as never;
+    expect(() => ours.serialize('sid', 'v')).toThrow('option priority is invalid');
+    // The value's error comes first, as in the serializer.
+    expect(() => ours.serialize('sid', lone)).toThrow(URIError);
+    ours.priority = undefined;
+    expect(() => ours.serialize('bad name', 'v')).toThrow('argument name is invalid');
+    (ours as unknown as { _expires: unknown })._expires = new Date(Number.NaN);
+    expect(() => ours.serialize('sid', 'v')).toThrow('option expires is invalid');
+    (ours as unknown as { _expires: unknown })._expires = 'tomorrow';
+    expect(() => ours.serialize('sid', 'v')).toThrow('option expires is invalid');
+    ours.expires = new Date(NOW + 5000);
+    expect(ours.serialize('sid', '')).toBe(
+      `sid=; Path=/; Expires=${new Date(NOW + 5000).toUTCString()}; HttpOnly`,
+    );
+  });
+});
