@@ -26,6 +26,11 @@ export interface AppConfig {
   /** Secure cookies (production). */
   secureCookies: boolean;
   trustProxy: TrustProxy;
+  /**
+   * `REAUTH_WINDOW`: how recent the password must be (login or re-authentication) to revoke
+   * sessions, ms. Default 5 minutes. Optional so configs built in code keep the default.
+   */
+  reauthWindow?: number;
 }
 
 /** Options of {@link loadConfig}. */
@@ -127,6 +132,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
   );
   if (idleTimeout <= 0) throw new ConfigError('SESSION_IDLE_TIMEOUT must be more than 0');
   if (absoluteTimeout <= 0) throw new ConfigError('SESSION_ABSOLUTE_TIMEOUT must be more than 0');
+  const reauthWindow = parseDuration(env.REAUTH_WINDOW?.trim() || '5m', 'REAUTH_WINDOW');
+  if (reauthWindow <= 0) throw new ConfigError('REAUTH_WINDOW must be more than 0');
 
   return {
     databaseUrl: env.DATABASE_URL?.trim() || undefined,
@@ -140,5 +147,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     cookieName: production ? '__Host-sessionId' : 'sessionId',
     secureCookies: production,
     trustProxy: parseTrustProxy(env.TRUST_PROXY),
+    reauthWindow,
   };
 }

@@ -14,10 +14,13 @@ import {
   csrfToken,
   DuplicateEmailError,
   isAuthenticated,
+  isRecentlyAuthenticated,
   PasswordPolicyError,
   rejectCrossSite,
   requireAuth,
+  requireRecentAuth,
   requireRole,
+  safeRedirectPath,
   TooManyAttemptsError,
   userAgent,
   verifyCsrfToken,
@@ -42,6 +45,8 @@ import {
   homePage,
   loginPage,
   logoutConfirmPage,
+  REAUTH_ERRORS,
+  reauthPage,
   type ServerRow,
   sessionsPage,
   type ViewUser,
@@ -78,35 +83,8 @@ export const LOGGED_OUT = '/?message=Logged%20out%20successfully';
  * control characters or spaces, and none of those hidden behind percent-encoding.
  */
 export function safeNext(value: unknown): string | null {
-  if (typeof value !== 'string' || value.length === 0 || value.length > 2048) return null;
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what we refuse.
-  const bad = /[\\\u0000-\u0020\u007f-\u009f]/;
-  if (!value.startsWith('/') || value.startsWith('//') || bad.test(value)) return null;
-  let decoded = value;
-  for (let i = 0; i < 5; i++) {
-    let next: string;
-    try {
-      next = decodeURIComponent(decoded);
-    } catch {
-      return null;
-    }
-    if (next === decoded) break;
-    decoded = next;
-    if (decoded.startsWith('//') || !decoded.startsWith('/') || bad.test(decoded)) return null;
-  }
-  const base = 'http://next.invalid';
-  let url: URL;
-  try {
-    url = new URL(value, base);
-  } catch {
-    return null;
-  }
-  if (url.origin !== base) return null;
-  // Dot segments are resolved here: `/.//evil.example` and `/a/..//evil.example` become
-  // `//evil.example`, which a browser reads as another host. Check the result, not just the input.
-  const path = url.pathname + url.search + url.hash;
-  if (path.startsWith('//') || bad.test(path)) return null;
-  return path;
+  // The check lives in the library, where requireAuth and requireRecentAuth build their `next`.
+  return safeRedirectPath(value);
 }
 
 /** Messages the sessions page shows for `?notice=` (never reflected text). */
@@ -114,6 +92,7 @@ const SESSION_NOTICES: Record<string, string> = {
   revoked: 'Session revoked: that browser is logged out.',
   others: 'All your other sessions are logged out.',
   none: 'There were no other sessions.',
+  reauthenticated: 'Password confirmed: you can revoke sessions now.',
 };
 
 /** Messages the account page shows for `?notice=` (never reflected text). */
@@ -385,26 +364,80 @@ export function createApp(options: CreateAppOptions): DemoApp {
     res.redirect(302, LOGGED_OUT);
   });
 
+  // Step-up (ASVS 7.5.2): listing needs a login; revoking needs the password from the last
+  // REAUTH_WINDOW (a fresh login counts). Refused HTML forms go back to the sessions page, which
+  // then shows why and the "confirm your password" form; JSON clients get 401
+  // {"error":"reauthentication_required"}. The guard runs before the handler: nothing changes.
+  const reauthWindow = config.reauthWindow ?? 5 * 60_000;
+  const recentAuth = requireRecentAuth({ within: reauthWindow, reauthPath: '/account/sessions' });
+
   app.get('/account/sessions', authed, async (req, res) => {
     const user = await viewUser(req);
     if (!user) return res.redirect(302, '/login?error=login_required');
     const sessions = await auth.sessions.list(req);
     const notice = SESSION_NOTICES[firstString(req.query.notice) ?? ''];
-    res.type('html').send(sessionsPage({ user, sessions, csrfToken: csrfToken(req), message: notice }));
+    const error = REAUTH_ERRORS[firstString(req.query.error) ?? ''];
+    res.type('html').send(
+      sessionsPage({
+        user,
+        sessions,
+        csrfToken: csrfToken(req),
+        message: notice,
+        error,
+        reauth: { recent: isRecentlyAuthenticated(req, reauthWindow), window: reauthWindow },
+      }),
+    );
   });
 
-  app.post('/account/sessions/revoke-others', authed, csrf, async (req, res) => {
+  app.get('/reauth', authed, async (req, res) => {
+    const user = await viewUser(req);
+    if (!user) return res.redirect(302, '/login?error=login_required');
+    const next = safeNext(firstString(req.query.next)) ?? undefined;
+    const error = REAUTH_ERRORS[firstString(req.query.error) ?? ''];
+    res.type('html').send(reauthPage({ user, csrfToken: csrfToken(req), next, error, window: reauthWindow }));
+  });
+
+  // Confirm the password (auth.reauthenticate: counted by the failed-login limits, 429 past
+  // them; the session id is renewed on success), then back to a same-site `next`.
+  app.post('/reauth', authed, csrf, async (req, res) => {
+    if (!(await viewUser(req))) throw new AuthError('PGSESSION_UNAUTHORIZED', 'Login required', 401);
+    const next = safeNext(bodyField(req, 'next') ?? firstString(req.query.next));
+    const user = await auth.reauthenticate(req, bodyField(req, 'password'));
+    if (!user) {
+      if (wantsJson(req))
+        return res.status(400).json({ error: 'wrong_password', message: 'Your password is not correct.' });
+      const query = next ? `&next=${encodeURIComponent(next)}` : '';
+      return res.redirect(303, `/reauth?error=wrong_password${query}`);
+    }
+    if (wantsJson(req)) return res.json({ ok: true });
+    res.redirect(
+      303,
+      !next || next === '/account/sessions' ? '/account/sessions?notice=reauthenticated' : next,
+    );
+  });
+
+  app.post('/account/sessions/revoke-others', authed, csrf, recentAuth, async (req, res) => {
     const count = await auth.revokeOtherSessions(req);
     if (wantsJson(req)) return res.json({ revoked: count });
     res.redirect(303, `/account/sessions?notice=${count > 0 ? 'others' : 'none'}`);
   });
 
-  app.post('/account/sessions/:id/revoke', authed, csrf, async (req, res, next) => {
-    const outcome = await auth.revokeSession(req, String(req.params.id));
-    if (outcome === 'not-found') return next();
-    if (wantsJson(req)) return res.json({ revoked: outcome });
-    res.redirect(303, outcome === 'current' ? LOGGED_OUT : '/account/sessions?notice=revoked');
-  });
+  app.post(
+    '/account/sessions/:id/revoke',
+    authed,
+    csrf,
+    (req, res, next) => {
+      // Ending this very session is a logout, which must never be harder than the logout button.
+      if (String(req.params.id) === auth.sessions.currentKey(req)) return next();
+      recentAuth(req, res, next);
+    },
+    async (req, res, next) => {
+      const outcome = await auth.revokeSession(req, String(req.params.id));
+      if (outcome === 'not-found') return next();
+      if (wantsJson(req)) return res.json({ revoked: outcome });
+      res.redirect(303, outcome === 'current' ? LOGGED_OUT : '/account/sessions?notice=revoked');
+    },
+  );
 
   app.get('/account', authed, async (req, res) => {
     const user = await viewUser(req);

@@ -174,11 +174,65 @@ ${options.serversUnavailable ? '<p class="error">Your servers cannot be shown ri
   );
 }
 
+/** A duration in words for the re-auth notes: "5 minutes", "30 seconds", "1 hour". */
+export function inWords(ms: number): string {
+  const unit = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+  if (ms >= 3_600_000 && ms % 3_600_000 === 0) return unit(ms / 3_600_000, 'hour');
+  if (ms >= 60_000 && ms % 60_000 === 0) return unit(ms / 60_000, 'minute');
+  if (ms >= 1000 && ms % 1000 === 0) return unit(ms / 1000, 'second');
+  return `${ms} ms`;
+}
+
+/** The "confirm your password" form (POST /reauth), with where to go back to. */
+function reauthForm(csrfToken: string, next: string | undefined, button: string): string {
+  return `<form method="post" action="/reauth">${csrfField(csrfToken)}
+  ${next ? `<input type="hidden" name="next" value="${esc(next)}">` : ''}
+  <label for="reauthPassword">Password</label>
+  <input id="reauthPassword" name="password" type="password" autocomplete="current-password" required maxlength="1024">
+  <p><button type="submit">${esc(button)}</button></p>
+</form>`;
+}
+
+/** Messages for `/reauth?error=` and the sessions page's `?error=`; anything else shows nothing. */
+export const REAUTH_ERRORS: Readonly<Record<string, string>> = {
+  reauth_required: 'Confirm your password first: this needs a recent sign-in.',
+  wrong_password: 'That password is not correct.',
+};
+
+/** The standalone re-authentication page (step-up before a sensitive action). */
+export function reauthPage(options: {
+  user: ViewUser;
+  csrfToken: string;
+  next?: string | undefined;
+  error?: string | undefined;
+  window: number;
+}): string {
+  const body = `<div class="card"><h1>Confirm your password</h1>
+<p class="muted">Some actions need your password from the last ${esc(inWords(options.window))}, even when you are logged in.</p>
+${reauthForm(options.csrfToken, options.next, 'Confirm password')}
+<p><a href="${esc(options.next ?? '/account/sessions')}">Cancel</a></p></div>`;
+  return layout(
+    {
+      title: 'Confirm your password',
+      user: options.user,
+      csrfToken: options.csrfToken,
+      error: options.error,
+    },
+    body,
+  );
+}
+
 export function sessionsPage(options: {
   user: ViewUser;
   sessions: SessionInfo[];
   csrfToken: string;
   message?: string | undefined;
+  error?: string | undefined;
+  /**
+   * Step-up (ASVS 7.5.2): when the password was not confirmed within `window` ms, revoking
+   * other sessions is refused, and the page offers the form that confirms it.
+   */
+  reauth?: { recent: boolean; window: number } | undefined;
 }): string {
   const rows = options.sessions
     .map(
@@ -203,9 +257,22 @@ ${
 <button class="danger" type="submit">Log out all other sessions (${others})</button></form>`
     : ''
 }
-</div>`;
+</div>${
+    options.reauth && !options.reauth.recent
+      ? `
+<div class="card" id="reauth"><h2>Confirm your password to manage your sessions</h2>
+<p class="muted">Revoking a session needs your password from the last ${esc(inWords(options.reauth.window))}. Logging out of this one does not.</p>
+${reauthForm(options.csrfToken, '/account/sessions', 'Confirm password')}</div>`
+      : ''
+  }`;
   return layout(
-    { title: 'Sessions', user: options.user, csrfToken: options.csrfToken, message: options.message },
+    {
+      title: 'Sessions',
+      user: options.user,
+      csrfToken: options.csrfToken,
+      message: options.message,
+      error: options.error,
+    },
     body,
   );
 }

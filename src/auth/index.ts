@@ -31,7 +31,18 @@ export {
   TooManyAttemptsError,
   UnauthorizedError,
 } from './errors.js';
-export { type GuardOptions, isAuthenticated, requireAuth, requireRole } from './guards.js';
+export {
+  authenticatedAt,
+  type GuardOptions,
+  isAuthenticated,
+  isRecentlyAuthenticated,
+  ReauthenticationRequiredError,
+  type RecentAuthOptions,
+  requireAuth,
+  requireRecentAuth,
+  requireRole,
+  safeRedirectPath,
+} from './guards.js';
 export { Auth, type AuthOptions, type ChangePasswordResult, createAuth } from './login.js';
 export { AUTH_MIGRATION_PREFIX, authMigrations, authMigrationsDir, runAuthMigrations } from './migrations.js';
 export {

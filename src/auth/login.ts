@@ -186,6 +186,8 @@ export class Auth {
     session.userRole = user.role;
     session.csrfToken = generateCsrfToken();
     session._meta = { ip, ua, loginAt: Date.now() };
+    // A login is a password verification: it counts as recent for requireRecentAuth.
+    session.authenticatedAt = session._meta.loginAt;
 
     if (result.needsRehash)
       await this.#upgradeHash(user.id, user.passwordHash, password as string, result.scheme);
@@ -246,6 +248,8 @@ export class Auth {
     if (options.revokeOthers !== false) revoked = await this.sessions.revokeOthers(req);
     await req.session!.regenerate({ keep: true });
     req.session!.csrfToken = generateCsrfToken();
+    // The current password was just verified, and the id renewed with it.
+    req.session!.authenticatedAt = Date.now();
     this.#emit({ type: 'password-changed', userId: user.id, revoked }, req);
     return { ok: true, revoked };
   }
@@ -268,6 +272,73 @@ export class Auth {
     await this.users.setEmail(user.id, email);
     this.#emit({ type: 'email-changed', userId: user.id }, req);
     return { ok: true, email };
+  }
+
+  /**
+   * Step-up (ASVS 7.5.2, 7.5.3): confirm the logged-in user's password before a sensitive action
+   * guarded by `requireRecentAuth`. The attempt is counted by the same failed-login limits as a
+   * login (throws {@link TooManyAttemptsError} past them; a wrong password is `login-failed`).
+   * On success the session gets a new id, keeping its data (a copy of the old cookie taken
+   * before must not inherit the fresh status), `authenticatedAt` is set to now, and a
+   * `reauthenticated` event is emitted. The CSRF token is kept: it guards against forged
+   * requests from other sites, which the new id does not change, and API clients keep working.
+   *
+   * Returns the user, or null when not logged in (or disabled) or when the password is wrong.
+   */
+  async reauthenticate(req: AuthRequest, password: unknown): Promise<AuthUser | null> {
+    if (!req.session)
+      throw new ConfigError('reauthenticate(req, …) needs the session middleware in front of it');
+    const userId = req.session.userId;
+    if (typeof userId !== 'number') return null;
+    const current = await this.users.findById(userId);
+    if (!current || current.disabled) return null;
+    const ip = clientAddress(req);
+    const ua = userAgent(req);
+    const emailHash = hashEmail(current.email);
+    let attempt: LoginAttempt | undefined;
+    if (this.limiter) {
+      try {
+        // Keyed by the account's email, like a login: guesses here and at the login form share
+        // one budget, so step-up is no side door for password guessing with a stolen session.
+        attempt = await this.limiter.attempt(current.email, ip);
+      } catch (err) {
+        if (err instanceof TooManyAttemptsError) {
+          this.#emit(
+            { type: 'rate-limited', scope: err.scope, emailHash, ip, ua, retryAfter: err.retryAfter },
+            req,
+          );
+        }
+        throw err;
+      }
+    }
+    const user = await this.users.findByEmail(current.email);
+    let ok = false;
+    if (user && validPasswordInput(password)) {
+      ok = (await this.hasher.verify(user.passwordHash, password)).ok;
+    } else {
+      // Same cost whatever was sent, so the answer's time says nothing about the input.
+      await this.hasher.verifyDummy(validPasswordInput(password) ? password : '');
+    }
+    if (!ok || !user) {
+      this.#emit({ type: 'login-failed', userId, emailHash, ip, ua }, req);
+      return null;
+    }
+    await attempt?.succeeded();
+    const previousKey = this.sessions.currentKey(req) ?? '';
+    await req.session.regenerate({ keep: true });
+    req.session.authenticatedAt = Date.now();
+    this.#emit(
+      {
+        type: 'reauthenticated',
+        userId: user.id,
+        key: this.sessions.currentKey(req) ?? '',
+        previousKey,
+        ip,
+        ua,
+      },
+      req,
+    );
+    return { id: user.id, email: user.email, role: user.role };
   }
 
   /** The logged-in user if `password` is their current password (counted by the login limits). */

@@ -32,6 +32,11 @@ declare module '../core/session.js' {
     csrfToken: string;
     /** Login address and user agent, for the sessions page. */
     _meta: SessionMeta;
+    /**
+     * When the password was last verified for this session (login, re-authentication, password
+     * change), epoch ms: what `requireRecentAuth` compares (ASVS 7.5.3).
+     */
+    authenticatedAt: number;
   }
 }
 
@@ -62,4 +67,6 @@ export type AuthEvent =
   | { type: 'revoked'; userId: number; key: string; by: 'user' | 'admin' | 'system'; reason: string }
   | { type: 'password-rehashed'; userId: number; from: 'bcrypt' | 'argon2id' }
   | { type: 'password-changed'; userId: number; revoked: number }
-  | { type: 'email-changed'; userId: number };
+  | { type: 'email-changed'; userId: number }
+  /** The password was confirmed for step-up; the session got a new id (`previousKey` is dead). */
+  | { type: 'reauthenticated'; userId: number; key: string; previousKey: string; ip: string; ua: string };
