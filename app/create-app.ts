@@ -15,11 +15,15 @@ import {
   DuplicateEmailError,
   isAuthenticated,
   isRecentlyAuthenticated,
+  isTotpRequired,
+  PasswordCheckUnavailableError,
   PasswordPolicyError,
+  pwnedPasswords,
   rejectCrossSite,
   requireAuth,
   requireRecentAuth,
   requireRole,
+  type SecurityNotice,
   safeRedirectPath,
   TooManyAttemptsError,
   userAgent,
@@ -36,7 +40,7 @@ import {
   session,
 } from '../src/index.js';
 import { PgStore } from '../src/stores/postgres/index.js';
-import type { AppConfig } from './config.js';
+import { type AppConfig, DEMO_PASSWORD_CONTEXT_WORDS } from './config.js';
 import {
   accountPage,
   adminPage,
@@ -45,12 +49,23 @@ import {
   homePage,
   loginPage,
   logoutConfirmPage,
+  noticesPage,
+  noticeText,
   REAUTH_ERRORS,
   reauthPage,
   type ServerRow,
   sessionsPage,
   type ViewUser,
 } from './views.js';
+import {
+  MFA_ERRORS,
+  MFA_NOTICES,
+  mfaEnrollPage,
+  mfaPage,
+  mfaRecoveryCodesPage,
+  TOTP_LOGIN_ERRORS,
+  totpLoginPage,
+} from './views-mfa.js';
 
 /** Options of {@link createApp}. */
 export interface CreateAppOptions {
@@ -63,6 +78,12 @@ export interface CreateAppOptions {
   rateLimit?: AuthOptions['rateLimit'];
   /** argon2id cost; default OWASP's. */
   argon2?: AuthOptions['argon2'];
+  /** Delivery of security notices; default: an "outbox" log line (the demo sends no email). */
+  notify?: AuthOptions['notify'];
+  /** Security-notice tunables (windows, hook time limit); default the library's. */
+  notices?: AuthOptions['notices'];
+  /** The TOTP second factor's options (tests inject its clock); the issuer defaults to the demo's name. */
+  totp?: AuthOptions['totp'];
   /** The session clock, for tests. */
   now?: () => number;
 }
@@ -146,6 +167,7 @@ function isDatabaseDown(err: unknown): boolean {
 export function createApp(options: CreateAppOptions): DemoApp {
   const { pool, config, logger } = options;
   const audit = logger.child({ component: 'audit' });
+  const outbox = logger.child({ component: 'outbox' });
 
   const sessionEvent = (event: SessionEvent, req: IncomingMessage) => {
     if (event.type === 'touched' || event.type === 'touch-skipped' || event.type === 'saved') return;
@@ -182,7 +204,13 @@ export function createApp(options: CreateAppOptions): DemoApp {
   });
 
   const authEvent = (event: AuthEvent) => {
-    const level = event.type === 'login-failed' || event.type === 'rate-limited' ? 'warn' : 'info';
+    const level =
+      event.type === 'login-failed' ||
+      event.type === 'rate-limited' ||
+      event.type === 'password-check-unavailable' ||
+      event.type === 'totp-failed'
+        ? 'warn'
+        : 'info';
     // Session keys are logged as `sid` (hashed ids), like the session events.
     const { type, ...fields } = event;
     const { key, ...rest } = fields as typeof fields & { key?: string };
@@ -196,8 +224,33 @@ export function createApp(options: CreateAppOptions): DemoApp {
     session: sessionMiddleware,
     rateLimit: options.rateLimit,
     argon2: options.argon2,
+    // ASVS 6.2.11 / 6.2.12: the demo's documented context words; the breached-password check
+    // only when PWNED_PASSWORDS_URL is set (off by default: it needs the internet).
+    passwordPolicy: {
+      contextWords: config.passwordContextWords ?? DEMO_PASSWORD_CONTEXT_WORDS,
+      ...(config.pwnedPasswords ? { breached: pwnedPasswords(config.pwnedPasswords) } : {}),
+    },
     onEvent: authEvent,
     onError: (err) => logger.warn({ err }, 'auth background error'),
+    // The demo sends no email: each security notice is written as an "outbox" log line, where a
+    // real app would hand it to its mailer (an email change goes to the old and the new address).
+    notify:
+      options.notify ??
+      ((notice) =>
+        outbox.info(
+          {
+            event: 'outbox.security-notice',
+            to: notice.to,
+            kind: notice.kind,
+            noticeId: notice.id,
+            userId: notice.userId,
+            text: Object.values(noticeText(notice)).join(' '),
+          },
+          'security notice (outbox: not sent, the demo has no mailer)',
+        )),
+    ...(options.notices !== undefined ? { notices: options.notices } : {}),
+    // Optional TOTP (ASVS 6.3.3), per user from /account/mfa.
+    totp: { issuer: 'pgsession demo', ...options.totp },
   });
 
   const app = express() as DemoApp;
@@ -287,6 +340,11 @@ export function createApp(options: CreateAppOptions): DemoApp {
     const json = wantsJson(req);
     const next = safeNext(bodyField(req, 'next') ?? firstString(req.query.next));
     const user = await auth.login(req, bodyField(req, 'email'), bodyField(req, 'password'));
+    // Right password, TOTP on: not logged in yet; the code step keeps the same-site `next`.
+    if (isTotpRequired(user)) {
+      if (json) return res.status(202).json({ status: 'totp-required', next: '/login/totp' });
+      return res.redirect(303, `/login/totp${next ? `?next=${encodeURIComponent(next)}` : ''}`);
+    }
     if (!user) {
       if (json) return res.status(401).json({ error: 'invalid_credentials' });
       const query = next ? `&next=${encodeURIComponent(next)}` : '';
@@ -296,9 +354,40 @@ export function createApp(options: CreateAppOptions): DemoApp {
     res.redirect(303, next ?? '/dashboard');
   });
 
+  // The login's second step (TOTP on): only for a session waiting for its code, which holds a
+  // CSRF token of its own; anything else starts again at the password.
+  app.get('/login/totp', (req, res) => {
+    const next = safeNext(firstString(req.query.next)) ?? undefined;
+    if (isAuthenticated(req)) return res.redirect(302, next ?? '/dashboard');
+    if (!req.session.totpPending) return res.redirect(302, '/login?error=login_required');
+    const error = firstString(req.query.error);
+    res
+      .type('html')
+      .send(totpLoginPage({ csrfToken: csrfToken(req), next, error: error && TOTP_LOGIN_ERRORS[error] ? error : undefined }));
+  });
+
+  app.post('/login/totp', csrf, async (req, res) => {
+    const json = wantsJson(req);
+    const next = safeNext(bodyField(req, 'next') ?? firstString(req.query.next));
+    const result = await auth.completeTotp(req, bodyField(req, 'code'));
+    if (result.ok) {
+      if (json) return res.status(200).json({ user: result.user });
+      return res.redirect(303, next ?? '/dashboard');
+    }
+    if (result.reason === 'wrong-code') {
+      if (json) return res.status(401).json({ error: 'wrong_code' });
+      const query = next ? `&next=${encodeURIComponent(next)}` : '';
+      return res.redirect(303, `/login/totp?error=wrong_code${query}`);
+    }
+    if (json) return res.status(401).json({ error: 'login_required' });
+    res.redirect(303, '/login?error=login_required');
+  });
+
   app.get('/dashboard', authed, async (req, res) => {
     let user: Awaited<ReturnType<typeof viewUser>>;
     let servers: ServerRow[];
+    let notices: SecurityNotice[];
+    let unreadNotices: number;
     try {
       user = await viewUser(req);
       if (!user) return res.redirect(302, '/login?error=login_required');
@@ -307,6 +396,11 @@ export function createApp(options: CreateAppOptions): DemoApp {
         [user.id],
       );
       servers = rows.map((r) => ({ id: Number(r.id), name: r.name, createdAt: r.created_at }));
+      // Unread security notices first thing on the dashboard (ASVS 6.3.5, 6.3.7).
+      [notices, unreadNotices] = await Promise.all([
+        auth.notices.list(user.id, { unreadOnly: true, limit: 5 }),
+        auth.notices.countUnread(user.id),
+      ]);
     } catch (err) {
       // Database outage, session still served (from the cache, read-only; docs/reliability.md):
       // a read-only page from what the session knows, instead of a 503.
@@ -319,7 +413,9 @@ export function createApp(options: CreateAppOptions): DemoApp {
           dashboardPage({ user: fallback, servers: [], serversUnavailable: true, csrfToken: csrfToken(req) }),
         );
     }
-    res.type('html').send(dashboardPage({ user, servers, csrfToken: csrfToken(req) }));
+    res
+      .type('html')
+      .send(dashboardPage({ user, servers, csrfToken: csrfToken(req), notices, unreadNotices }));
   });
 
   app.post('/delete-server', authed, csrf, async (req, res) => {
@@ -468,6 +564,10 @@ export function createApp(options: CreateAppOptions): DemoApp {
       });
     } catch (err) {
       if (err instanceof PasswordPolicyError) return fail(400, 'password_policy', err.message);
+      if (err instanceof PasswordCheckUnavailableError) {
+        res.setHeader('Retry-After', String(err.retryAfter));
+        return fail(503, 'password_check_unavailable', err.message);
+      }
       throw err;
     }
     if (!result.ok) return fail(400, 'wrong_password', 'Your current password is not correct.');
@@ -498,6 +598,97 @@ export function createApp(options: CreateAppOptions): DemoApp {
     if (!result.ok) return fail(400, 'wrong_password', 'Your current password is not correct.');
     if (wantsJson(req)) return res.json({ ok: true, email: result.email });
     res.redirect(303, '/account?notice=email');
+  });
+
+  // Two-factor authentication (TOTP, ASVS 6.3.3). Setting it up needs a recent password (a
+  // stolen session must not bind the account to the thief's phone); turning it off needs the
+  // password and a code. The secret is shown once, in the POST's answer (never in a URL).
+  const recentForMfa = requireRecentAuth({ within: reauthWindow, reauthPath: '/reauth' });
+
+  app.get('/account/mfa', authed, async (req, res) => {
+    const user = await viewUser(req);
+    if (!user) return res.redirect(302, '/login?error=login_required');
+    const status = await auth.totp.status(user.id);
+    if (wantsJson(req)) return res.json(status);
+    res.type('html').send(
+      mfaPage({
+        user,
+        csrfToken: csrfToken(req),
+        status,
+        message: MFA_NOTICES[firstString(req.query.notice) ?? ''],
+        error: MFA_ERRORS[firstString(req.query.error) ?? ''],
+      }),
+    );
+  });
+
+  app.post('/account/mfa/start', authed, csrf, recentForMfa, async (req, res) => {
+    const user = await viewUser(req);
+    if (!user) throw new AuthError('PGSESSION_UNAUTHORIZED', 'Login required', 401);
+    let enrollment: Awaited<ReturnType<Auth['startTotpEnrollment']>>;
+    try {
+      enrollment = await auth.startTotpEnrollment(user.id);
+    } catch (err) {
+      if (!(err instanceof AuthError) || err.status !== 409) throw err;
+      if (wantsJson(req)) return res.status(409).json({ error: 'already_enabled' });
+      return res.redirect(303, '/account/mfa?error=already_enabled');
+    }
+    if (wantsJson(req)) return res.json(enrollment);
+    res.type('html').send(mfaEnrollPage({ user, csrfToken: csrfToken(req), enrollment }));
+  });
+
+  app.post('/account/mfa/confirm', authed, csrf, async (req, res) => {
+    const user = await viewUser(req);
+    if (!user) throw new AuthError('PGSESSION_UNAUTHORIZED', 'Login required', 401);
+    const result = await auth.confirmTotp(user.id, bodyField(req, 'code'));
+    if (!result.ok) {
+      const error = result.reason === 'wrong-code' ? 'wrong_code' : 'no_enrollment';
+      if (wantsJson(req)) return res.status(400).json({ error });
+      // The secret is not shown again: a wrong code starts the setup over.
+      return res.redirect(303, `/account/mfa?error=${error}`);
+    }
+    if (wantsJson(req)) return res.json({ ok: true, recoveryCodes: result.recoveryCodes });
+    res.type('html').send(mfaRecoveryCodesPage({ user, csrfToken: csrfToken(req), codes: result.recoveryCodes }));
+  });
+
+  app.post('/account/mfa/disable', authed, csrf, async (req, res) => {
+    const user = await viewUser(req);
+    if (!user) throw new AuthError('PGSESSION_UNAUTHORIZED', 'Login required', 401);
+    const result = await auth.disableTotp(req, bodyField(req, 'currentPassword'), bodyField(req, 'code'));
+    if (!result.ok) {
+      const error = result.reason === 'wrong-password' ? 'wrong_password' : 'wrong_code';
+      if (wantsJson(req)) return res.status(400).json({ error });
+      return res.redirect(303, `/account/mfa?error=${error}`);
+    }
+    if (wantsJson(req)) return res.json({ ok: true });
+    res.redirect(303, '/account/mfa?notice=disabled');
+  });
+
+  // Security notices: the list (newest first), and marking them read (one, or all).
+  app.get('/account/notices', authed, async (req, res) => {
+    const user = await viewUser(req);
+    if (!user) return res.redirect(302, '/login?error=login_required');
+    const notices = await auth.notices.list(user.id, { limit: 100 });
+    if (wantsJson(req)) return res.json({ notices });
+    const message = firstString(req.query.notice) === 'read' ? 'Marked as read.' : undefined;
+    res.type('html').send(noticesPage({ user, notices, csrfToken: csrfToken(req), message }));
+  });
+
+  app.post('/account/notices/read', authed, csrf, async (req, res) => {
+    const user = await viewUser(req);
+    if (!user) throw new AuthError('PGSESSION_UNAUTHORIZED', 'Login required', 401);
+    const raw = bodyField(req, 'id');
+    let ids: number[] | undefined;
+    if (raw !== undefined && raw !== '') {
+      const id =
+        typeof raw === 'number' ? raw : typeof raw === 'string' && /^\d{1,15}$/.test(raw) ? Number(raw) : NaN;
+      if (!Number.isSafeInteger(id) || id <= 0)
+        throw new AuthError('BAD_REQUEST', 'id must be a positive integer', 400);
+      ids = [id];
+    }
+    // Only the user's own notices can change: another user's id marks nothing.
+    const marked = await auth.notices.markRead(user.id, ids);
+    if (wantsJson(req)) return res.json({ marked });
+    res.redirect(303, '/account/notices?notice=read');
   });
 
   const adminOnly = requireRole('admin');
@@ -579,6 +770,8 @@ export function createApp(options: CreateAppOptions): DemoApp {
     value: async () => {
       // Touches in flight, and the activity touch throttling deferred (last_active_at).
       await sessionMiddleware.flush({ touches: true });
+      // Notices being recorded after failed logins, and hook calls (each bounded by its time limit).
+      await auth.notices.settled();
       const s = store as { close?: () => Promise<void> | void };
       if (!options.store && typeof s.close === 'function') await s.close();
     },

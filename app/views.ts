@@ -2,7 +2,7 @@
  * Server-rendered HTML for the demo app. Every dynamic value goes through {@link esc}; nothing
  * here builds markup from unescaped input.
  */
-import type { SessionInfo, UserListEntry } from '../src/auth/index.js';
+import type { SecurityNotice, SessionInfo, UserListEntry } from '../src/auth/index.js';
 
 /** Escape text for HTML element content and double- or single-quoted attribute values. */
 export function esc(value: unknown): string {
@@ -67,6 +67,7 @@ export function layout(options: LayoutOptions, body: string): string {
     ? `<a href="/dashboard">Dashboard</a>
        <a href="/account/sessions">Sessions</a>
        <a href="/account">Account</a>
+       <a href="/account/notices">Notices</a>
        ${user.role === 'admin' ? '<a href="/admin">Admin</a>' : ''}
        <span class="muted" style="color:#d0d7de">${esc(user.email)}</span>
        <form method="post" action="/logout">${csrfField(options.csrfToken)}<button class="link" type="submit">Log out</button></form>`
@@ -154,6 +155,9 @@ export function dashboardPage(options: {
   message?: string;
   /** The database is unavailable: say the servers cannot be shown (degraded mode). */
   serversUnavailable?: boolean;
+  /** Unread security notices to show (the newest few), and how many are unread in all. */
+  notices?: SecurityNotice[] | undefined;
+  unreadNotices?: number | undefined;
 }): string {
   const rows = options.servers
     .map(
@@ -165,6 +169,7 @@ export function dashboardPage(options: {
     .join('\n');
   const body = `<div class="card"><h1>Dashboard</h1>
 <p>Logged in as <strong>${esc(options.user.email)}</strong> <span class="badge">${esc(options.user.role)}</span></p></div>
+${noticesCard(options.notices ?? [], options.unreadNotices ?? 0)}
 <div class="card"><h2>Your servers</h2>
 ${options.serversUnavailable ? '<p class="error">Your servers cannot be shown right now: the database is temporarily unavailable. You are still logged in; changes are disabled until it is back.</p>' : options.servers.length ? `<table><thead><tr><th>Name</th><th>Added</th><th></th></tr></thead><tbody>${rows}</tbody></table>` : '<p class="muted">No servers.</p>'}
 </div>`;
@@ -367,4 +372,99 @@ export function errorPage(options: {
   const body = `<div class="card"><h1>${esc(options.status)} · ${esc(options.title)}</h1>
 <p>${esc(options.message)}</p><p><a href="/">Back to the home page</a></p></div>`;
   return layout({ title: options.title, user: options.user, csrfToken: options.csrfToken }, body);
+}
+
+/** Where and how, in words: "Firefox 128 on Linux, 203.0.113.5, at 2026-11-29 19:40 UTC". */
+function whereAndWhen(d: { device: string; ip: string; at: string }): string {
+  return `${d.device}, ${d.ip}, at ${when(new Date(d.at))}`;
+}
+
+/**
+ * A security notice in words (the dashboard, the notices page and the demo's outbox line): what
+ * happened, and what to do if it was not the user. Plain text: escape it for HTML.
+ */
+export function noticeText(notice: SecurityNotice): { text: string; advice: string } {
+  const reset = "If this wasn't you, change your password and log out your other sessions.";
+  switch (notice.kind) {
+    case 'new-sign-in':
+      return { text: `New sign-in from ${whereAndWhen(notice.details)}.`, advice: reset };
+    case 'failed-sign-ins':
+      return {
+        text: `${notice.details.failures} failed sign-in attempts with a wrong password in ${Math.round(notice.details.windowSeconds / 60)} minutes, the last from ${whereAndWhen(notice.details)}.`,
+        advice:
+          "If this wasn't you, someone may be guessing your password: make sure it is strong and not used elsewhere.",
+      };
+    case 'locked':
+      return {
+        text: `Sign-in to your account was blocked for ${Math.ceil(notice.details.retryAfter / 60)} minute(s) after too many failed attempts from ${whereAndWhen(notice.details)}.`,
+        advice:
+          "If this wasn't you, someone is guessing your password: change it if it is weak or used elsewhere.",
+      };
+    case 'password-changed':
+      return { text: `Your password was changed from ${whereAndWhen(notice.details)}.`, advice: reset };
+    case 'email-changed':
+      return {
+        text: `Your account's email was changed from ${notice.details.previousEmail} to ${notice.details.newEmail} from ${whereAndWhen(notice.details)}.`,
+        advice: reset,
+      };
+  }
+}
+
+/** A notice as HTML, with links to where the advice is followed. */
+function noticeHtml(notice: SecurityNotice): string {
+  const { text, advice } = noticeText(notice);
+  const linked = esc(advice)
+    .replace('change your password', '<a href="/account">change your password</a>')
+    .replace('log out your other sessions', '<a href="/account/sessions">log out your other sessions</a>');
+  return `${esc(text)} ${linked}`;
+}
+
+/** The dashboard's card of unread security notices (nothing when there are none). */
+function noticesCard(notices: SecurityNotice[], unread: number): string {
+  if (notices.length === 0) return '';
+  const items = notices.map((n) => `<li data-notice="${esc(n.kind)}">${noticeHtml(n)}</li>`).join('\n');
+  return `<div class="card notice" role="status" id="security-notices"><h2>Security notices (${esc(unread)} unread)</h2>
+<ul>${items}</ul>
+<p><a href="/account/notices">See all security notices</a></p></div>`;
+}
+
+/** `/account/notices`: every notice, newest first; unread ones can be marked read (POST + CSRF). */
+export function noticesPage(options: {
+  user: ViewUser;
+  notices: SecurityNotice[];
+  csrfToken: string;
+  message?: string | undefined;
+}): string {
+  const rows = options.notices
+    .map(
+      (n) => `<tr data-notice="${esc(n.kind)}"${n.readAt ? '' : ' class="unread"'}>
+<td>${esc(when(n.createdAt))}${n.readAt ? '' : ' <span class="badge">new</span>'}</td>
+<td>${noticeHtml(n)}</td>
+<td>${
+        n.readAt
+          ? ''
+          : `<form method="post" action="/account/notices/read">${csrfField(options.csrfToken)}
+<input type="hidden" name="id" value="${esc(n.id)}"><button class="secondary" type="submit">Mark read</button></form>`
+      }</td></tr>`,
+    )
+    .join('\n');
+  const unread = options.notices.filter((n) => !n.readAt).length;
+  const body = `<div class="card"><h1>Security notices</h1>
+<p class="muted">Sign-ins from new devices, repeated failed attempts, lockouts, and changes to your password or email.</p>
+${
+  options.notices.length
+    ? `<table><thead><tr><th>When</th><th>What</th><th></th></tr></thead><tbody>${rows}</tbody></table>`
+    : '<p class="muted">No security notices.</p>'
+}
+${
+  unread > 0
+    ? `<form method="post" action="/account/notices/read" style="margin-top:1rem">${csrfField(options.csrfToken)}
+<button type="submit">Mark all as read (${unread})</button></form>`
+    : ''
+}
+</div>`;
+  return layout(
+    { title: 'Security notices', user: options.user, csrfToken: options.csrfToken, message: options.message },
+    body,
+  );
 }

@@ -43,8 +43,45 @@ export {
   requireRole,
   safeRedirectPath,
 } from './guards.js';
-export { Auth, type AuthOptions, type ChangePasswordResult, createAuth } from './login.js';
+export {
+  Auth,
+  type AuthOptions,
+  type ChangePasswordResult,
+  type CompleteTotpResult,
+  createAuth,
+  type DisableTotpResult,
+} from './login.js';
 export { AUTH_MIGRATION_PREFIX, authMigrations, authMigrationsDir, runAuthMigrations } from './migrations.js';
+export {
+  addressNetwork,
+  deviceKey,
+  type NoticeContext,
+  type NoticeRecipient,
+  type NotifyHook,
+  SECURITY_NOTICE_KINDS,
+  type SecurityNotice,
+  type SecurityNoticeDetails,
+  type SecurityNoticeKind,
+  type SecurityNoticeMessage,
+  type SecurityNoticeOptions,
+  SecurityNotices,
+  type SecurityNoticesConfig,
+} from './notices.js';
+export {
+  BREACHED_PASSWORD_MESSAGE,
+  type BreachedPasswordCheck,
+  type BreachedPasswordCheckContext,
+  contextWordIn,
+  contextWordMessage,
+  emailContextWords,
+  MIN_CONTEXT_WORD_LENGTH,
+  PasswordCheckUnavailableError,
+  type PasswordCheckUnavailableReport,
+  type PasswordContext,
+  PasswordPolicy,
+  type PasswordPolicyHooks,
+  type PasswordPolicyOptions,
+} from './password-policy.js';
 export {
   type Argon2Params,
   DEFAULT_ARGON2_PARAMS,
@@ -56,6 +93,7 @@ export {
   passwordProblem,
   type VerifyResult,
 } from './passwords.js';
+export { PWNED_PASSWORDS_URL, type PwnedPasswordsOptions, pwnedPasswords } from './pwned.js';
 export {
   DEFAULT_LOGIN_RATE_LIMITS,
   emailKey,
@@ -65,6 +103,8 @@ export {
   LoginRateLimiter,
   type LoginRateLimiterOptions,
   type LoginRateLimitPolicy,
+  WindowCounter,
+  type WindowCounterOptions,
 } from './rate-limit.js';
 export { type AuthRequest, clientAddress, type Middleware, pathOf, userAgent, wantsJson } from './request.js';
 export {
@@ -74,6 +114,23 @@ export {
   type SessionInfo,
   SessionManager,
 } from './sessions.js';
+export {
+  isTotpRequired,
+  normalizeRecoveryCode,
+  normalizeTotpCode,
+  RECOVERY_CODE_COUNT,
+  TOTP_ALGORITHM,
+  TOTP_DIGITS,
+  TOTP_PERIOD_SECONDS,
+  TOTP_SECRET_BYTES,
+  type TotpCheck,
+  type TotpConfirmResult,
+  type TotpEnrollment,
+  TotpManager,
+  type TotpOptions,
+  type TotpRequired,
+  type TotpStatus,
+} from './totp.js';
 export type { AuthEvent, AuthUser, Role, SessionMeta } from './types.js';
 export {
   isPlausibleEmail,

@@ -3,20 +3,24 @@ import { ConfigError } from '../core/errors.js';
 import type { RegenerateOptions } from '../core/session.js';
 import { generateCsrfToken } from './csrf.js';
 import { AuthError, PasswordPolicyError, TooManyAttemptsError } from './errors.js';
-import {
-  type Argon2Params,
-  MAX_PASSWORD_LENGTH,
-  PasswordHasher,
-  passwordProblem,
-  type VerifyResult,
-} from './passwords.js';
+import { type NotifyHook, type SecurityNoticeOptions, SecurityNotices } from './notices.js';
+import { PasswordPolicy, type PasswordPolicyOptions } from './password-policy.js';
+import { type Argon2Params, MAX_PASSWORD_LENGTH, PasswordHasher, type VerifyResult } from './passwords.js';
 import { type LoginAttempt, LoginRateLimiter, type LoginRateLimiterOptions } from './rate-limit.js';
 import { type AuthRequest, clientAddress, userAgent } from './request.js';
 import { type SessionAccess, SessionManager } from './sessions.js';
+import {
+  type TotpConfirmResult,
+  type TotpEnrollment,
+  TotpManager,
+  type TotpOptions,
+  type TotpRequired,
+} from './totp.js';
 import type { AuthEvent, AuthUser, Role } from './types.js';
 import {
   isPlausibleEmail,
   normalizeEmail,
+  type UserRecord,
   UserRepository,
   type UserRepositoryOptions,
   type UserWithHash,
@@ -42,14 +46,47 @@ export interface AuthOptions {
   rateLimit?: false | LoginRateLimiter | Omit<LoginRateLimiterOptions, 'pool'>;
   /** The session table, for session counts on the admin list. Default `session`. */
   sessionTable?: UserRepositoryOptions['sessionTable'];
+  /**
+   * New-password rules beyond 8–1024 characters and the common list (ASVS 6.2.11, 6.2.12):
+   * `contextWords` tied to this site (the user's email is always refused too) and a `breached`
+   * check such as `pwnedPasswords()`. Applies to `users.create`, `users.setPassword` and
+   * `changePassword`. A breached check that cannot be made is reported as a
+   * `password-check-unavailable` event.
+   */
+  passwordPolicy?: PasswordPolicyOptions;
   /** Audit events (login, failures, rate limiting, revocation). Never carries passwords or raw ids. */
   onEvent?: (event: AuthEvent, req?: AuthRequest) => void;
   /** Errors the auth layer swallows on purpose (a failed bcrypt→argon2id upgrade). Default: a warning. */
   onError?: (err: unknown) => void;
+  /**
+   * Deliver security notices (new sign-in, repeated failures, lockout, password or email change)
+   * to the user: email, push… Called detached, with a time limit, once per recipient (an email
+   * change goes to the old and the new address); its errors and timeouts go to `onError` and
+   * never affect the login or change that caused the notice. Notices are stored either way
+   * (`auth.notices`).
+   */
+  notify?: NotifyHook;
+  /** Security-notice tunables; `false` records and sends none. Default on (see `SecurityNotices`). */
+  notices?: false | SecurityNoticeOptions;
+  /**
+   * The optional TOTP second factor (issuer name, encryption key for the secrets, clock). Users
+   * who have not enabled it log in with their password alone, as before.
+   */
+  totp?: TotpOptions;
 }
 
 /** Result of {@link Auth.changePassword}. */
 export type ChangePasswordResult = { ok: true; revoked: number } | { ok: false; reason: 'wrong-password' };
+
+/** Result of {@link Auth.completeTotp}. */
+export type CompleteTotpResult =
+  | { ok: true; user: AuthUser; method: 'totp' | 'recovery-code' }
+  | { ok: false; reason: 'wrong-code' | 'expired' | 'no-pending-login' };
+
+/** Result of {@link Auth.disableTotp}. */
+export type DisableTotpResult =
+  | { ok: true }
+  | { ok: false; reason: 'wrong-password' | 'wrong-code' | 'not-enabled' };
 
 /** Result of {@link Auth.changeEmail}. */
 export type ChangeEmailResult = { ok: true; email: string } | { ok: false; reason: 'wrong-password' };
@@ -73,8 +110,14 @@ function validPasswordInput(password: unknown): password is string {
 export class Auth {
   readonly users: UserRepository;
   readonly hasher: PasswordHasher;
+  /** The rules for new passwords (also `users.passwordPolicy`). */
+  readonly passwordPolicy: PasswordPolicy;
   readonly sessions: SessionManager;
   readonly limiter: LoginRateLimiter | null;
+  /** Security notices: what the user is told about sign-ins and credential changes (ASVS 6.3.5, 6.3.7). */
+  readonly notices: SecurityNotices;
+  /** TOTP secrets and recovery codes (ASVS 6.3.3); the login flow uses it through `completeTotp`. */
+  readonly totp: TotpManager;
   readonly #access: SessionAccess;
   readonly #keep: RegenerateOptions['keep'];
   readonly #onEvent: (event: AuthEvent, req?: AuthRequest) => void;
@@ -86,11 +129,17 @@ export class Auth {
       throw new ConfigError('createAuth: `session` must be the middleware returned by session(options)');
     }
     this.hasher = new PasswordHasher(options.argon2);
+    // Reports go through #emit, which reads #onEvent when called (after the constructor).
+    this.passwordPolicy = new PasswordPolicy(options.passwordPolicy, {
+      onUnavailable: (report) => this.#emit({ type: 'password-check-unavailable', ...report }),
+    });
     this.users = new UserRepository(options.pool, {
       hasher: this.hasher,
+      passwordPolicy: this.passwordPolicy,
       sessionTable: options.sessionTable,
     });
     this.sessions = new SessionManager(options.session);
+    this.totp = new TotpManager(options.pool, options.totp);
     this.#access = options.session;
     this.#keep = options.keep;
     this.limiter =
@@ -106,6 +155,16 @@ export class Auth {
         process.emitWarning(`pgsession auth: ${(err as Error)?.message ?? String(err)}`, {
           code: 'PGSESSION_AUTH',
         }));
+    this.notices = new SecurityNotices(options.pool, {
+      ...(options.notices === false ? { enabled: false } : options.notices),
+      notify: options.notify,
+      onError: this.#onError,
+      // Its counters live next to the login limits' (a limiter passed in keeps its table private).
+      counterTable:
+        options.rateLimit && !(options.rateLimit instanceof LoginRateLimiter)
+          ? options.rateLimit.tableName
+          : undefined,
+    });
   }
 
   /** Prepare what the first login would otherwise wait for (the dummy hash). Optional. */
@@ -133,9 +192,11 @@ export class Auth {
    *    replaced by an argon2id hash of the password as typed.
    *
    * Returns the user, or null for any failure (wrong password, unknown email, disabled account,
-   * malformed input) — the caller cannot tell them apart, and neither can the client.
+   * malformed input) — the caller cannot tell them apart, and neither can the client. For an
+   * account with TOTP on, the right password returns `{ status: 'totp-required' }` instead and
+   * does not log in: the session gets a new id and waits for {@link completeTotp}.
    */
-  async login(req: AuthRequest, email: unknown, password: unknown): Promise<AuthUser | null> {
+  async login(req: AuthRequest, email: unknown, password: unknown): Promise<AuthUser | TotpRequired | null> {
     if (!req.session) throw new ConfigError('login(req, …) needs the session middleware in front of it');
     const normalized = normalizeEmail(email);
     const ip = clientAddress(req);
@@ -146,6 +207,8 @@ export class Auth {
         attempt = await this.limiter.attempt(normalized, ip);
       } catch (err) {
         if (err instanceof TooManyAttemptsError) {
+          // The account's owner hears of it, if there is an account (looked up in the background).
+          this.notices.lockedOut(() => this.#noticeRecipient(normalized), err, this.notices.context(req));
           this.#emit(
             {
               type: 'rate-limited',
@@ -172,6 +235,9 @@ export class Auth {
       if (user.disabled) result = { ok: false, needsRehash: false, scheme: result.scheme };
     }
     if (!user || !result.ok) {
+      // Wrong password for a real, enabled account: counted for a failed-sign-ins notice, in the
+      // background so the answer is the same, and as fast, as for an unknown email.
+      if (user && !user.disabled) this.notices.failedSignIn(user, this.notices.context(req));
       this.#emit(
         { type: 'login-failed', userId: user?.id ?? null, emailHash: hashEmail(normalized), ip, ua },
         req,
@@ -179,9 +245,22 @@ export class Auth {
       return null;
     }
 
+    if (result.needsRehash)
+      await this.#upgradeHash(user.id, user.passwordHash, password as string, result.scheme);
+    // Second factor (ASVS 6.3.3): for an account with TOTP on, the right password only opens a
+    // short wait for the code, and `completeTotp` logs in. The password's attempt stays counted
+    // until then, so knowing the password alone never resets the failed-code counters.
+    if (await this.totp.isEnabled(user.id)) return this.#awaitSecondFactor(req, user.id, ip, ua);
     await attempt?.succeeded();
-    await req.session.regenerate({ keep: this.#keep });
-    const session = req.session;
+    return this.#signIn(req, user, ip, ua);
+  }
+
+  /** Log the request's session in as `user`, every factor verified: the same for both paths. */
+  async #signIn(req: AuthRequest, user: UserRecord, ip: string, ua: string): Promise<AuthUser> {
+    await req.session!.regenerate({ keep: this.#keep });
+    const session = req.session!;
+    // A second-factor wait carried over by `keep` must not outlive the login it belonged to.
+    delete session.totpPending;
     session.userId = user.id;
     session.userRole = user.role;
     session.csrfToken = generateCsrfToken();
@@ -189,10 +268,132 @@ export class Auth {
     // A login is a password verification: it counts as recent for requireRecentAuth.
     session.authenticatedAt = session._meta.loginAt;
 
-    if (result.needsRehash)
-      await this.#upgradeHash(user.id, user.passwordHash, password as string, result.scheme);
+    await this.notices.signedIn(user, this.notices.context(req));
     this.#emit({ type: 'login', userId: user.id, key: this.sessions.currentKey(req) ?? '', ip, ua }, req);
     return { id: user.id, email: user.email, role: user.role };
+  }
+
+  /**
+   * The password was right and the account has TOTP on: a new session id (as at any login, so a
+   * planted id never reaches the second step either), not logged in, holding only who is
+   * waiting for a code and since when, plus a CSRF token for the code form.
+   */
+  async #awaitSecondFactor(req: AuthRequest, userId: number, ip: string, ua: string): Promise<TotpRequired> {
+    await req.session!.regenerate({ keep: this.#keep });
+    const session = req.session!;
+    // `keep` may carry a previous login's keys: this session must not be logged in as anyone.
+    delete session.userId;
+    delete session.userRole;
+    delete session._meta;
+    delete session.authenticatedAt;
+    session.csrfToken = generateCsrfToken();
+    session.totpPending = { userId, at: this.totp.now() };
+    this.#emit({ type: 'totp-required', userId, key: this.sessions.currentKey(req) ?? '', ip, ua }, req);
+    return { status: 'totp-required' };
+  }
+
+  /**
+   * Finish a login that {@link login} answered with `{ status: 'totp-required' }`: `code` is the
+   * 6-digit code of the user's app or one of their recovery codes (used up). The attempt is
+   * counted by the failed-login limits of the account, like a password (throws
+   * {@link TooManyAttemptsError} past them). On success the login completes exactly as a
+   * password-only one: a new session id, `userId`, `userRole`, a fresh CSRF token, `_meta`,
+   * `authenticatedAt`, a `login` event. A wait older than `totp.pendingLoginTtl` (5 minutes) is
+   * dropped: `expired`, start again with the password.
+   */
+  async completeTotp(req: AuthRequest, code: unknown): Promise<CompleteTotpResult> {
+    if (!req.session)
+      throw new ConfigError('completeTotp(req, …) needs the session middleware in front of it');
+    const pending = req.session.totpPending;
+    if (!pending || typeof pending.userId !== 'number' || typeof pending.at !== 'number') {
+      return { ok: false, reason: 'no-pending-login' };
+    }
+    const age = this.totp.now() - pending.at;
+    if (age > this.totp.pendingLoginTtl || age < -60_000) {
+      delete req.session.totpPending;
+      return { ok: false, reason: 'expired' };
+    }
+    const ip = clientAddress(req);
+    const ua = userAgent(req);
+    const user = await this.users.findById(pending.userId);
+    if (!user || user.disabled) {
+      delete req.session.totpPending;
+      return { ok: false, reason: 'no-pending-login' };
+    }
+    let attempt: LoginAttempt | undefined;
+    if (this.limiter) {
+      try {
+        // The account's own budget (shared with its password guesses), counted before the check.
+        attempt = await this.limiter.attempt(user.email, ip);
+      } catch (err) {
+        if (err instanceof TooManyAttemptsError) {
+          this.#emit(
+            {
+              type: 'rate-limited',
+              scope: err.scope,
+              emailHash: hashEmail(user.email),
+              ip,
+              ua,
+              retryAfter: err.retryAfter,
+            },
+            req,
+          );
+        }
+        throw err;
+      }
+    }
+    const check = await this.totp.check(user.id, code);
+    if (!check.ok) {
+      this.#emit({ type: 'totp-failed', userId: user.id, ip, ua }, req);
+      return { ok: false, reason: 'wrong-code' };
+    }
+    // Twice: this attempt, and the password's, which login() held back until the code was right.
+    await attempt?.succeeded();
+    await attempt?.succeeded();
+    this.#emit({ type: 'totp-verified', userId: user.id, method: check.method, ip, ua }, req);
+    return { ok: true, user: await this.#signIn(req, user, ip, ua), method: check.method };
+  }
+
+  /**
+   * Start enrolling the user in TOTP: a new secret (pending until {@link confirmTotp}) and its
+   * `otpauth://` URI, labelled with the user's email. AuthError 409 while TOTP is on.
+   */
+  async startTotpEnrollment(userId: number): Promise<TotpEnrollment> {
+    const user = await this.users.findById(userId);
+    if (!user || user.disabled) throw new AuthError('PGSESSION_UNAUTHORIZED', 'Login required', 401);
+    return this.totp.startEnrollment(user.id, user.email);
+  }
+
+  /**
+   * Turn TOTP on once `code` proves the user's app holds the pending secret. Returns the 10
+   * recovery codes: show them once, only their hashes are kept.
+   */
+  async confirmTotp(userId: number, code: unknown): Promise<TotpConfirmResult> {
+    const result = await this.totp.confirmEnrollment(userId, code);
+    if (result.ok) this.#emit({ type: 'totp-enabled', userId });
+    return result;
+  }
+
+  /**
+   * Turn TOTP off for the logged-in user: needs the current password and a current code (or a
+   * recovery code), both counted by the failed-login limits, so a stolen session alone cannot
+   * remove the second factor.
+   */
+  async disableTotp(req: AuthRequest, currentPassword: unknown, code: unknown): Promise<DisableTotpResult> {
+    const user = await this.#reauthenticate(req, currentPassword);
+    if (!user) return { ok: false, reason: 'wrong-password' };
+    if (!(await this.totp.isEnabled(user.id))) return { ok: false, reason: 'not-enabled' };
+    const ip = clientAddress(req);
+    const attempt = this.limiter ? await this.limiter.attempt(user.email, ip) : undefined;
+    const check = await this.totp.check(user.id, code);
+    if (!check.ok) {
+      this.#emit({ type: 'totp-failed', userId: user.id, ip, ua: userAgent(req) }, req);
+      return { ok: false, reason: 'wrong-code' };
+    }
+    await attempt?.succeeded();
+    await this.totp.disable(user.id);
+    this.#emit({ type: 'totp-disabled', userId: user.id, by: 'user' }, req);
+    return { ok: true };
   }
 
   async #upgradeHash(userId: number, oldHash: string, password: string, scheme: VerifyResult['scheme']) {
@@ -205,6 +406,13 @@ export class Auth {
       // The login itself succeeded; the upgrade is retried at the next one.
       this.#onError(err);
     }
+  }
+
+  /** The enabled account with this (normalised) email, as a notice recipient; null for anything else. */
+  async #noticeRecipient(email: string): Promise<{ id: number; email: string } | null> {
+    if (!isPlausibleEmail(email)) return null;
+    const user = await this.users.findByEmail(email);
+    return user && !user.disabled ? { id: user.id, email: user.email } : null;
   }
 
   /** Destroy the session (row deleted, cookie cleared). Safe to call when not logged in. */
@@ -228,7 +436,9 @@ export class Auth {
 
   /**
    * Change the logged-in user's password: the current one is required (and counted by the
-   * failed-login limits), the new one must meet the policy (PasswordPolicyError, checked first).
+   * failed-login limits), the new one must meet the policy (PasswordPolicyError; length, common list and
+   * context words are checked first, the breached check after the current password;
+   * PasswordCheckUnavailableError when that check cannot be made and the policy refuses then).
    * On success this session always gets a new id (renewal after a credential change: the old id
    * is dead at once), and by default every other session of the user is revoked
    * (`revokeOthers: false` keeps them: the "log out other sessions" box unticked).
@@ -239,11 +449,17 @@ export class Auth {
     newPassword: string,
     options: { revokeOthers?: boolean } = {},
   ): Promise<ChangePasswordResult> {
-    const problem = passwordProblem(newPassword);
+    // The cheap rules first (the email is a context word), the breached check only once the
+    // current password is proven: a network call per guess would help nobody.
+    const userId = req.session?.userId;
+    const owner = typeof userId === 'number' ? await this.users.findById(userId) : null;
+    const problem = this.passwordPolicy.problem(newPassword, { email: owner?.email });
     if (problem) throw new PasswordPolicyError(problem);
     const user = await this.#reauthenticate(req, currentPassword);
     if (!user) return { ok: false, reason: 'wrong-password' };
-    await this.users.setPassword(user.id, newPassword);
+    const breached = await this.passwordPolicy.breachProblem(newPassword, { userId: user.id });
+    if (breached) throw new PasswordPolicyError(breached);
+    await this.users.setPasswordHash(user.id, await this.hasher.hash(newPassword));
     let revoked = 0;
     if (options.revokeOthers !== false) revoked = await this.sessions.revokeOthers(req);
     await req.session!.regenerate({ keep: true });
@@ -251,6 +467,7 @@ export class Auth {
     // The current password was just verified, and the id renewed with it.
     req.session!.authenticatedAt = Date.now();
     this.#emit({ type: 'password-changed', userId: user.id, revoked }, req);
+    await this.notices.passwordChanged(user, this.notices.context(req), revoked);
     return { ok: true, revoked };
   }
 
@@ -271,6 +488,8 @@ export class Auth {
     if (!user) return { ok: false, reason: 'wrong-password' };
     await this.users.setEmail(user.id, email);
     this.#emit({ type: 'email-changed', userId: user.id }, req);
+    // `user` was read before the change: its email is the previous address, told too.
+    await this.notices.emailChanged(user.id, user.email, email, this.notices.context(req));
     return { ok: true, email };
   }
 

@@ -152,3 +152,52 @@ export class LoginRateLimiter {
     await this.#account.delete(emailKey(normalizedEmail));
   }
 }
+
+/** Options of {@link WindowCounter}. */
+export interface WindowCounterOptions {
+  /** Keep the counts in PostgreSQL (the `auth_rate_limits` table), shared by every app server. */
+  pool?: pg.Pool | undefined;
+  /** Table for the counts. Default `auth_rate_limits`. */
+  tableName?: string | undefined;
+  /** Distinguishes these counts from the login limits' in the shared table. */
+  keyPrefix: string;
+  /** Window length in seconds (a fixed window, starting at a key's first event). */
+  duration: number;
+}
+
+/**
+ * Counts events per key in fixed windows, in the same store as the login limits. The security
+ * notices use it to act on "the 3rd failure in this window" or "the first lockout in this
+ * window" exactly once, across app servers and parallel requests: each hit is one atomic upsert
+ * and gets its own running count back, so exactly one hit sees any given number.
+ */
+export class WindowCounter {
+  readonly #limiter: RateLimiterAbstract;
+
+  constructor(options: WindowCounterOptions) {
+    // Never refuses: a counter, not a limit (rate-limiter-flexible counts the same way either way).
+    const points = 2 ** 31 - 1;
+    const { keyPrefix, duration } = options;
+    this.#limiter = options.pool
+      ? new RateLimiterPostgres({
+          storeClient: options.pool,
+          storeType: 'pool',
+          tableName: options.tableName ?? 'auth_rate_limits',
+          tableCreated: true,
+          keyPrefix,
+          points,
+          duration,
+        })
+      : new RateLimiterMemory({ keyPrefix, points, duration });
+  }
+
+  /** Count one event for `key`: the number of events in the key's current window, this one included. */
+  async hit(key: string): Promise<number> {
+    try {
+      return (await this.#limiter.consume(key, 1)).consumedPoints;
+    } catch (err) {
+      if (isLimiterRes(err)) return err.consumedPoints;
+      throw err;
+    }
+  }
+}

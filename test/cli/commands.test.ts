@@ -57,7 +57,8 @@ describe('migrate', () => {
         'session table session: created',
         'applied auth/001_users',
         'applied auth/002_login_rate_limits',
-        'Done: 3 changes.',
+        'applied auth/003_security_notices',
+        'Done: 4 changes.',
         '',
       ].join('\n'),
     );
