@@ -3,6 +3,33 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ConfigError, MIN_PRODUCTION_SECRET_LENGTH, normalizeSecrets, parseDuration } from '../src/index.js';
 
+/**
+ * Words tied to this demo that no password may contain (ASVS 6.1.2, 6.2.11): its product and
+ * library names and what its pages are about. The user's own email
+ * (local part and domain labels) is refused on top of these by the library. Matching is
+ * case-insensitive and sees through substitutions (`P4ssw0rd-PgS3ssion!` contains
+ * `pgsession`); words shorter than 4 characters are ignored. `PASSWORD_CONTEXT_WORDS` adds more.
+ * Documented in docs/demo-app.md ("Passwords").
+ */
+export const DEMO_PASSWORD_CONTEXT_WORDS: readonly string[] = Object.freeze([
+  'pgsession',
+  'postgres',
+  'postgresql',
+  'dashboard',
+  'nginx',
+  'redis',
+]);
+
+/** The breached-password check of the demo (`PWNED_PASSWORDS_URL`); null when off. */
+export interface PwnedPasswordsConfig {
+  /** The range API endpoint, e.g. `https://api.pwnedpasswords.com/range/`. */
+  url: string;
+  /** `PWNED_PASSWORDS_ON_ERROR`: what to do when the service cannot answer. */
+  onError: 'allow' | 'refuse';
+  /** `PWNED_PASSWORDS_TIMEOUT`, ms. */
+  timeoutMs: number;
+}
+
 /** `trust proxy` as Express takes it: a boolean, a hop count, or addresses/subnets/names. */
 export type TrustProxy = boolean | number | string | string[];
 
@@ -31,6 +58,13 @@ export interface AppConfig {
    * sessions, ms. Default 5 minutes. Optional so configs built in code keep the default.
    */
   reauthWindow?: number;
+  /**
+   * Words no password may contain: {@link DEMO_PASSWORD_CONTEXT_WORDS} plus
+   * `PASSWORD_CONTEXT_WORDS` (comma-separated). Absent (configs built in code): the demo's list.
+   */
+  passwordContextWords?: readonly string[];
+  /** Breached-password check (`PWNED_PASSWORDS_URL`); absent or null: off. */
+  pwnedPasswords?: PwnedPasswordsConfig | null;
 }
 
 /** Options of {@link loadConfig}. */
@@ -63,6 +97,39 @@ export function parseTrustProxy(value: string | undefined): TrustProxy {
     .map((s) => s.trim())
     .filter(Boolean);
   return list.length === 1 ? list[0]! : list;
+}
+
+/** A comma-separated list of words (`PASSWORD_CONTEXT_WORDS`), trimmed, empties dropped. */
+export function parseWordList(value: string | undefined): string[] {
+  return (value ?? '')
+    .split(',')
+    .map((w) => w.trim())
+    .filter(Boolean);
+}
+
+/**
+ * `PWNED_PASSWORDS_URL` (an http(s) URL turns the check on), `PWNED_PASSWORDS_ON_ERROR`
+ * (`allow`, the default, or `refuse`) and `PWNED_PASSWORDS_TIMEOUT` (a duration, default 2s).
+ */
+export function parsePwnedPasswords(env: NodeJS.ProcessEnv): PwnedPasswordsConfig | null {
+  const url = env.PWNED_PASSWORDS_URL?.trim();
+  if (!url) return null;
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(url);
+  } catch {
+    parsed = undefined;
+  }
+  if (parsed?.protocol !== 'https:' && parsed?.protocol !== 'http:') {
+    throw new ConfigError(`PWNED_PASSWORDS_URL must be an http(s) URL, got "${url}"`);
+  }
+  const onError = (env.PWNED_PASSWORDS_ON_ERROR?.trim() || 'allow').toLowerCase();
+  if (onError !== 'allow' && onError !== 'refuse') {
+    throw new ConfigError(`PWNED_PASSWORDS_ON_ERROR must be "allow" or "refuse", got "${onError}"`);
+  }
+  const timeoutMs = parseDuration(env.PWNED_PASSWORDS_TIMEOUT?.trim() || '2s', 'PWNED_PASSWORDS_TIMEOUT');
+  if (timeoutMs <= 0) throw new ConfigError('PWNED_PASSWORDS_TIMEOUT must be more than 0');
+  return { url, onError, timeoutMs };
 }
 
 function readOrCreateSecret(file: string, warn: (m: string) => void): string {
@@ -148,5 +215,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     secureCookies: production,
     trustProxy: parseTrustProxy(env.TRUST_PROXY),
     reauthWindow,
+    passwordContextWords: [...DEMO_PASSWORD_CONTEXT_WORDS, ...parseWordList(env.PASSWORD_CONTEXT_WORDS)],
+    pwnedPasswords: parsePwnedPasswords(env),
   };
 }

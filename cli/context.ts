@@ -4,8 +4,15 @@
  * users repository; and closing all of it so the process exits at once.
  */
 import type pg from 'pg';
-import { PasswordHasher, UserRepository } from '../src/auth/index.js';
+import {
+  PasswordHasher,
+  PasswordPolicy,
+  type PasswordPolicyOptions,
+  pwnedPasswords,
+  UserRepository,
+} from '../src/auth/index.js';
 import { createPool, type Database, openDatabase } from '../src/db/index.js';
+import { ConfigError, parseDuration } from '../src/index.js';
 import { DEFAULT_CHANNEL, generateNodeId } from '../src/stores/cache/protocol.js';
 import { PostgresSessionStore, tableNames } from '../src/stores/postgres/index.js';
 import { CliError, describeTarget, isConnectionError, messageOf } from './errors.js';
@@ -22,6 +29,45 @@ export interface GlobalOptions {
 }
 
 export const DEFAULT_GLOBALS: GlobalOptions = { table: 'session', notify: DEFAULT_CHANNEL };
+
+/**
+ * The password policy of `user add` and `user passwd`, from the environment, so operators apply
+ * the same rules as their app (ASVS 6.1.3): `PASSWORD_CONTEXT_WORDS` (comma-separated words tied
+ * to the site; the user's email is always refused too), `PWNED_PASSWORDS_URL` (turns the
+ * breached-password check on; e.g. https://api.pwnedpasswords.com/range/),
+ * `PWNED_PASSWORDS_ON_ERROR` (`allow`, the default, or `refuse`) and `PWNED_PASSWORDS_TIMEOUT`
+ * (default 2s). The demo app reads the same variables. When the check cannot be made and lets
+ * the password through, a warning says so on stderr.
+ */
+export function passwordPolicyFromEnv(env: NodeJS.ProcessEnv, stderr: Io['stderr']): PasswordPolicy {
+  const contextWords = (env.PASSWORD_CONTEXT_WORDS ?? '')
+    .split(',')
+    .map((w) => w.trim())
+    .filter(Boolean);
+  const options: PasswordPolicyOptions = { contextWords };
+  const url = env.PWNED_PASSWORDS_URL?.trim();
+  try {
+    if (url) {
+      const onError = (env.PWNED_PASSWORDS_ON_ERROR?.trim() || 'allow').toLowerCase();
+      if (onError !== 'allow' && onError !== 'refuse') {
+        throw new ConfigError(`PWNED_PASSWORDS_ON_ERROR must be "allow" or "refuse", got "${onError}"`);
+      }
+      const timeoutMs = parseDuration(env.PWNED_PASSWORDS_TIMEOUT?.trim() || '2s', 'PWNED_PASSWORDS_TIMEOUT');
+      options.breached = pwnedPasswords({ url, onError, timeoutMs });
+    }
+  } catch (err) {
+    throw new CliError(messageOf(err));
+  }
+  return new PasswordPolicy(options, {
+    onUnavailable: (report) => {
+      if (report.outcome === 'allowed') {
+        stderr.write(
+          `pgsession: warning: the password could not be checked against breached passwords (${report.reason}); it was accepted\n`,
+        );
+      }
+    },
+  });
+}
 
 /** What a command works with. Everything is created on first use and closed by {@link withContext}. */
 export class Context {
@@ -72,6 +118,7 @@ export class Context {
     const names = tableNames({ tableName: this.options.table, schemaName: this.options.schema });
     this.#users = new UserRepository(this.pool, {
       hasher: new PasswordHasher(),
+      passwordPolicy: passwordPolicyFromEnv(this.io.env, this.io.stderr),
       sessionTable: names.schemaName
         ? { schema: names.schemaName, name: names.tableName }
         : { name: names.tableName },

@@ -2,10 +2,13 @@
  * New passwords for `user add` and `user passwd`: one line from standard input when it is not a
  * terminal (scripts, `printf '%s\n' "$PW" | pgsession user add …`), else a prompt that does not
  * echo, asked twice. The password is taken exactly as typed (only the line break ends it) and
- * checked against the library's policy before anything is written.
+ * checked against the library's policy before anything is written: here the rules that need no
+ * network (length, common list, context words, the user's email), so a terminal user hears of
+ * them before typing it twice; the repository checks everything again, the breached-password
+ * check included, when it stores the password.
  */
 import type { ReadStream } from 'node:tty';
-import { passwordProblem } from '../src/auth/index.js';
+import { passwordProblem as basicPasswordProblem } from '../src/auth/index.js';
 import { CliError, InterruptedError } from './errors.js';
 import type { Io } from './output.js';
 
@@ -77,8 +80,15 @@ export function promptHidden(question: string, stdin: ReadStream, out: Io['stder
   });
 }
 
+/** The policy's synchronous rules: the problem in words, or null. */
+export type PasswordCheck = (password: string) => string | null;
+
 /** A new password, policy-checked: from standard input, or prompted for twice on a terminal. */
-export async function readNewPassword(io: Io, what = 'Password'): Promise<string> {
+export async function readNewPassword(
+  io: Io,
+  what = 'Password',
+  passwordProblem: PasswordCheck = basicPasswordProblem,
+): Promise<string> {
   const stdin = io.stdin as Io['stdin'] & Partial<ReadStream>;
   if (stdin.isTTY && typeof stdin.setRawMode === 'function') {
     const first = await promptHidden(`${what}: `, stdin as ReadStream, io.stderr);

@@ -52,7 +52,7 @@ export const USER_AGENT =
   'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36';
 
 /** The password of every user of the `auth` server. */
-export const USER_PASSWORD = 'bench-7f3a9c2e-Kq4vXz';
+export const USER_PASSWORD = 'load-7f3a9c2e-Kq4vXz';
 
 /** The email of auth user `i`. */
 export const userEmail = (i: number): string => `bench-user-${i}@example.com`;

@@ -1,6 +1,12 @@
 /** `pgsession user …`: add, passwd, disable, enable, list. */
 import type { Role, UserRecord, UserRepository } from '../../src/auth/index.js';
-import { DuplicateEmailError, isPlausibleEmail, normalizeEmail } from '../../src/auth/index.js';
+import {
+  DuplicateEmailError,
+  isPlausibleEmail,
+  normalizeEmail,
+  PasswordCheckUnavailableError,
+  PasswordPolicyError,
+} from '../../src/auth/index.js';
 import type { Context } from '../context.js';
 import { CliError, NotFoundError, UsageError } from '../errors.js';
 import { formatTime, plural, table } from '../output.js';
@@ -14,6 +20,17 @@ export async function findUser(users: UserRepository, email: string): Promise<Us
   return record;
 }
 
+/**
+ * A password the policy refused when storing it (a breached one, or the breached-password service
+ * down with `PWNED_PASSWORDS_ON_ERROR=refuse`): one line, exit 1. Other errors pass unchanged.
+ */
+function refused(err: unknown): unknown {
+  if (err instanceof PasswordPolicyError || err instanceof PasswordCheckUnavailableError) {
+    return new CliError(`${err.message}; nothing was changed`, 1, { cause: err });
+  }
+  return err;
+}
+
 export async function userAdd(ctx: Context, email: string, role: Role): Promise<void> {
   const users = await ctx.users();
   const normalized = normalizeEmail(email);
@@ -23,14 +40,16 @@ export async function userAdd(ctx: Context, email: string, role: Role): Promise<
       `a user with email ${normalized} already exists (use "user passwd" to set a password)`,
     );
   }
-  const password = await readNewPassword(ctx.io);
+  const password = await readNewPassword(ctx.io, 'Password', (p) =>
+    users.passwordPolicy.problem(p, { email: normalized }),
+  );
   let user: UserRecord;
   try {
     user = await users.create({ email: normalized, password, role });
   } catch (err) {
     if (err instanceof DuplicateEmailError)
       throw new CliError(`a user with email ${normalized} already exists`);
-    throw err;
+    throw refused(err);
   }
   ctx.io.stdout.write(`Created user ${user.email} (id ${user.id}, role ${user.role}).\n`);
 }
@@ -39,8 +58,14 @@ export async function userPasswd(ctx: Context, email: string): Promise<void> {
   const users = await ctx.users();
   const user = await findUser(users, email);
   const store = await ctx.store();
-  const password = await readNewPassword(ctx.io, 'New password');
-  await users.setPassword(user.id, password);
+  const password = await readNewPassword(ctx.io, 'New password', (p) =>
+    users.passwordPolicy.problem(p, { email: user.email }),
+  );
+  try {
+    await users.setPassword(user.id, password);
+  } catch (err) {
+    throw refused(err);
+  }
   // Whoever knew the old password is logged out everywhere.
   const revoked = await store.destroyByUser(String(user.id));
   ctx.io.stdout.write(`Password changed for ${user.email}; revoked ${plural(revoked, 'session')}.\n`);

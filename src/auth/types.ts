@@ -37,6 +37,11 @@ declare module '../core/session.js' {
      * change), epoch ms: what `requireRecentAuth` compares (ASVS 7.5.3).
      */
     authenticatedAt: number;
+    /**
+     * A password-verified login waiting for its TOTP code (ASVS 6.3.3): whose, and since when
+     * (epoch ms). Such a session is not logged in: `userId` is not set until the code is given.
+     */
+    totpPending: { userId: number; at: number };
   }
 }
 
@@ -68,5 +73,24 @@ export type AuthEvent =
   | { type: 'password-rehashed'; userId: number; from: 'bcrypt' | 'argon2id' }
   | { type: 'password-changed'; userId: number; revoked: number }
   | { type: 'email-changed'; userId: number }
+  /**
+   * The breached-password service could not answer for a new password: `allowed` means it was
+   * accepted unchecked (`onError: 'allow'`), `refused` that the user was asked to try again.
+   * `reason` is "timeout after 2000 ms", "HTTP 500"…; never the password or its hash.
+   */
+  | {
+      type: 'password-check-unavailable';
+      userId: number | null;
+      outcome: 'allowed' | 'refused';
+      reason: string;
+    }
   /** The password was confirmed for step-up; the session got a new id (`previousKey` is dead). */
-  | { type: 'reauthenticated'; userId: number; key: string; previousKey: string; ip: string; ua: string };
+  | { type: 'reauthenticated'; userId: number; key: string; previousKey: string; ip: string; ua: string }
+  /** Right password for an account with TOTP on: the session (`key`) now waits for the code. */
+  | { type: 'totp-required'; userId: number; key: string; ip: string; ua: string }
+  /** A wrong, replayed or expired second-factor code (counted by the failed-login limits). */
+  | { type: 'totp-failed'; userId: number; ip: string; ua: string }
+  /** The second factor was accepted; `recovery-code` means one recovery code was used up. */
+  | { type: 'totp-verified'; userId: number; method: 'totp' | 'recovery-code'; ip: string; ua: string }
+  | { type: 'totp-enabled'; userId: number }
+  | { type: 'totp-disabled'; userId: number; by: 'user' | 'admin' };

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { quoteIdent } from '../db/sql.js';
 import { AuthError, DuplicateEmailError } from './errors.js';
+import { PasswordPolicy, type PasswordPolicyOptions } from './password-policy.js';
 import { PasswordHasher } from './passwords.js';
 import type { AuthUser, Role } from './types.js';
 
@@ -32,6 +33,12 @@ export interface UserRepositoryOptions {
   sessionTable?: string | { schema?: string; name: string } | null;
   /** Clock for "live" in session counts (epoch ms). Default `Date.now`. */
   now?: () => number;
+  /**
+   * The rules new passwords must meet beyond length and the common list: context words,
+   * breached-password check (see {@link PasswordPolicyOptions}). The user's email is always
+   * refused as part of a password. Default: no words, no breached check.
+   */
+  passwordPolicy?: PasswordPolicy | PasswordPolicyOptions;
 }
 
 /** The longest email accepted (RFC 5321's path limit). */
@@ -90,12 +97,17 @@ function toUser(row: Row): UserRecord {
 export class UserRepository {
   readonly pool: pg.Pool;
   readonly hasher: PasswordHasher;
+  readonly passwordPolicy: PasswordPolicy;
   readonly #sessionTable: string | null;
   readonly #now: () => number;
 
   constructor(pool: pg.Pool, options: UserRepositoryOptions = {}) {
     this.pool = pool;
     this.hasher = options.hasher ?? new PasswordHasher();
+    this.passwordPolicy =
+      options.passwordPolicy instanceof PasswordPolicy
+        ? options.passwordPolicy
+        : new PasswordPolicy(options.passwordPolicy);
     const t = options.sessionTable === undefined ? 'session' : options.sessionTable;
     this.#sessionTable =
       t === null
@@ -109,10 +121,13 @@ export class UserRepository {
   }
 
   /**
-   * Create a user with a new password (checked against the policy, hashed with argon2id).
-   * @throws DuplicateEmailError, PasswordPolicyError, AuthError (invalid email or role)
+   * Create a user with a new password (checked against the whole policy, the email included,
+   * then hashed with argon2id).
+   * @throws DuplicateEmailError, PasswordPolicyError, PasswordCheckUnavailableError (the
+   * breached-password service is down and the policy refuses then), AuthError (invalid email or role)
    */
   async create(input: { email: string; password: string; role?: Role }): Promise<UserRecord> {
+    await this.passwordPolicy.check(input.password, { email: normalizeEmail(input.email) });
     const passwordHash = await this.hasher.hash(input.password);
     return this.createWithHash({ email: input.email, passwordHash, role: input.role });
   }
@@ -158,8 +173,14 @@ export class UserRepository {
     return rows[0] ? toUser(rows[0]) : null;
   }
 
-  /** Replace the password (policy-checked, argon2id). Revoking sessions is the caller's business. */
+  /**
+   * Replace the password (checked against the whole policy with the user's email, argon2id).
+   * Revoking sessions is the caller's business.
+   * @throws PasswordPolicyError, PasswordCheckUnavailableError
+   */
   async setPassword(id: number, password: string): Promise<boolean> {
+    const user = await this.findById(id);
+    await this.passwordPolicy.check(password, { email: user?.email, userId: user?.id });
     const hash = await this.hasher.hash(password);
     return this.setPasswordHash(id, hash);
   }

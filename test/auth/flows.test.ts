@@ -150,18 +150,18 @@ describe('changePassword()', () => {
 
 describe('setRole() and disableUser()', () => {
   it('end every session of the user', async () => {
-    const u = await auth.users.create({ email: 'promoted@example.com', password: 'promoted-pw' });
+    const u = await auth.users.create({ email: 'promoted@example.com', password: 'elevated-pw' });
     const c = new Client(url);
-    await c.post('/login', { json: { email: 'promoted@example.com', password: 'promoted-pw' } });
+    await c.post('/login', { json: { email: 'promoted@example.com', password: 'elevated-pw' } });
     expect((await c.get('/api/me')).status).toBe(200);
     expect(await auth.setRole(u.id, 'admin')).toBe(1);
     expect((await c.get('/api/me')).status).toBe(401);
-    await c.post('/login', { json: { email: 'promoted@example.com', password: 'promoted-pw' } });
+    await c.post('/login', { json: { email: 'promoted@example.com', password: 'elevated-pw' } });
     expect(await (await c.get('/api/me')).json()).toMatchObject({ role: 'admin' });
     expect(await auth.disableUser(u.id)).toBe(1);
     expect((await c.get('/api/me')).status).toBe(401);
     expect(
-      (await c.post('/login', { json: { email: 'promoted@example.com', password: 'promoted-pw' } })).status,
+      (await c.post('/login', { json: { email: 'promoted@example.com', password: 'elevated-pw' } })).status,
     ).toBe(401);
   });
 });

@@ -69,7 +69,7 @@ describe('users table migration', () => {
 describe('UserRepository', () => {
   it('normalises emails (trim + lowercase) and finds them case-insensitively', async () => {
     expect(normalizeEmail('  Alice@Example.COM ')).toBe('alice@example.com');
-    const created = await users.create({ email: ' Alice@Example.COM ', password: 'alice-password' });
+    const created = await users.create({ email: ' Alice@Example.COM ', password: 'her-own-password' });
     expect(created).toMatchObject({ email: 'alice@example.com', role: 'user', disabled: false });
     expect(typeof created.id).toBe('number');
     const found = await users.findByEmail('ALICE@example.com');
@@ -118,7 +118,7 @@ describe('UserRepository', () => {
     await db.pool.query(
       'CREATE TABLE IF NOT EXISTS session (sid varchar PRIMARY KEY, sess json NOT NULL, expire timestamp(6) NOT NULL, user_id text)',
     );
-    const u = await users.create({ email: 'dave@example.com', password: 'dave-password' });
+    const u = await users.create({ email: 'dave@example.com', password: 'his-own-password' });
     await db.pool.query(
       `INSERT INTO session (sid, sess, expire, user_id) VALUES
         ('a', '{}', now() + interval '1 day', $1), ('b', '{}', now() + interval '1 day', $1),
