@@ -3,7 +3,8 @@
  * app running as a separate process (`tsx app/main.ts`, what `npm start` runs) on a fresh
  * database. Log in through the form; the session cookie is invisible to scripts; a restart of
  * the app process keeps the login; a second browser revokes the first one's session from the
- * sessions page; logging out clears the cookie.
+ * sessions page; logging out clears the cookie; once the password is no longer recent, revoking
+ * needs it confirmed in the page's form first (REAUTH_WINDOW).
  *
  * Chromium is required: when /usr/bin/chromium is missing this file FAILS (it never skips, and
  * never downloads a browser). `.ci/run` installs Debian's `chromium` package.
@@ -305,6 +306,40 @@ describe('the demo app in Chromium', () => {
       [EMAIL],
     );
     expect(rows[0]!.n).toBe(0);
+    expect(await stopApp(app!)).toBe(0);
+  });
+
+  it('revoking needs a recent password: after REAUTH_WINDOW the sessions page asks for it, then the revoke goes through', async () => {
+    app = await startApp({ ...env, REAUTH_WINDOW: '3s' });
+    const contexts = [await browser.newContext(), await browser.newContext()];
+    try {
+      const [pageA, pageB] = await Promise.all(contexts.map((c) => c.newPage()));
+      await logIn(pageA!, base);
+      await logIn(pageB!, base);
+      const keyB = await sessionKey(contexts[1]!);
+      await new Promise((r) => setTimeout(r, 3500));
+      await pageA!.goto(`${base}/account/sessions`);
+      expect(await pageA!.textContent('main')).toContain('Confirm your password to manage your sessions');
+      const revokeB = () => pageA!.locator(`form[action="/account/sessions/${keyB}/revoke"] button`).click();
+      // Not recent: refused, back to the page with the reason; B is still logged in.
+      await submit(pageA!, revokeB, `${base}/account/sessions?error=reauth_required`);
+      expect(await pageA!.textContent('[role=alert]')).toContain('Confirm your password first');
+      await pageB!.reload();
+      expect(new URL(pageB!.url()).pathname).toBe('/dashboard');
+      // Confirm the password in the page's form; then the revoke is accepted.
+      await pageA!.fill('#reauthPassword', PASSWORD);
+      await submit(
+        pageA!,
+        () => pageA!.getByRole('button', { name: 'Confirm password' }).click(),
+        `${base}/account/sessions?notice=reauthenticated`,
+      );
+      expect(await pageA!.textContent('main')).not.toContain('Confirm your password to manage');
+      await submit(pageA!, revokeB, `${base}/account/sessions?notice=revoked`);
+      await pageB!.reload();
+      expect(new URL(pageB!.url()).pathname).toBe('/login');
+    } finally {
+      await Promise.all(contexts.map((c) => c.close()));
+    }
     expect(await stopApp(app!)).toBe(0);
   });
 
