@@ -59,6 +59,20 @@ export interface EngineOptions {
 const DEFAULT_STORE_TTL = 86_400_000;
 /** Cookie values longer than this are never a session of ours; skip the HMAC. */
 const MAX_COOKIE_VALUE = 4096;
+/** Most verified cookie values remembered by {@link SessionEngine.readCookie} (~300 B each). */
+const VERIFIED_MEMO_MAX = 10_000;
+/** Longer verified values are not remembered (a default cookie value is 89 characters). */
+const VERIFIED_MEMO_VALUE_MAX = 256;
+
+/** A session cookie whose signature verified, and the storage key of its id. Shared: read-only. */
+export interface VerifiedCookie {
+  readonly id: string;
+  /** The cookie's value as sent (`s:<id>.<mac>`). */
+  readonly raw: string;
+  /** Which secret verified it (0: the current one). */
+  readonly secretIndex: number;
+  readonly key: string;
+}
 /** Most throttled touches remembered for {@link SessionEngine.flush} `{ touches: true }`. */
 const MAX_DEFERRED_TOUCHES = 10_000;
 /** Deferred touches written at once on shutdown. */
@@ -134,6 +148,21 @@ export class SessionEngine {
    * shutdown), so the row's `last_active_at` reflects the last request. Bounded (oldest first).
    */
   private readonly deferred = new Map<string, DeferredTouch>();
+  /**
+   * Cookie values that verified, most recently used last: a returning cookie skips the HMAC
+   * (and, with hashed ids, the SHA-256 of its id): a third of the session layer's CPU per request
+   * in `bench/micro/hot-path.ts`.
+   *
+   * Why this keeps verification constant-time against forgery: only values that *verified* are
+   * ever stored, and a hit needs the exact string, i.e. a cookie this app signed. A forged or
+   * tampered value is never in here, so it takes the same path as before (HMAC per secret and
+   * `timingSafeEqual`), and a miss costs what every request cost before. The string lookup
+   * itself compares contents only after a full hash match (V8's seeded string hash), so its
+   * timing tells a guesser nothing about any stored value's bytes. Entries cannot go stale:
+   * the secrets are fixed for the engine's life, and whether the session still exists is asked
+   * of the store on every request anyway. Bounded by count and value length.
+   */
+  private readonly verified = new Map<string, VerifiedCookie>();
 
   constructor(options: EngineOptions) {
     this.options = options;
@@ -145,18 +174,49 @@ export class SessionEngine {
   }
 
   /** Read the session cookie's id if its signature verifies with one of the secrets. */
-  readCookie(cookieHeader: string | undefined): { id: string; raw: string; secretIndex: number } | null {
-    if (!cookieHeader || cookieHeader.indexOf(this.options.name) === -1) return null;
-    let raw: string | undefined;
+  readCookie(cookieHeader: string | undefined): VerifiedCookie | null {
+    const raw = this.rawCookie(cookieHeader);
+    return raw ? this.verify(raw) : null;
+  }
+
+  /** The session cookie's value as sent, or undefined when there is none. */
+  private rawCookie(cookieHeader: string | undefined): string | undefined {
+    if (!cookieHeader || cookieHeader.indexOf(this.options.name) === -1) return undefined;
     try {
-      raw = parseCookies(cookieHeader)[this.options.name];
+      return parseCookies(cookieHeader)[this.options.name] || undefined;
     } catch {
-      return null;
+      // A header the parser refuses carries no usable session cookie: treat it as a bad one.
+      return '';
     }
-    if (!raw || raw.length > MAX_COOKIE_VALUE || !raw.startsWith(SIGNED_PREFIX)) return null;
+  }
+
+  /** `raw` verified (remembered, see {@link verified}), or null if it is not a value we signed. */
+  private verify(raw: string): VerifiedCookie | null {
+    const memo = this.verified;
+    const known = memo.get(raw);
+    if (known !== undefined) {
+      // Most recently used last, so eviction drops the coldest.
+      memo.delete(raw);
+      memo.set(raw, known);
+      return known;
+    }
+    if (raw.length > MAX_COOKIE_VALUE || !raw.startsWith(SIGNED_PREFIX)) return null;
     const verified = unsignWithIndex(raw.slice(SIGNED_PREFIX.length), this.options.secrets);
     if (!verified || verified.value.length === 0) return null;
-    return { id: verified.value, raw, secretIndex: verified.index };
+    const cookie: VerifiedCookie = {
+      id: verified.value,
+      raw,
+      secretIndex: verified.index,
+      key: this.keyOf(verified.value),
+    };
+    if (raw.length <= VERIFIED_MEMO_VALUE_MAX) {
+      if (memo.size >= VERIFIED_MEMO_MAX) {
+        const coldest = memo.keys().next().value;
+        if (coldest !== undefined) memo.delete(coldest);
+      }
+      memo.set(raw, Object.freeze(cookie));
+    }
+    return cookie;
   }
 
   /**
@@ -168,12 +228,13 @@ export class SessionEngine {
     request: { cookieHeader: string | undefined; secure: boolean; cookie?: CookieOptions | undefined },
   ): Promise<RequestSession> {
     const ctx = new RequestSession(this, host, request.secure, request.cookie ?? this.cookieOptionsFor(host));
-    const cookie = this.readCookie(request.cookieHeader);
+    const raw = this.rawCookie(request.cookieHeader);
+    const cookie = raw === undefined ? null : this.verify(raw);
     if (cookie) {
       ctx.cookieId = cookie.id;
       ctx.cookieRaw = cookie.raw;
       ctx.cookieSecretIndex = cookie.secretIndex;
-      const key = this.keyOf(cookie.id);
+      const key = cookie.key;
       // The previous request's touch of this session may still be running: let it land first,
       // or the activity it records would be missing and an active session could look idle.
       const touching = this.touching.get(key);
