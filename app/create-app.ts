@@ -63,7 +63,6 @@ import {
   mfaEnrollPage,
   mfaPage,
   mfaRecoveryCodesPage,
-  TOTP_LOGIN_ERRORS,
   totpLoginPage,
 } from './views-mfa.js';
 
@@ -360,10 +359,9 @@ export function createApp(options: CreateAppOptions): DemoApp {
     const next = safeNext(firstString(req.query.next)) ?? undefined;
     if (isAuthenticated(req)) return res.redirect(302, next ?? '/dashboard');
     if (!req.session.totpPending) return res.redirect(302, '/login?error=login_required');
+    // Only known error keys show anything (the page maps them to fixed text).
     const error = firstString(req.query.error);
-    res
-      .type('html')
-      .send(totpLoginPage({ csrfToken: csrfToken(req), next, error: error && TOTP_LOGIN_ERRORS[error] ? error : undefined }));
+    res.type('html').send(totpLoginPage({ csrfToken: csrfToken(req), next, error }));
   });
 
   app.post('/login/totp', csrf, async (req, res) => {
@@ -647,7 +645,9 @@ export function createApp(options: CreateAppOptions): DemoApp {
       return res.redirect(303, `/account/mfa?error=${error}`);
     }
     if (wantsJson(req)) return res.json({ ok: true, recoveryCodes: result.recoveryCodes });
-    res.type('html').send(mfaRecoveryCodesPage({ user, csrfToken: csrfToken(req), codes: result.recoveryCodes }));
+    res
+      .type('html')
+      .send(mfaRecoveryCodesPage({ user, csrfToken: csrfToken(req), codes: result.recoveryCodes }));
   });
 
   app.post('/account/mfa/disable', authed, csrf, async (req, res) => {

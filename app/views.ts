@@ -294,7 +294,8 @@ export function accountPage(options: {
   error?: string | undefined;
 }): string {
   const body = `<div class="card"><h1>Account</h1>
-<p>Logged in as <strong>${esc(options.user.email)}</strong>.</p></div>
+<p>Logged in as <strong>${esc(options.user.email)}</strong>.</p>
+<p><a href="/account/mfa">Two-factor authentication</a></p></div>
 <div class="card"><h2>Change password</h2>
 <form method="post" action="/account/password">${csrfField(options.csrfToken)}
   <label for="currentPassword">Current password</label>

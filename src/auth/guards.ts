@@ -53,6 +53,8 @@ export interface GuardOptions {
 /** Whether the request's session belongs to a logged-in user. */
 export function isAuthenticated(req: AuthRequest): boolean {
   const id = req.session?.userId;
+  // A login still waiting for its second factor is not a login, whatever else the session holds.
+  if (req.session?.totpPending !== undefined) return false;
   return typeof id === 'number' && Number.isSafeInteger(id) && id > 0;
 }
 

@@ -58,7 +58,8 @@ describe('migrate', () => {
         'applied auth/001_users',
         'applied auth/002_login_rate_limits',
         'applied auth/003_security_notices',
-        'Done: 4 changes.',
+        'applied auth/004_totp',
+        'Done: 5 changes.',
         '',
       ].join('\n'),
     );
