@@ -22,7 +22,15 @@ export type SessionEvent =
   | { type: 'saved'; key: string; userId: string | null }
   | { type: 'lost'; key: string; userId: string | null }
   | { type: 'touched'; key: string }
-  | { type: 'touch-skipped'; key: string };
+  | { type: 'touch-skipped'; key: string }
+  /**
+   * The request carried a session cookie that names no session (ASVS: many invalid ids from one
+   * source is an attack signal). `signature`: the value is not one this app signed (forged,
+   * tampered, unsigned, or signed with a secret no longer configured); `key` is null, as an
+   * unverified id is never hashed or stored. `unknown`: the signature verified but the store has
+   * no such session (logged out, revoked, pruned); `key` is its storage key. Never a raw value.
+   */
+  | { type: 'invalid-cookie'; reason: 'signature' | 'unknown'; key: string | null };
 
 /** Resolved engine settings (the framework adapters build these from their options). */
 export interface EngineOptions {
@@ -230,6 +238,8 @@ export class SessionEngine {
     const ctx = new RequestSession(this, host, request.secure, request.cookie ?? this.cookieOptionsFor(host));
     const raw = this.rawCookie(request.cookieHeader);
     const cookie = raw === undefined ? null : this.verify(raw);
+    if (raw !== undefined && !cookie)
+      this.emit({ type: 'invalid-cookie', reason: 'signature', key: null }, host);
     if (cookie) {
       ctx.cookieId = cookie.id;
       ctx.cookieRaw = cookie.raw;
@@ -240,6 +250,7 @@ export class SessionEngine {
       const touching = this.touching.get(key);
       if (touching) await touching;
       let record = await this.get(key, cookie.id, false);
+      if (!record) this.emit({ type: 'invalid-cookie', reason: 'unknown', key }, host);
       if (record && this.expiredReason(record)) {
         // A cached copy may lag another server's activity: confirm with the store before killing it.
         record = await this.get(key, cookie.id, true);

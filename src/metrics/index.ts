@@ -70,7 +70,8 @@ export interface SessionMetrics {
   readonly prefix: string;
   /**
    * Feed an engine event; pass as the middleware's `onEvent` (or call it from yours). Counts
-   * created, renewed, destroyed, expired, saved and lost sessions, and touches written vs skipped.
+   * created, renewed, destroyed, expired, saved and lost sessions, touches written vs skipped,
+   * and session cookies that named no session (`invalid_cookies_total{reason}`).
    */
   onEvent(event: SessionEvent): void;
   /** Count a login attempt: call it from the login handler / auth layer. */
@@ -262,6 +263,12 @@ export function createSessionMetrics(options: SessionMetricsOptions = {}): Sessi
     labelNames: ['reason'] as const,
     registers,
   });
+  const invalidCookies = new Counter({
+    name: `${prefix}invalid_cookies_total`,
+    help: 'Requests whose session cookie named no session: a bad signature (forged, tampered, old secret) or an unknown session (logged out, revoked, pruned). A burst is an attack signal.',
+    labelNames: ['reason'] as const,
+    registers,
+  });
   const touches = new Counter({
     name: `${prefix}touches_total`,
     help: 'Activity writes: written to the store, or skipped by touch throttling.',
@@ -289,6 +296,7 @@ export function createSessionMetrics(options: SessionMetricsOptions = {}): Sessi
   });
 
   for (const reason of ['idle', 'absolute']) expired.inc({ reason }, 0);
+  for (const reason of ['signature', 'unknown']) invalidCookies.inc({ reason }, 0);
   for (const result of ['written', 'skipped']) touches.inc({ result }, 0);
   for (const outcome of ['succeeded', 'failed', 'rate_limited']) logins.inc({ outcome }, 0);
 
@@ -416,6 +424,9 @@ export function createSessionMetrics(options: SessionMetricsOptions = {}): Sessi
           break;
         case 'touch-skipped':
           touches.inc({ result: 'skipped' });
+          break;
+        case 'invalid-cookie':
+          invalidCookies.inc({ reason: event.reason });
           break;
       }
     },

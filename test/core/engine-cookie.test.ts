@@ -146,3 +146,41 @@ describe('verified cookie memo', () => {
     expect(unsign).toHaveBeenCalledTimes(1);
   });
 });
+
+describe('invalid-cookie events', () => {
+  it('reports a bad signature (forged, tampered, unsigned, old secret) without any raw value', async () => {
+    const e = engine();
+    const { raw } = await login(e);
+    const oldSigned = `s:${signature.sign('some-id', OLD_SECRET)}`;
+    events = [];
+    const values = [`s:${'a'.repeat(43)}.${'b'.repeat(43)}`, `${raw.slice(0, -2)}xx`, 'plain-id', oldSigned];
+    for (const value of values) await request(e, `sid=${encodeURIComponent(value)}`);
+    const invalid = events.filter((ev) => ev.type === 'invalid-cookie');
+    expect(invalid).toEqual(values.map(() => ({ type: 'invalid-cookie', reason: 'signature', key: null })));
+  });
+
+  it('reports a genuine cookie whose session is gone as unknown, with the storage key only', async () => {
+    const e = engine();
+    const { cookie, sessionId, raw } = await login(e);
+    memory.clear();
+    events = [];
+    const { setCookie } = await request(e, cookie);
+    expect(events).toContainEqual({ type: 'invalid-cookie', reason: 'unknown', key: id.hashId(sessionId) });
+    const text = JSON.stringify(events);
+    expect(text).not.toContain(sessionId);
+    expect(text).not.toContain(raw.slice(raw.lastIndexOf('.') + 1));
+    // The browser is told to forget it, as before.
+    expect(setCookie).toMatch(/^sid=; .*Expires=Thu, 01 Jan 1970/);
+  });
+
+  it('reports nothing for no cookie, other cookies, an empty value, or a valid session', async () => {
+    const e = engine();
+    const { cookie } = await login(e);
+    events = [];
+    await request(e, undefined);
+    await request(e, 'theme=dark; xsid=1');
+    await request(e, 'sid=');
+    await request(e, cookie);
+    expect(events.filter((ev) => ev.type === 'invalid-cookie')).toEqual([]);
+  });
+});

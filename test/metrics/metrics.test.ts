@@ -98,6 +98,7 @@ describe('session metrics', () => {
       'pgsession_sessions_renewed_total',
       'pgsession_sessions_destroyed_total',
       'pgsession_sessions_expired_total',
+      'pgsession_invalid_cookies_total',
       'pgsession_sessions_pruned_total',
       'pgsession_sessions_saved_total',
       'pgsession_sessions_lost_total',
@@ -147,6 +148,39 @@ describe('session metrics', () => {
     expect(sample(text, 'pgsession_sessions_saved_total')).toBe(1);
     expect(sample(text, 'pgsession_sessions_lost_total')).toBe(1);
     expect(sample(text, 'pgsession_touches_total{result="written"}')).toBe(1);
+  });
+
+  it('count session cookies that name no session, by reason, through the middleware', async () => {
+    const metrics = createSessionMetrics();
+    const memory = new MemoryStore();
+    const app = express();
+    app.use(session({ secret: SECRET, store: memory, saveUninitialized: false, onEvent: metrics.onEvent }));
+    app.post('/login', (req, res) => {
+      req.session.userId = 1;
+      res.end();
+    });
+    app.get('/', (_req, res) => res.end());
+    const server = await listen(http.createServer(app));
+    try {
+      const client = new Client(server.url);
+      await client.post('/login');
+      const valid = client.jar.get('connect.sid')!;
+      const send = (value: string) => client.get('/', { headers: { cookie: `connect.sid=${value}` } });
+      await send(valid);
+      // Forged, tampered, unsigned: bad signature, three times.
+      await send(`s%3A${'a'.repeat(43)}.${'b'.repeat(43)}`);
+      await send(`${valid.slice(0, -2)}xx`);
+      await send('plain-id');
+      // A genuine cookie whose session is gone (logged out, revoked): unknown.
+      memory.clear();
+      await send(valid);
+    } finally {
+      await server.close();
+    }
+    const text = await metrics.registry.metrics();
+    expect(sample(text, 'pgsession_invalid_cookies_total{reason="signature"}')).toBe(3);
+    expect(sample(text, 'pgsession_invalid_cookies_total{reason="unknown"}')).toBe(1);
+    await memory.close();
   });
 
   it('time failing store calls as errors and count pruned sessions', async () => {
