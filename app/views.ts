@@ -391,7 +391,7 @@ export function noticeText(notice: SecurityNotice): { text: string; advice: stri
       return { text: `New sign-in from ${whereAndWhen(notice.details)}.`, advice: reset };
     case 'failed-sign-ins':
       return {
-        text: `${notice.details.failures} failed sign-in attempts with a wrong password in ${Math.round(notice.details.windowSeconds / 60)} minutes, the last from ${whereAndWhen(notice.details)}.`,
+        text: `${notice.details.failures} wrong passwords entered for your account in ${Math.round(notice.details.windowSeconds / 60)} minutes, the last from ${whereAndWhen(notice.details)}.`,
         advice:
           "If this wasn't you, someone may be guessing your password: make sure it is strong and not used elsewhere.",
       };

@@ -539,6 +539,8 @@ export class Auth {
       await this.hasher.verifyDummy(validPasswordInput(password) ? password : '');
     }
     if (!ok || !user) {
+      // A wrong password from inside a session is a guess like any other: the owner hears of it.
+      this.notices.failedSignIn(current, this.notices.context(req));
       this.#emit({ type: 'login-failed', userId, emailHash, ip, ua }, req);
       return null;
     }
@@ -572,7 +574,11 @@ export class Auth {
       user && validPasswordInput(password)
         ? (await this.hasher.verify(user.passwordHash, password)).ok
         : false;
-    if (!ok || !user) return null;
+    if (!ok || !user) {
+      // Counted for the failed-sign-ins notice like a wrong password at the login form.
+      this.notices.failedSignIn(current, this.notices.context(req));
+      return null;
+    }
     await attempt?.succeeded();
     return user;
   }

@@ -338,7 +338,8 @@ export class SecurityNotices {
   }
 
   /**
-   * A wrong password for an existing account. Counted per account (across servers); the
+   * A wrong password for an existing account (at login, or when a logged-in session confirms
+   * the password for a change or step-up). Counted per account (across servers); the
    * `threshold`-th failure of a window records one `failed-sign-ins` notice. Runs in the
    * background: the failed login's answer must not wait for it (nor differ in time from an
    * unknown email's, which records nothing).

@@ -204,6 +204,25 @@ describe('failed sign-ins and lockouts (ASVS 6.3.5)', () => {
     expect(sentTo(user.id)).toEqual([{ ...notices[0], to: user.email }]);
   });
 
+  it('wrong current passwords from inside a session count too (someone holding the session is guessing)', async () => {
+    const user = await t.createUser('session-guess@example.com');
+    const c = browser(FIREFOX_LINUX, '203.0.113.120');
+    await login(c, user.email);
+    const _csrf = await csrfOn(c);
+    for (let i = 0; i < 3; i++) {
+      const res = await c.post('/account/password', {
+        form: { _csrf, currentPassword: `inside guess ${i}`, newPassword: 'a brand new passphrase' },
+      });
+      expect(res.status).toBe(400);
+    }
+    const notices = await noticesOf(user.id);
+    expect(notices.map((n) => n.kind)).toEqual(['failed-sign-ins']);
+    const html = await (await c.get('/dashboard')).text();
+    expect(html).toMatch(
+      /3 wrong passwords entered for your account in 15 minutes, the last from Firefox 128 on Linux, 203\.0\.113\.120, at /,
+    );
+  });
+
   it('parallel wrong passwords from several addresses still make exactly one', async () => {
     const user = await t.createUser('parallel-notice@example.com');
     const results = await Promise.all(
