@@ -65,6 +65,11 @@ export interface AppConfig {
   passwordContextWords?: readonly string[];
   /** Breached-password check (`PWNED_PASSWORDS_URL`); absent or null: off. */
   pwnedPasswords?: PwnedPasswordsConfig | null;
+  /**
+   * `TOTP_ENCRYPTION_KEY`: 32 bytes (64 hex characters or base64) that encrypt the users' TOTP
+   * secrets in the database (AES-256-GCM). Absent: stored as is (see docs/demo-app.md).
+   */
+  totpEncryptionKey?: string | undefined;
 }
 
 /** Options of {@link loadConfig}. */
@@ -217,5 +222,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     reauthWindow,
     passwordContextWords: [...DEMO_PASSWORD_CONTEXT_WORDS, ...parseWordList(env.PASSWORD_CONTEXT_WORDS)],
     pwnedPasswords: parsePwnedPasswords(env),
+    totpEncryptionKey: env.TOTP_ENCRYPTION_KEY?.trim() || undefined,
   };
 }

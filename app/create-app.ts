@@ -249,7 +249,11 @@ export function createApp(options: CreateAppOptions): DemoApp {
         )),
     ...(options.notices !== undefined ? { notices: options.notices } : {}),
     // Optional TOTP (ASVS 6.3.3), per user from /account/mfa.
-    totp: { issuer: 'pgsession demo', ...options.totp },
+    totp: {
+      issuer: 'pgsession demo',
+      ...(config.totpEncryptionKey ? { encryptionKey: config.totpEncryptionKey } : {}),
+      ...options.totp,
+    },
   });
 
   const app = express() as DemoApp;

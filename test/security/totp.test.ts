@@ -120,12 +120,10 @@ describe('TOTP login over HTTP (ASVS 6.3.3)', () => {
     expect(res.status).toBe(303);
     expect(res.headers.get('location')).toBe('/dashboard');
     expect((await c.get('/api/me')).status).toBe(200);
-    const json = await t
-      .client({ 'x-forwarded-for': '198.51.100.1' })
-      .post('/login', {
-        json: { email: 'plain@example.com', password: PASSWORD },
-        headers: { accept: 'application/json' },
-      });
+    const json = await t.client({ 'x-forwarded-for': '198.51.100.1' }).post('/login', {
+      json: { email: 'plain@example.com', password: PASSWORD },
+      headers: { accept: 'application/json' },
+    });
     expect(json.status).toBe(200);
     expect(await json.json()).toMatchObject({ user: { email: 'plain@example.com' } });
   });
@@ -145,12 +143,10 @@ describe('TOTP login over HTTP (ASVS 6.3.3)', () => {
     expect((await c.get('/api/me')).status).toBe(401);
     expect((await c.get('/account/mfa')).status).toBe(302);
     // JSON clients get a result to branch on, not a user.
-    const json = await t
-      .client({ 'x-forwarded-for': '198.51.100.2' })
-      .post('/login', {
-        json: { email: 'two@example.com', password: PASSWORD },
-        headers: { accept: 'application/json' },
-      });
+    const json = await t.client({ 'x-forwarded-for': '198.51.100.2' }).post('/login', {
+      json: { email: 'two@example.com', password: PASSWORD },
+      headers: { accept: 'application/json' },
+    });
     expect(json.status).toBe(202);
     expect(await json.json()).toEqual({ status: 'totp-required', next: '/login/totp' });
   });
@@ -317,6 +313,29 @@ describe('TOTP login over HTTP (ASVS 6.3.3)', () => {
     );
     expect(rows).toHaveLength(10);
     for (const { code_hash } of rows) for (const code of recoveryCodes) expect(code_hash).not.toContain(code);
+  });
+});
+
+describe('TOTP_ENCRYPTION_KEY (the demo)', () => {
+  it('with the key set, the stored secret is encrypted and logins with codes work as before', async () => {
+    const key = Buffer.alloc(32, 9).toString('base64');
+    const enc = await startApp({ db, totp: { now }, config: { totpEncryptionKey: key } });
+    const saved = t;
+    try {
+      t = enc;
+      const { c, secret } = await enrolledUser('sealed@example.com', '198.51.100.11');
+      const { rows } = await db.pool.query<{ secret: string }>(
+        'SELECT t.secret FROM auth_totp t JOIN users u ON u.id = t.user_id WHERE u.email = $1',
+        ['sealed@example.com'],
+      );
+      expect(rows[0]!.secret).toMatch(/^enc1:/);
+      expect(rows[0]!.secret).not.toContain(secret);
+      await passwordLogin(c, 'sealed@example.com');
+      expect((await submitCode(c, codeAt(secret))).headers.get('location')).toBe('/dashboard');
+    } finally {
+      t = saved;
+      await enc.close();
+    }
   });
 });
 
