@@ -19,7 +19,7 @@ export function authMigrationsDir(): string {
   throw new Error('pgsession: cannot find the migrations/auth folder next to the package');
 }
 
-/** The auth migrations (users table, login rate-limit counters, security notices and known devices), ids prefixed with `auth/`. */
+/** The auth migrations (users table, login rate-limit counters, security notices and known devices, TOTP secrets and recovery codes), ids prefixed with `auth/`. */
 export async function authMigrations(dir: string = authMigrationsDir()): Promise<Migration[]> {
   const list = await loadSqlMigrations(dir);
   return list.map((m) => ({ id: AUTH_MIGRATION_PREFIX + m.id, sql: m.sql }));
