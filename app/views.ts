@@ -41,7 +41,7 @@ main{max-width:56rem;margin:2rem auto;padding:0 1rem}
 h1{font-size:1.6rem;margin:0 0 1rem}
 h2{font-size:1.2rem;margin:0 0 .75rem}
 label{display:block;font-weight:600;margin:.75rem 0 .25rem}
-input[type=email],input[type=password]{width:100%;max-width:24rem;padding:.5rem;border:1px solid #d0d7de;border-radius:6px;font:inherit}
+input[type=email],input[type=password],input[type=text]{width:100%;max-width:24rem;padding:.5rem;border:1px solid #d0d7de;border-radius:6px;font:inherit}
 button,.button{display:inline-block;padding:.4rem .9rem;border-radius:6px;border:1px solid #1f883d;background:#1f883d;color:#fff;font:inherit;cursor:pointer;text-decoration:none}
 button.secondary{background:#f6f8fa;color:#24292f;border-color:#d0d7de}
 button.danger{background:#fff;color:#cf222e;border-color:#cf222e}
