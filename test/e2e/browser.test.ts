@@ -13,7 +13,7 @@
  * they are missing or with UPDATE_SCREENSHOTS=1; otherwise to a temporary folder, so a test run
  * does not rewrite committed images (their timestamps change on every run).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -25,6 +25,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } 
 import { hashId } from '../../src/core/id.js';
 import { runCli } from '../cli/run-cli.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { type ChildServer, startServer } from '../helpers/process.js';
 
 vi.setConfig({ testTimeout: 120_000, hookTimeout: 120_000 });
 
@@ -53,55 +54,22 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-interface AppProcess {
-  child: ChildProcess;
-  output: () => string;
-}
+type AppProcess = ChildServer;
 
-/** Start the demo app as a child process; resolves once it listens. */
+/** Start the demo app as a child process (its own process group: see killApps); resolves once it listens. */
 function startApp(env: Record<string, string>): Promise<AppProcess> {
-  const child = spawn(tsx, ['app/main.ts'], {
+  return startServer(tsx, ['app/main.ts'], {
     cwd: root,
     env: { ...process.env, LOG_LEVEL: 'warn', NODE_ENV: 'development', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    // Its own process group: tsx runs the app in a child process, and a forced clean-up must
-    // reach that one too (killing tsx alone would leave the app running).
+    name: 'the app',
+    timeoutMs: 90_000,
     detached: true,
-  });
-  started.push(child);
-  let out = '';
-  child.stdout!.on('data', (d) => {
-    out += d;
-  });
-  child.stderr!.on('data', (d) => {
-    out += d;
-  });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the app did not start in time:\n${out}`)), 90_000);
-    const onData = () => {
-      if (!/listening on http:\/\//.test(out)) return;
-      clearTimeout(timer);
-      child.stdout!.off('data', onData);
-      child.off('exit', onExit);
-      resolve({ child, output: () => out });
-    };
-    const onExit = (code: number | null) => {
-      clearTimeout(timer);
-      reject(new Error(`the app exited (${code}) before listening:\n${out}`));
-    };
-    child.stdout!.on('data', onData);
-    child.once('exit', onExit);
+    onSpawn: (child) => started.push(child),
   });
 }
 
 /** SIGTERM to tsx, which relays it to the app once (graceful shutdown); the exit status. */
-async function stopApp(app: AppProcess): Promise<number | null> {
-  if (app.child.exitCode !== null) return app.child.exitCode;
-  const exited = once(app.child, 'exit');
-  app.child.kill('SIGTERM');
-  const [code] = (await exited) as [number | null];
-  return code;
-}
+const stopApp = (app: AppProcess): Promise<number | null> => app.stop();
 
 /** Every app process group started, for the clean-up. */
 const started: ChildProcess[] = [];
@@ -310,14 +278,16 @@ describe('the demo app in Chromium', () => {
   });
 
   it('revoking needs a recent password: after REAUTH_WINDOW the sessions page asks for it, then the revoke goes through', async () => {
-    app = await startApp({ ...env, REAUTH_WINDOW: '3s' });
+    // Long enough that confirming the password and then revoking fit in it on a loaded CI
+    // machine (3 s did not), short enough to wait out.
+    app = await startApp({ ...env, REAUTH_WINDOW: '8s' });
     const contexts = [await browser.newContext(), await browser.newContext()];
     try {
       const [pageA, pageB] = await Promise.all(contexts.map((c) => c.newPage()));
       await logIn(pageA!, base);
       await logIn(pageB!, base);
       const keyB = await sessionKey(contexts[1]!);
-      await new Promise((r) => setTimeout(r, 3500));
+      await new Promise((r) => setTimeout(r, 8500));
       await pageA!.goto(`${base}/account/sessions`);
       expect(await pageA!.textContent('main')).toContain('Confirm your password to manage your sessions');
       const revokeB = () => pageA!.locator(`form[action="/account/sessions/${keyB}/revoke"] button`).click();

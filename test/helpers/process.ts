@@ -18,9 +18,16 @@ export interface StartOptions {
   /** Named in errors. */
   name?: string;
   timeoutMs?: number;
+  /**
+   * Own process group. `tsx` runs the app in a grandchild: killing the group (`process.kill(-pid)`)
+   * is the only forced clean-up that reaches it.
+   */
+  detached?: boolean;
+  /** Called at once with the process, so a clean-up can reach it even if it never listens. */
+  onSpawn?: (child: ChildProcess) => void;
 }
 
-const LISTENING = /listening on (http:\/\/127\.0\.0\.1:\d+)/;
+const LISTENING = /listening on (http:\/\/[^\s/]+)/;
 
 /**
  * Start `command args` and resolve once it prints its "listening on" line. Rejects with its
