@@ -440,8 +440,22 @@ export class RequestSession implements SessionController {
   private lastActiveAt = 0;
   private version = 0;
   private originalId = '';
-  private originalSnap: Snapshot = new Map();
+  /**
+   * Change detection. "Modified" is judged per top-level key by its JSON, as express-session
+   * does (so in-place changes to nested objects count), against the data as loaded. Serializing
+   * every key on load and again on commit was the largest part of the engine's own CPU, so a
+   * loaded session keeps only the JSON text it was loaded from (`baseText`: the store's, when it
+   * has it) and the per-key snapshot is built from that text only when something may have
+   * changed (see {@link unchangedSinceLoad}).
+   */
+  private baseText: string | undefined;
+  /** The loaded cookie's JSON value, which stands in for the live cookie when comparing with `baseText`. */
+  private baseCookie: unknown;
+  /** Per-key JSON of the data as loaded or generated; built lazily from `baseText` for loaded sessions. */
+  private originalSnapValue: Snapshot | undefined;
   private savedSnap: Snapshot | undefined;
+  /** What was last saved is the data as loaded (`savedSnap` then stays undefined). */
+  private savedIsOriginal = false;
   private touched = false;
   private committed = false;
   /**
@@ -485,8 +499,11 @@ export class RequestSession implements SessionController {
     this.version = 0;
     this.readOnly = false;
     this.originalId = this.id;
-    this.originalSnap = snapshot(session);
+    this.baseText = undefined;
+    this.baseCookie = undefined;
+    this.originalSnapValue = snapshot(session);
     this.savedSnap = undefined;
+    this.savedIsOriginal = false;
     if (keep) for (const [k, v] of Object.entries(keep)) if (!(k in session)) session[k] = v;
   }
 
@@ -509,8 +526,57 @@ export class RequestSession implements SessionController {
     this.version = record.version;
     this.readOnly = record.readOnly === true;
     this.originalId = id;
-    this.originalSnap = snapshot(session);
-    this.savedSnap = this.opts.resave ? undefined : this.originalSnap;
+    // The text must be exactly JSON.stringify(record.data): a store that kept it says so.
+    let text = record.json;
+    if (text === undefined) {
+      try {
+        text = JSON.stringify(record.data);
+      } catch {
+        // Data no JSON can hold (only a foreign store could return it): the eager snapshot below
+        // reports it as before.
+      }
+    }
+    this.baseText = text;
+    this.baseCookie = record.data.cookie;
+    this.originalSnapValue = text === undefined ? snapshot(session) : undefined;
+    this.savedSnap = undefined;
+    this.savedIsOriginal = !this.opts.resave;
+  }
+
+  /** Per-key JSON of the data as loaded (built on first use for a loaded session). */
+  private get originalSnap(): Snapshot {
+    if (this.originalSnapValue === undefined) {
+      // The same copy rules as on load (keys shadowing methods, `__proto__` and `cookie` skipped),
+      // applied to a fresh parse of the loaded text: exactly the snapshot load would have taken.
+      this.originalSnapValue =
+        this.baseText === undefined ? new Map() : snapshot(new Session({}, JSON.parse(this.baseText)));
+    }
+    return this.originalSnapValue;
+  }
+
+  /**
+   * True when the session certainly holds the data it was loaded with, under the same id: its
+   * keys, in their order, with the loaded cookie in place of the live one, serialize to the
+   * loaded text. One JSON.stringify, no per-key snapshot. False means "compare per key" (the
+   * exact check), never "modified": a key order change or a skipped key only costs the slow path.
+   */
+  private unchangedSinceLoad(session: Session): boolean {
+    const text = this.baseText;
+    if (text === undefined || this.originalId !== this.id) return false;
+    const probe: Record<string, unknown> = {};
+    for (const key of Object.keys(session)) {
+      // An own `__proto__` key would set the probe's prototype instead of a property.
+      if (key === '__proto__') return false;
+      probe[key] = key === 'cookie' ? this.baseCookie : session[key];
+    }
+    let json: string;
+    try {
+      json = JSON.stringify(probe);
+    } catch {
+      // Not serializable (BigInt, cycle): the per-key snapshot reports which key.
+      return false;
+    }
+    return json === text;
   }
 
   private isModified(current: Snapshot): boolean {
@@ -518,14 +584,25 @@ export class RequestSession implements SessionController {
   }
 
   private isSaved(current: Snapshot): boolean {
-    return this.originalId === this.id && sameSnapshot(this.savedSnap, current);
+    const saved = this.savedIsOriginal ? this.originalSnap : this.savedSnap;
+    return this.originalId === this.id && sameSnapshot(saved, current);
   }
 
   private shouldSave(current: Snapshot): boolean {
-    if (!this.opts.saveUninitialized && this.savedSnap === undefined && this.cookieId !== this.id) {
+    if (
+      !this.opts.saveUninitialized &&
+      this.savedSnap === undefined &&
+      !this.savedIsOriginal &&
+      this.cookieId !== this.id
+    ) {
       return this.isModified(current);
     }
     return !this.isSaved(current);
+  }
+
+  /** Whether the data or id differ from what was loaded (a snapshot only when it may). */
+  private modifiedNow(session: Session): boolean {
+    return !this.unchangedSinceLoad(session) && this.isModified(snapshot(session));
   }
 
   private touchCookie(session: Session): void {
@@ -556,6 +633,16 @@ export class RequestSession implements SessionController {
       return null;
     }
     this.touchCookie(session);
+    if (this.savedIsOriginal && this.unchangedSinceLoad(session)) {
+      // The steady state: same id, same data as loaded and saved. Nothing to save (the checks
+      // below would find the same without serializing every key), at most a touch.
+      if (this.readOnly) {
+        this.engine.emit({ type: 'touch-skipped', key: this.key }, this.host);
+        return null;
+      }
+      if (this.cookieId === this.id && this.persisted) this.touchStore(session, undefined);
+      return null;
+    }
     const current = snapshot(session);
     if (this.readOnly) {
       // Degraded mode: an unchanged session needs nothing (not even resave's rewrite); a changed
@@ -617,11 +704,13 @@ export class RequestSession implements SessionController {
     }
     this.lastActiveAt = now;
     this.savedSnap = current;
+    this.savedIsOriginal = false;
     engine.undefer(this.key);
   }
 
   /** Record activity, at most once per touchAfter, without holding up the response. */
-  private touchStore(session: Session, current: Snapshot): void {
+  /** `current`: the session's snapshot if the caller has it (built here only if a store needs it). */
+  private touchStore(session: Session, current: Snapshot | undefined): void {
     const { opts, engine } = this;
     const now = opts.now();
     const expiresAt = engine.expiresAt(now, this.createdAt, session.cookie.expires);
@@ -641,8 +730,12 @@ export class RequestSession implements SessionController {
     engine.emit({ type: 'touched', key }, this.host);
   }
 
-  private touchState(session: Session, current: Snapshot): DeferredTouch['state'] {
-    return { data: toJSON(session, current), createdAt: this.createdAt, version: this.version };
+  private touchState(session: Session, current: Snapshot | undefined): DeferredTouch['state'] {
+    return {
+      data: toJSON(session, current ?? snapshot(session)),
+      createdAt: this.createdAt,
+      version: this.version,
+    };
   }
 
   private async destroyStored(): Promise<void> {
@@ -690,7 +783,7 @@ export class RequestSession implements SessionController {
       return opts.saveUninitialized || this.persisted || this.isModified(snapshot(session));
     }
     if (this.cookieSecretIndex > 0) return true;
-    return opts.rolling || (session.cookie.expires != null && this.isModified(snapshot(session)));
+    return opts.rolling || (session.cookie.expires != null && this.modifiedNow(session));
   }
 
   // ---- SessionController: the methods behind req.session.save() & co ----

@@ -49,6 +49,13 @@ export interface SessionRecord {
    * Set-Cookie. Stores never persist it.
    */
   readOnly?: boolean | undefined;
+  /**
+   * Optional, from `get` only: the JSON text `data` was just parsed from, exactly
+   * `JSON.stringify(data)`, when the store has it anyway (the cache keeps sessions as text). The
+   * engine then detects changes against it without serializing the session on load. Stores
+   * never persist it; leave it out rather than give a text that differs from `data`.
+   */
+  json?: string | undefined;
 }
 
 /** A change to an existing session, expressed as top-level keys so concurrent writers merge. */

@@ -115,6 +115,8 @@ class Entry {
       lastActiveAt: this.lastActiveAt,
       userId: this.userId,
       version: this.version,
+      // The text just parsed: the engine compares against it instead of serializing on load.
+      json: this.json,
     };
   }
 }
