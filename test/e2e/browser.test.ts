@@ -1,6 +1,6 @@
 /**
  * End to end in a real browser: Debian's Chromium driven by playwright-core, against the demo
- * app running as a separate process (`tsx app/main.ts`, what `npm start` runs) on a fresh
+ * app running as a separate process (`app/main.ts` with tsx's loader, what `npm start` runs) on a fresh
  * database. Log in through the form; the session cookie is invisible to scripts; a restart of
  * the app process keeps the login; a second browser revokes the first one's session from the
  * sessions page; logging out clears the cookie; once the password is no longer recent, revoking
@@ -31,7 +31,6 @@ vi.setConfig({ testTimeout: 120_000, hookTimeout: 120_000 });
 
 const CHROMIUM = '/usr/bin/chromium';
 const root = fileURLToPath(new URL('../../', import.meta.url));
-const tsx = path.join(root, 'node_modules/.bin/tsx');
 const SECRET = 'e2e-secret-0123456789abcdefghijklmnopqrstuvwxyz';
 const EMAIL = 'alice@example.com';
 const PASSWORD = 'correct horse battery staple';
@@ -58,7 +57,9 @@ type AppProcess = ChildServer;
 
 /** Start the demo app as a child process (its own process group: see killApps); resolves once it listens. */
 function startApp(env: Record<string, string>): Promise<AppProcess> {
-  return startServer(tsx, ['app/main.ts'], {
+  // node with tsx's loader, not the tsx wrapper: the wrapper exits 143 when the app is slow to
+  // acknowledge a relayed SIGTERM (a loaded machine), and the app's shutdown would go unchecked.
+  return startServer(process.execPath, ['--import', 'tsx', 'app/main.ts'], {
     cwd: root,
     env: { ...process.env, LOG_LEVEL: 'warn', NODE_ENV: 'development', ...env },
     name: 'the app',
@@ -68,7 +69,7 @@ function startApp(env: Record<string, string>): Promise<AppProcess> {
   });
 }
 
-/** SIGTERM to tsx, which relays it to the app once (graceful shutdown); the exit status. */
+/** SIGTERM to the app (graceful shutdown); the exit status. */
 const stopApp = (app: AppProcess): Promise<number | null> => app.stop();
 
 /** Every app process group started, for the clean-up. */

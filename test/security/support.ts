@@ -89,12 +89,16 @@ export async function secondServer(
   };
 }
 
-/** The demo app as its own process (`tsx app/main.ts`), as `npm start` runs it. */
+/**
+ * The demo app as its own process, as `npm start` runs it, but as `node --import tsx`: the `tsx`
+ * wrapper relays SIGTERM to the app and exits 143 itself if the app does not acknowledge within
+ * ~30 ms (a loaded machine), which made graceful-shutdown checks flaky.
+ */
 export type ChildApp = ChildServer;
 
 /** Start `app/main.ts` with this environment; resolves once it listens. */
 export function spawnApp(env: Record<string, string | undefined>): Promise<ChildApp> {
-  return startServer(tsx, ['app/main.ts'], {
+  return startServer(process.execPath, ['--import', 'tsx', 'app/main.ts'], {
     cwd: root,
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
     name: 'app',
@@ -105,7 +109,7 @@ export function spawnApp(env: Record<string, string | undefined>): Promise<Child
 export function exitOf(
   env: Record<string, string | undefined>,
 ): Promise<{ code: number | null; output: string }> {
-  return runToExit(tsx, ['app/main.ts'], {
+  return runToExit(process.execPath, ['--import', 'tsx', 'app/main.ts'], {
     cwd: root,
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', ...env },
   });
