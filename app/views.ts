@@ -408,6 +408,12 @@ export function noticeText(notice: SecurityNotice): { text: string; advice: stri
         text: `Your account's email was changed from ${notice.details.previousEmail} to ${notice.details.newEmail} from ${whereAndWhen(notice.details)}.`,
         advice: reset,
       };
+    case 'second-factor-failed':
+      return {
+        text: `Your password was entered correctly but the two-factor code was wrong, from ${whereAndWhen(notice.details)}.`,
+        advice:
+          "If this wasn't you, someone knows your password: change it now and log out your other sessions.",
+      };
   }
 }
 

@@ -344,6 +344,7 @@ export class Auth {
     }
     const check = await this.totp.check(user.id, code);
     if (!check.ok) {
+      this.notices.wrongSecondFactor(user, this.notices.context(req));
       this.#emit({ type: 'totp-failed', userId: user.id, ip, ua }, req);
       return { ok: false, reason: 'wrong-code' };
     }

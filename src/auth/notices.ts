@@ -21,7 +21,8 @@ export type SecurityNoticeKind =
   | 'failed-sign-ins'
   | 'locked'
   | 'password-changed'
-  | 'email-changed';
+  | 'email-changed'
+  | 'second-factor-failed';
 
 /** Every kind, in the order the migration's CHECK lists them. */
 export const SECURITY_NOTICE_KINDS: readonly SecurityNoticeKind[] = Object.freeze([
@@ -30,6 +31,7 @@ export const SECURITY_NOTICE_KINDS: readonly SecurityNoticeKind[] = Object.freez
   'locked',
   'password-changed',
   'email-changed',
+  'second-factor-failed',
 ]);
 
 /** Where and when the reported event happened (the request that caused it). */
@@ -56,6 +58,11 @@ export interface SecurityNoticeDetails {
   'password-changed': NoticeContext & { revokedSessions: number };
   /** The account's email was changed from `previousEmail` to `newEmail`. */
   'email-changed': NoticeContext & { previousEmail: string; newEmail: string };
+  /**
+   * The right password, then a wrong two-factor code: whoever it was knows the password. At most
+   * one per account per `failedSignIns.window`.
+   */
+  'second-factor-failed': NoticeContext;
 }
 
 interface NoticeBase {
@@ -213,6 +220,7 @@ export class SecurityNotices {
   readonly #maxPending: number;
   readonly #failures: WindowCounter;
   readonly #lockouts: WindowCounter;
+  readonly #codeFailures: WindowCounter;
   readonly #pending = new Set<Promise<void>>();
   #deliveries = 0;
 
@@ -235,6 +243,7 @@ export class SecurityNotices {
       new WindowCounter({ pool, tableName: config.counterTable, keyPrefix, duration });
     this.#failures = counter('notice_fail', window);
     this.#lockouts = counter('notice_lock', config.lockedWindow ?? DEFAULTS.lockedWindow);
+    this.#codeFailures = counter('notice_2fa', window);
   }
 
   /** Where and when, from a request. */
@@ -354,6 +363,19 @@ export class SecurityNotices {
         failures: count,
         windowSeconds: this.#failed.window,
       });
+    });
+  }
+
+  /**
+   * A wrong TOTP or recovery code after the right password. Unlike a wrong password this is not
+   * guessing: the password is known to whoever typed it, so the owner hears of the first one
+   * (then at most one per window, across servers), in the background like the other failures.
+   */
+  wrongSecondFactor(user: NoticeRecipient, ctx: NoticeContext): void {
+    if (!this.enabled) return;
+    this.#background(async () => {
+      if ((await this.#codeFailures.hit(String(user.id))) !== 1) return;
+      await this.#record(user, 'second-factor-failed', ctx);
     });
   }
 

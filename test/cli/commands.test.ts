@@ -59,7 +59,8 @@ describe('migrate', () => {
         'applied auth/002_login_rate_limits',
         'applied auth/003_security_notices',
         'applied auth/004_totp',
-        'Done: 5 changes.',
+        'applied auth/005_second_factor_notice',
+        'Done: 6 changes.',
         '',
       ].join('\n'),
     );

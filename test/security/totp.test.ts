@@ -177,6 +177,31 @@ describe('TOTP login over HTTP (ASVS 6.3.3)', () => {
     expect((await old.get('/login/totp')).headers.get('location')).toBe('/login?error=login_required');
   });
 
+  it('a wrong code after the right password tells the owner (ASVS 6.3.5): one second-factor-failed notice per window, without the code', async () => {
+    const { c, secret } = await enrolledUser('known-password@example.com', '198.51.100.14');
+    const user = (await t.app.auth.users.findByEmail('known-password@example.com'))!;
+    const kinds = async () => {
+      await t.app.auth.notices.settled();
+      return (await t.app.auth.notices.list(user.id)).filter((n) => n.kind === 'second-factor-failed');
+    };
+    expect(await kinds()).toEqual([]);
+    await passwordLogin(c, 'known-password@example.com');
+    const wrong = codeAt(secret) === '000000' ? '111111' : '000000';
+    expect((await submitCode(c, wrong)).headers.get('location')).toBe('/login/totp?error=wrong_code');
+    const first = await kinds();
+    expect(first).toHaveLength(1);
+    expect(first[0]!.details).toMatchObject({ ip: '198.51.100.14' });
+    expect(JSON.stringify(first[0])).not.toContain(wrong);
+    // A second wrong code in the same window: no second notice.
+    expect((await submitCode(c, wrong)).headers.get('location')).toBe('/login/totp?error=wrong_code');
+    expect(await kinds()).toHaveLength(1);
+    // The dashboard says what it means once the owner logs in.
+    expect((await submitCode(c, codeAt(secret))).headers.get('location')).toBe('/dashboard');
+    expect(await text(await c.get('/dashboard'))).toContain(
+      'Your password was entered correctly but the two-factor code was wrong',
+    );
+  });
+
   it('the same code twice is refused (replay); a code from 3 steps ago too; the next step’s code works', async () => {
     const { c, secret } = await enrolledUser('replay@example.com', '198.51.100.4');
     const code = codeAt(secret);
