@@ -6,6 +6,8 @@
  *
  *   npx tsx bench/micro/hot-path.ts            # 5 alternating rounds of 20 000 requests
  *   npx tsx bench/micro/hot-path.ts --rounds=9 --requests=50000
+ *   npx tsx bench/micro/hot-path.ts --express          # through Express 5 (router, res.send)
+ *   npx tsx bench/micro/hot-path.ts --express --noop   # calibration: one do-nothing middleware
  *
  * Each request is a real `http.IncomingMessage` / `http.ServerResponse` pair (no socket: the
  * response is buffered and dropped), so header handling costs what it costs in Node. The store is
@@ -15,6 +17,7 @@
  */
 import { IncomingMessage, ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
+import express from 'express';
 import { session } from '../../src/express/middleware.js';
 import { CachedSessionStore } from '../../src/stores/cache/cached-store.js';
 import type { InvalidationSource } from '../../src/stores/cache/types.js';
@@ -27,6 +30,10 @@ const arg = (name: string, fallback: number): number => {
   return hit ? Number(hit.slice(name.length + 3)) : fallback;
 };
 const ROUNDS = arg('rounds', 5);
+/** `--express`: run the requests through an Express 5 app (its req/res prototypes and router). */
+const EXPRESS = process.argv.includes('--express');
+/** `--express --noop`: a middleware that only calls next(), to calibrate what one Express layer costs. */
+const NOOP = EXPRESS && process.argv.includes('--noop');
 const REQUESTS = arg('requests', 20_000);
 
 const source: InvalidationSource = {
@@ -85,6 +92,24 @@ const withSession = (req: IncomingMessage, res: ServerResponse, done: () => void
     dashboard(req, res, done);
   });
 
+/** The same two handlers as Express apps: one bare, one with the session middleware first. */
+function expressApp(withMiddleware: boolean) {
+  const app = express();
+  app.disable('x-powered-by');
+  if (withMiddleware) app.use(NOOP ? (_req, _res, next) => next() : middleware);
+  app.get('/dashboard', (req, res) => {
+    const s = (req as unknown as { session?: BenchSession }).session;
+    res.type('html').send(`${BODY}${s?.userId ?? 'bare'}${s?.csrfToken ?? ''}`);
+    (res as unknown as { done: () => void }).done();
+  });
+  return (req: IncomingMessage, res: ServerResponse, done: () => void) => {
+    (res as unknown as { done: () => void }).done = done;
+    app(req as never, res as never);
+  };
+}
+const bareExpress = expressApp(false);
+const sessionExpress = expressApp(true);
+
 // Log in once, as the bench's POST /login does.
 const login = await request(undefined, (req, res, done) =>
   middleware(req, res, () => {
@@ -103,13 +128,20 @@ const cookieValue = String(Array.isArray(setCookie) ? setCookie[0] : setCookie).
 const cookieHeader = `theme=dark; ${cookieValue}; _ga=GA1.1.123456789.1700000000`;
 
 async function run(kind: 'bare' | 'session', n: number): Promise<number> {
-  const handler = kind === 'bare' ? dashboard : withSession;
+  const handler = EXPRESS
+    ? kind === 'bare'
+      ? bareExpress
+      : sessionExpress
+    : kind === 'bare'
+      ? dashboard
+      : withSession;
   // CPU time of this process (user + system), not wall time: less sensitive to other processes
   // competing for the cores, which on a shared machine only delay the loop.
   const c0 = process.cpuUsage();
   for (let i = 0; i < n; i++) {
     const res = await request(cookieHeader, handler);
-    if (kind === 'session' && i === 0 && !res.getHeader('set-cookie')) throw new Error('no rolling cookie');
+    if (kind === 'session' && i === 0 && !NOOP && !res.getHeader('set-cookie'))
+      throw new Error('no rolling cookie');
   }
   const c = process.cpuUsage(c0);
   return ((c.user + c.system) * 1000) / n; // ns per request
