@@ -90,7 +90,9 @@ export function createProgram({ io, signal }: RunOptions): Command {
   const maintenanceCommands = () => import('./commands/maintenance.js');
 
   // ── user ──────────────────────────────────────────────────────────────────────────────
-  const user = program.command('user').description('manage users (add, passwd, disable, enable, list)');
+  const user = program
+    .command('user')
+    .description('manage users (add, passwd, disable, enable, totp-off, list)');
 
   user
     .command('add')
@@ -134,6 +136,17 @@ export function createProgram({ io, signal }: RunOptions): Command {
     .action(async (email: string, _opts: unknown, cmd: Command) => {
       const { userEnable } = await userCommands();
       return db(cmd, (ctx) => userEnable(ctx, email));
+    });
+
+  user
+    .command('totp-off')
+    .description(
+      'turn off two-factor authentication for a user who lost their authenticator and recovery codes, and revoke all their sessions',
+    )
+    .argument('<email>', 'email address of the user')
+    .action(async (email: string, _opts: unknown, cmd: Command) => {
+      const { userTotpOff } = await userCommands();
+      return db(cmd, (ctx) => userTotpOff(ctx, email));
     });
 
   user

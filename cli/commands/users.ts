@@ -1,4 +1,4 @@
-/** `pgsession user …`: add, passwd, disable, enable, list. */
+/** `pgsession user …`: add, passwd, disable, enable, totp-off, list. */
 import type { Role, UserRecord, UserRepository } from '../../src/auth/index.js';
 import {
   DuplicateEmailError,
@@ -6,6 +6,7 @@ import {
   normalizeEmail,
   PasswordCheckUnavailableError,
   PasswordPolicyError,
+  TotpManager,
 } from '../../src/auth/index.js';
 import type { Context } from '../context.js';
 import { CliError, NotFoundError, UsageError } from '../errors.js';
@@ -80,6 +81,22 @@ export async function userDisable(ctx: Context, email: string): Promise<void> {
   const revoked = await store.destroyByUser(String(user.id));
   const already = user.disabled ? ' (it already was)' : '';
   ctx.io.stdout.write(`Disabled ${user.email}${already}; revoked ${plural(revoked, 'session')}.\n`);
+}
+
+/**
+ * Turn off two-factor authentication for a user who lost both the authenticator and the
+ * recovery codes (after the operator has checked who is asking: this is account recovery). Their
+ * sessions are revoked too, so whatever was logged in before the reset must log in again, with
+ * the password alone until they set TOTP up again.
+ */
+export async function userTotpOff(ctx: Context, email: string): Promise<void> {
+  const users = await ctx.users();
+  const user = await findUser(users, email);
+  const wasOn = await new TotpManager(ctx.pool).disable(user.id);
+  const store = await ctx.store();
+  const revoked = await store.destroyByUser(String(user.id));
+  const what = wasOn ? 'Two-factor authentication turned off' : 'Two-factor authentication was not on';
+  ctx.io.stdout.write(`${what} for ${user.email}; revoked ${plural(revoked, 'session')}.\n`);
 }
 
 export async function userEnable(ctx: Context, email: string): Promise<void> {

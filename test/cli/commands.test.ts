@@ -3,8 +3,10 @@
  * with the demo app (in-process, same database) providing real logged-in browsers whose cookies
  * must stop working when the CLI revokes their sessions.
  */
+import { Secret, TOTP } from 'otpauth';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { migrateApp } from '../../app/migrate.js';
+import { TotpManager } from '../../src/auth/index.js';
 import { hashId } from '../../src/core/id.js';
 import { loginForm, PASSWORD, type RunningApp, startApp } from '../app/harness.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
@@ -291,6 +293,46 @@ describe('with browsers logged in to the demo app', () => {
     expect(short.code).toBe(1);
     expect(short.stderr).toMatch(/Password must be at least 8 characters; nothing was changed/);
     await logIn('paul@example.com', 'a brand new passphrase');
+  });
+
+  it('user totp-off turns two-factor off for a user who lost the authenticator, and logs them out everywhere', async () => {
+    const user = await t.createUser('tina@example.com');
+    const before = await logIn('tina@example.com');
+    // Enrolled through the library, as the /account/mfa pages do.
+    const totp = new TotpManager(db.pool);
+    const { secret } = await totp.startEnrollment(user.id, user.email);
+    const confirmed = await totp.confirmEnrollment(
+      user.id,
+      TOTP.generate({ secret: Secret.fromBase32(secret) }),
+    );
+    expect(confirmed.ok).toBe(true);
+    expect(await totp.isEnabled(user.id)).toBe(true);
+    // With TOTP on, the password alone does not log in.
+    const pending = await loginForm(t.client(), 'tina@example.com', PASSWORD);
+    expect(pending.headers.get('location')).toBe('/login/totp');
+
+    const off = await cli(['user', 'totp-off', 'tina@example.com']);
+    expect(off.stderr).toBe('');
+    expect(off.code).toBe(0);
+    expect(off.stdout).toBe(
+      'Two-factor authentication turned off for tina@example.com; revoked 1 session.\n',
+    );
+    expect(await totp.isEnabled(user.id)).toBe(false);
+    const { rows } = await db.pool.query('SELECT 1 FROM auth_totp_recovery_codes WHERE user_id = $1', [
+      user.id,
+    ]);
+    expect(rows).toEqual([]);
+    expect(await status(before)).toBe(401);
+    await logIn('tina@example.com'); // the password alone again
+
+    const again = await cli(['user', 'totp-off', 'tina@example.com']);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toBe(
+      'Two-factor authentication was not on for tina@example.com; revoked 1 session.\n',
+    );
+    const ghost = await cli(['user', 'totp-off', 'ghost@example.com']);
+    expect(ghost.code).toBe(3);
+    expect(ghost.stderr).toBe('pgsession: error: no user with email ghost@example.com\n');
   });
 
   it('unknown users exit with 3 (passwd, disable, enable)', async () => {
