@@ -273,6 +273,32 @@ describe('cross-origin reads (ASVS 3.5.6, 3.5.8)', () => {
     expect(await res.text()).not.toMatch(/steal\s*\(/);
   });
 
+  it('no page ships a script or a postMessage listener, and the CSP allows no inline script (ASVS 3.5.5, 3.5.7)', async () => {
+    const c = await loggedIn();
+    const anonymous = t.client();
+    const pages: Array<[Client, string]> = [
+      [anonymous, '/'],
+      [anonymous, '/login'],
+      ...['/dashboard', '/account', '/account/sessions', '/account/notices', '/account/mfa', '/reauth'].map(
+        (p): [Client, string] => [c, p],
+      ),
+    ];
+    for (const [client, p] of pages) {
+      const res = await client.get(p);
+      expect(res.status, p).toBe(200);
+      const html = await res.text();
+      expect(html, p).not.toMatch(/<script|postMessage|\son[a-z]+\s*=/i);
+      const csp = res.headers.get('content-security-policy') ?? '';
+      const directive = (name: string) =>
+        csp
+          .split(';')
+          .map((d) => d.trim())
+          .find((d) => d.startsWith(`${name} `));
+      expect(directive('script-src'), p).toBe("script-src 'self'");
+      expect(directive('script-src-attr'), p).toBe("script-src-attr 'none'");
+    }
+  });
+
   it('authenticated responses tell browsers not to hand them to other origins (CORP, no CORS)', async () => {
     const c = await loggedIn();
     for (const p of ['/dashboard', '/api/me', '/account/sessions']) {
