@@ -105,7 +105,7 @@ export class Context {
       notify: this.options.notify ? { channel: this.options.notify, nodeId: generateNodeId() } : undefined,
       errorLog: (...args: unknown[]) => this.io.stderr.write(`pgsession: ${args.map(messageOf).join(' ')}\n`),
     });
-    await this.#requireTable(store.names.qualified, 'the session table');
+    await this.requireTable(store.names.qualified, 'the session table');
     await store.ready();
     this.#store = store;
     return store;
@@ -114,7 +114,7 @@ export class Context {
   /** The users repository (an error naming `pgsession migrate` if the table is missing). */
   async users(): Promise<UserRepository> {
     if (this.#users) return this.#users;
-    await this.#requireTable('users', 'the users table');
+    await this.requireTable('users', 'the users table');
     const names = tableNames({ tableName: this.options.table, schemaName: this.options.schema });
     this.#users = new UserRepository(this.pool, {
       hasher: new PasswordHasher(),
@@ -126,7 +126,8 @@ export class Context {
     return this.#users;
   }
 
-  async #requireTable(qualified: string, what: string): Promise<void> {
+  /** An error naming `pgsession migrate` when `qualified` does not exist. */
+  async requireTable(qualified: string, what: string): Promise<void> {
     const { rows } = await this.pool.query<{ ok: boolean }>('SELECT to_regclass($1) IS NOT NULL AS ok', [
       qualified,
     ]);

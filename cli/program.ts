@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { Role } from '../src/auth/index.js';
+import { parseDuration } from '../src/core/duration.js';
 import type { Context, GlobalOptions } from './context.js';
 import { CliError, EXIT, messageOf } from './errors.js';
 import type { Io } from './output.js';
@@ -27,6 +28,18 @@ function positiveInteger(what: string) {
       throw new InvalidArgumentError(`${what} must be a positive integer.`);
     }
     return n;
+  };
+}
+
+/** A duration option (`30d`, `12h`, `90m`), checked like the library's own. */
+function durationOption(what: string) {
+  return (value: string): string => {
+    try {
+      if (parseDuration(value, what) <= 0) throw new Error('zero');
+    } catch {
+      throw new InvalidArgumentError(`${what} must be a duration such as 90d, 12h or 30m.`);
+    }
+    return value;
   };
 }
 
@@ -192,6 +205,18 @@ export function createProgram({ io, signal }: RunOptions): Command {
     });
 
   // ── maintenance ───────────────────────────────────────────────────────────────────────
+  const notices = program.command('notices').description('security notices kept for users');
+  notices
+    .command('prune')
+    .description(
+      'delete security notices older than --older-than and devices not seen for the remembering period (run it from cron)',
+    )
+    .option('--older-than <duration>', 'age of the notices to delete', durationOption('--older-than'), '365d')
+    .action(async (opts: { olderThan: string }, cmd: Command) => {
+      const { pruneNotices } = await maintenanceCommands();
+      return db(cmd, (ctx) => pruneNotices(ctx, opts.olderThan));
+    });
+
   program
     .command('prune')
     .description(

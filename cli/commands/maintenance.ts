@@ -1,5 +1,5 @@
-/** `pgsession prune` and `pgsession migrate`. */
-import { runAuthMigrations } from '../../src/auth/index.js';
+/** `pgsession prune`, `pgsession notices prune` and `pgsession migrate`. */
+import { runAuthMigrations, SecurityNotices } from '../../src/auth/index.js';
 import { ensureSchema } from '../../src/stores/postgres/index.js';
 import type { Context } from '../context.js';
 import { Progress, plural } from '../output.js';
@@ -38,6 +38,16 @@ export async function prune(
   }
   const stopped = options.signal.aborted ? ' (interrupted: run prune again for the rest)' : '';
   stdout.write(`Deleted ${plural(deleted, 'expired session')}${stopped}.\n`);
+}
+
+/** Old security notices and forgotten devices (`SecurityNotices.prune`). */
+export async function pruneNotices(ctx: Context, olderThan: string): Promise<void> {
+  await ctx.requireTable('auth_security_notices', 'the security notices table');
+  const notices = new SecurityNotices(ctx.pool, { onError: () => {} });
+  const { notices: deleted, devices } = await notices.prune({ olderThan });
+  ctx.io.stdout.write(
+    `Deleted ${plural(deleted, 'security notice')} older than ${olderThan} and ${plural(devices, 'forgotten device')}.\n`,
+  );
 }
 
 export async function migrate(ctx: Context): Promise<void> {

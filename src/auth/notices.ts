@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
 import Bowser from 'bowser';
 import type pg from 'pg';
+import { parseDuration } from '../core/duration.js';
 import { type LimitScope, WindowCounter } from './rate-limit.js';
 import { type AuthRequest, clientAddress, userAgent } from './request.js';
 import { describeUserAgent } from './sessions.js';
@@ -283,6 +284,26 @@ export class SecurityNotices {
       [userId],
     );
     return rows[0]?.n ?? 0;
+  }
+
+  /**
+   * Delete what no longer needs keeping: notices older than `olderThan` (default 365 days, read
+   * or not: a year-old warning is history, and the table must not grow forever) and devices not
+   * seen for longer than `rememberDevices` (already treated as unfamiliar again). Run it from a
+   * cron job (`pgsession notices prune`) or a timer; one indexed DELETE each.
+   */
+  async prune(options: { olderThan?: number | string } = {}): Promise<{ notices: number; devices: number }> {
+    const olderThan = parseDuration(options.olderThan ?? '365d', 'notices.prune olderThan');
+    const now = this.#now();
+    const notices = await this.pool.query(
+      'DELETE FROM auth_security_notices WHERE created_at < to_timestamp($1::float8 / 1000)',
+      [now - olderThan],
+    );
+    const devices = await this.pool.query(
+      'DELETE FROM auth_known_devices WHERE last_seen_at < to_timestamp($1::float8 / 1000)',
+      [now - this.#rememberDevices * 1000],
+    );
+    return { notices: notices.rowCount ?? 0, devices: devices.rowCount ?? 0 };
   }
 
   /**

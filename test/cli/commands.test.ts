@@ -335,6 +335,51 @@ describe('with browsers logged in to the demo app', () => {
     expect(ghost.stderr).toBe('pgsession: error: no user with email ghost@example.com\n');
   });
 
+  it('notices prune deletes security notices older than --older-than and devices forgotten anyway; recent ones stay', async () => {
+    const user = await t.createUser('nora@example.com');
+    await db.pool.query(
+      `INSERT INTO auth_security_notices (user_id, kind, created_at, details) VALUES
+         ($1, 'new-sign-in', now() - interval '400 days', '{}'),
+         ($1, 'password-changed', now() - interval '40 days', '{}'),
+         ($1, 'locked', now() - interval '1 day', '{}')`,
+      [user.id],
+    );
+    await db.pool.query(
+      `INSERT INTO auth_known_devices (user_id, device, first_seen_at, last_seen_at) VALUES
+         ($1, 'old-device', now() - interval '300 days', now() - interval '200 days'),
+         ($1, 'recent-device', now() - interval '300 days', now() - interval '2 days')`,
+      [user.id],
+    );
+    const kinds = async () =>
+      (
+        await db.pool.query<{ kind: string }>(
+          'SELECT kind FROM auth_security_notices WHERE user_id = $1 ORDER BY created_at',
+          [user.id],
+        )
+      ).rows.map((r) => r.kind);
+
+    const first = await cli(['notices', 'prune']);
+    expect(first.stderr).toBe('');
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(
+      /^Deleted \d+ security notices? older than 365d and \d+ forgotten devices?\.\n$/,
+    );
+    expect(await kinds()).toEqual(['password-changed', 'locked']);
+    const { rows } = await db.pool.query<{ device: string }>(
+      'SELECT device FROM auth_known_devices WHERE user_id = $1',
+      [user.id],
+    );
+    expect(rows.map((r) => r.device)).toEqual(['recent-device']);
+
+    const tighter = await cli(['notices', 'prune', '--older-than', '30d']);
+    expect(tighter.code).toBe(0);
+    expect(await kinds()).toEqual(['locked']);
+    const bad = await cli(['notices', 'prune', '--older-than', 'soon']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--older-than must be a duration such as 90d, 12h or 30m.');
+    expect(await kinds()).toEqual(['locked']);
+  });
+
   it('unknown users exit with 3 (passwd, disable, enable)', async () => {
     const results = await Promise.all([
       cli(['user', 'passwd', 'ghost@example.com'], { input: `${PASSWORD}\n` }),
