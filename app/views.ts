@@ -78,6 +78,7 @@ export function layout(options: LayoutOptions, body: string): string {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${esc(options.title)} · pgsession demo</title>
+<link rel="icon" href="data:,">
 <style>${CSS}</style>
 </head>
 <body>

@@ -35,6 +35,15 @@ describe('GET /', () => {
     expect(res.headers.getSetCookie()).toEqual([]);
   });
 
+  it('declares no icon and answers /favicon.ico with 204 and no session: no 404 on a first visit', async () => {
+    const html = await (await t.client().get('/')).text();
+    expect(html).toContain('<link rel="icon" href="data:,">');
+    const icon = await t.client().get('/favicon.ico');
+    expect(icon.status).toBe(204);
+    expect(icon.headers.get('cache-control')).toBe('public, max-age=86400');
+    expect(icon.headers.getSetCookie()).toEqual([]);
+  });
+
   it('sends security headers (helmet)', async () => {
     const res = await t.client().get('/');
     expect(res.headers.get('content-security-policy')).toContain("default-src 'self'");
