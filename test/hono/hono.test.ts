@@ -12,6 +12,7 @@ import { type PgSessionEnv, type PgSessionHonoOptions, pgsessionHono } from '../
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
 import { type HasSessionStore, kSessionStore, type SessionStore } from '../../src/stores/types.js';
 import { Client, listen } from '../helpers/http.js';
+import { touchRecorder } from '../helpers/touch-recorder.js';
 
 const SECRET = 'hono-adapter-test-secret-0123456789abcdef';
 const HOUR = 3_600_000;
@@ -342,22 +343,10 @@ describe('Hono middleware', () => {
   });
 
   it('flush({ touches: true }) writes the activity that touch throttling deferred; flush() does not', async () => {
-    const memory = new MemoryStore()[kSessionStore];
-    const touches: number[] = [];
-    const store: SessionStore = {
-      tracksActivity: true,
-      get: (k, o) => memory.get(k, o),
-      create: (k, r) => memory.create(k, r),
-      update: (k, c) => memory.update(k, c),
-      destroy: (k) => memory.destroy(k),
-      touch: async (key, expiresAt, lastActiveAt) => {
-        touches.push(lastActiveAt ?? -1);
-        return memory.touch(key, expiresAt, lastActiveAt);
-      },
-    };
+    const { store, touches } = touchRecorder();
     const start = Date.UTC(2030, 0, 1);
     let now = start;
-    const opts = options({ [kSessionStore]: store }, { rolling: true, touchAfter: 60_000, now: () => now });
+    const opts = options(store, { rolling: true, touchAfter: 60_000, now: () => now });
     const mw = pgsessionHono(opts);
     const app = new Hono<PgSessionEnv>();
     app.use(mw);
@@ -374,7 +363,7 @@ describe('Hono middleware', () => {
     await mw.flush();
     expect(touches).toEqual([]);
     await mw.flush({ touches: true });
-    expect(touches).toEqual([start + 5_000]);
+    expect(touches.map((t) => t.lastActiveAt)).toEqual([start + 5_000]);
   });
 
   it('leaves requests outside cookie.path without a session', async () => {

@@ -17,6 +17,7 @@ import {
 } from '../../src/stores/cache/index.js';
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
 import { listen } from '../helpers/http.js';
+import { touchRecorder } from '../helpers/touch-recorder.js';
 
 class FakeSource implements InvalidationSource {
   listening = true;
@@ -383,24 +384,12 @@ describe('the engine with a read-only session', () => {
 
 describe('deferred touches', () => {
   it('throttled activity is written by flush({ touches: true }), not by flush()', async () => {
-    const memory = new MemoryStore()[kSessionStore];
-    const touches: Array<{ key: string; lastActiveAt: number }> = [];
-    const store: SessionStore = {
-      tracksActivity: true,
-      get: (k, o) => memory.get(k, o),
-      create: (k, r) => memory.create(k, r),
-      update: (k, c) => memory.update(k, c),
-      destroy: (k) => memory.destroy(k),
-      touch: async (key, expiresAt, lastActiveAt) => {
-        touches.push({ key, lastActiveAt });
-        return memory.touch(key, expiresAt, lastActiveAt);
-      },
-    };
+    const { store, touches } = touchRecorder();
     let now = Date.UTC(2030, 0, 1);
     const mw = session({
       secret: 'test-secret-0123456789-abcdefghijklmnopqrstuvwxyz',
       name: 'sid',
-      store: { [kSessionStore]: store },
+      store,
       resave: false,
       saveUninitialized: false,
       rolling: true,
