@@ -70,6 +70,11 @@ export interface AppConfig {
    * secrets in the database (AES-256-GCM). Absent: stored as is (see docs/demo-app.md).
    */
   totpEncryptionKey?: string | undefined;
+  /**
+   * `TRUSTED_DEVICE_COOKIES=on`: device cookies against distributed lockout (OWASP; see
+   * docs/demo-app.md). Off unless set.
+   */
+  trustedDeviceCookies?: boolean;
 }
 
 /** Options of {@link loadConfig}. */
@@ -223,5 +228,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     passwordContextWords: [...DEMO_PASSWORD_CONTEXT_WORDS, ...parseWordList(env.PASSWORD_CONTEXT_WORDS)],
     pwnedPasswords: parsePwnedPasswords(env),
     totpEncryptionKey: env.TOTP_ENCRYPTION_KEY?.trim() || undefined,
+    trustedDeviceCookies: parseOnOff(env.TRUSTED_DEVICE_COOKIES, 'TRUSTED_DEVICE_COOKIES'),
   };
+}
+
+/** `on`/`off` (also true/false, 1/0, yes/no); unset is off. */
+function parseOnOff(value: string | undefined, name: string): boolean {
+  const v = value?.trim().toLowerCase();
+  if (!v || ['off', 'false', '0', 'no'].includes(v)) return false;
+  if (['on', 'true', '1', 'yes'].includes(v)) return true;
+  throw new ConfigError(`${name} must be on or off, got "${value}"`);
 }

@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import helmet from 'helmet';
@@ -229,6 +230,18 @@ export function createApp(options: CreateAppOptions): DemoApp {
       contextWords: config.passwordContextWords ?? DEMO_PASSWORD_CONTEXT_WORDS,
       ...(config.pwnedPasswords ? { breached: pwnedPasswords(config.pwnedPasswords) } : {}),
     },
+    // Device cookies (OWASP): the owner's browser keeps logging in while an attack spread over
+    // many addresses has used up the account's failed-login budget. Keyed from the session
+    // secrets (a label of its own), so rotating those rotates these.
+    ...(config.trustedDeviceCookies
+      ? {
+          trustedDevices: {
+            secret: config.sessionSecrets.map((s) =>
+              createHmac('sha256', s).update('pgsession demo: device cookies').digest('base64url'),
+            ),
+          },
+        }
+      : {}),
     onEvent: authEvent,
     onError: (err) => logger.warn({ err }, 'auth background error'),
     // The demo sends no email: each security notice is written as an "outbox" log line, where a
@@ -346,6 +359,14 @@ export function createApp(options: CreateAppOptions): DemoApp {
     res.type('html').send(loginPage({ error: firstString(req.query.error), next: next ?? undefined }));
   });
 
+  /** After a complete login: this browser gets (or renews) its device cookie for the account. */
+  const trustThisDevice = (req: Request, res: Response, email: string) => {
+    // Like the session cookie: Secure in production, and never sent over plain HTTP there (a
+    // device cookie seen in clear could be copied to escape the account's limit).
+    if (!auth.devices || (config.secureCookies && !req.secure)) return;
+    res.append('Set-Cookie', auth.devices.setCookieHeader(email, { secure: config.secureCookies }));
+  };
+
   app.post('/login', async (req, res) => {
     const json = wantsJson(req);
     const next = safeNext(bodyField(req, 'next') ?? firstString(req.query.next));
@@ -360,6 +381,7 @@ export function createApp(options: CreateAppOptions): DemoApp {
       const query = next ? `&next=${encodeURIComponent(next)}` : '';
       return res.redirect(303, `/login?error=invalid_credentials${query}`);
     }
+    trustThisDevice(req, res, user.email);
     if (json) return res.status(200).json({ user });
     res.redirect(303, next ?? '/dashboard');
   });
@@ -380,6 +402,7 @@ export function createApp(options: CreateAppOptions): DemoApp {
     const next = safeNext(bodyField(req, 'next') ?? firstString(req.query.next));
     const result = await auth.completeTotp(req, bodyField(req, 'code'));
     if (result.ok) {
+      trustThisDevice(req, res, result.user.email);
       if (json) return res.status(200).json({ user: result.user });
       return res.redirect(303, next ?? '/dashboard');
     }

@@ -37,8 +37,8 @@ export class CsrfError extends AuthError {
 export class TooManyAttemptsError extends AuthError {
   readonly retryAfter: number;
   /** Which limit refused the attempt: account+address, address, or account. */
-  readonly scope: 'account-ip' | 'ip' | 'account';
-  constructor(retryAfterSeconds: number, scope: 'account-ip' | 'ip' | 'account' = 'account-ip') {
+  readonly scope: 'account-ip' | 'ip' | 'account' | 'device';
+  constructor(retryAfterSeconds: number, scope: 'account-ip' | 'ip' | 'account' | 'device' = 'account-ip') {
     super('PGSESSION_RATE_LIMITED', 'Too many failed login attempts; try again later', 429);
     this.retryAfter = Math.max(1, Math.ceil(retryAfterSeconds));
     this.scope = scope;

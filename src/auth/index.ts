@@ -22,6 +22,7 @@ export {
   requestOrigin,
   verifyCsrfToken,
 } from './csrf.js';
+export { type TrustedDeviceOptions, TrustedDevices } from './devices.js';
 export {
   AuthError,
   CsrfError,

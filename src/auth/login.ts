@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { ConfigError } from '../core/errors.js';
 import type { RegenerateOptions } from '../core/session.js';
 import { generateCsrfToken } from './csrf.js';
+import { type TrustedDeviceOptions, TrustedDevices } from './devices.js';
 import { AuthError, PasswordPolicyError, TooManyAttemptsError } from './errors.js';
 import { type NotifyHook, type SecurityNoticeOptions, SecurityNotices } from './notices.js';
 import { PasswordPolicy, type PasswordPolicyOptions } from './password-policy.js';
@@ -73,6 +74,14 @@ export interface AuthOptions {
    * who have not enabled it log in with their password alone, as before.
    */
   totp?: TotpOptions;
+  /**
+   * Device cookies against distributed lockout (OWASP): a browser that has logged in to an
+   * account presents a MAC'd cookie, and its failed logins count against a limit of its own
+   * instead of the account's, so an attacker spread over many addresses cannot lock the owner
+   * out. Off unless given; the app sets the cookie after a login with
+   * `auth.devices.setCookieHeader(email, { secure })`.
+   */
+  trustedDevices?: TrustedDeviceOptions | TrustedDevices;
 }
 
 /** Result of {@link Auth.changePassword}. */
@@ -114,6 +123,8 @@ export class Auth {
   readonly passwordPolicy: PasswordPolicy;
   readonly sessions: SessionManager;
   readonly limiter: LoginRateLimiter | null;
+  /** Device cookies (`trustedDevices` option), or null when off. */
+  readonly devices: TrustedDevices | null;
   /** Security notices: what the user is told about sign-ins and credential changes (ASVS 6.3.5, 6.3.7). */
   readonly notices: SecurityNotices;
   /** TOTP secrets and recovery codes (ASVS 6.3.3); the login flow uses it through `completeTotp`. */
@@ -140,6 +151,11 @@ export class Auth {
     });
     this.sessions = new SessionManager(options.session);
     this.totp = new TotpManager(options.pool, options.totp);
+    this.devices = !options.trustedDevices
+      ? null
+      : options.trustedDevices instanceof TrustedDevices
+        ? options.trustedDevices
+        : new TrustedDevices(options.trustedDevices);
     this.#access = options.session;
     this.#keep = options.keep;
     this.limiter =
@@ -204,7 +220,7 @@ export class Auth {
     let attempt: LoginAttempt | undefined;
     if (this.limiter) {
       try {
-        attempt = await this.limiter.attempt(normalized, ip);
+        attempt = await this.limiter.attempt(normalized, ip, { device: this.#deviceOf(req, normalized) });
       } catch (err) {
         if (err instanceof TooManyAttemptsError) {
           // The account's owner hears of it, if there is an account (looked up in the background).
@@ -253,6 +269,11 @@ export class Auth {
     if (await this.totp.isEnabled(user.id)) return this.#awaitSecondFactor(req, user.id, ip, ua);
     await attempt?.succeeded();
     return this.#signIn(req, user, ip, ua);
+  }
+
+  /** The verified trusted-device id the request's cookie carries for this account, if any. */
+  #deviceOf(req: AuthRequest, normalizedEmail: string): string | null {
+    return this.devices ? this.devices.verify(this.devices.tokenOf(req), normalizedEmail) : null;
   }
 
   /** Log the request's session in as `user`, every factor verified: the same for both paths. */
@@ -324,7 +345,7 @@ export class Auth {
     if (this.limiter) {
       try {
         // The account's own budget (shared with its password guesses), counted before the check.
-        attempt = await this.limiter.attempt(user.email, ip);
+        attempt = await this.limiter.attempt(user.email, ip, { device: this.#deviceOf(req, user.email) });
       } catch (err) {
         if (err instanceof TooManyAttemptsError) {
           this.#emit(
@@ -385,7 +406,9 @@ export class Auth {
     if (!user) return { ok: false, reason: 'wrong-password' };
     if (!(await this.totp.isEnabled(user.id))) return { ok: false, reason: 'not-enabled' };
     const ip = clientAddress(req);
-    const attempt = this.limiter ? await this.limiter.attempt(user.email, ip) : undefined;
+    const attempt = this.limiter
+      ? await this.limiter.attempt(user.email, ip, { device: this.#deviceOf(req, user.email) })
+      : undefined;
     const check = await this.totp.check(user.id, code);
     if (!check.ok) {
       this.#emit({ type: 'totp-failed', userId: user.id, ip, ua: userAgent(req) }, req);
@@ -520,7 +543,9 @@ export class Auth {
       try {
         // Keyed by the account's email, like a login: guesses here and at the login form share
         // one budget, so step-up is no side door for password guessing with a stolen session.
-        attempt = await this.limiter.attempt(current.email, ip);
+        attempt = await this.limiter.attempt(current.email, ip, {
+          device: this.#deviceOf(req, current.email),
+        });
       } catch (err) {
         if (err instanceof TooManyAttemptsError) {
           this.#emit(
@@ -570,7 +595,11 @@ export class Auth {
     const current = await this.users.findById(userId);
     if (!current || current.disabled) return null;
     const user = await this.users.findByEmail(current.email);
-    const attempt = this.limiter ? await this.limiter.attempt(current.email, clientAddress(req)) : undefined;
+    const attempt = this.limiter
+      ? await this.limiter.attempt(current.email, clientAddress(req), {
+          device: this.#deviceOf(req, current.email),
+        })
+      : undefined;
     const ok =
       user && validPasswordInput(password)
         ? (await this.hasher.verify(user.passwordHash, password)).ok

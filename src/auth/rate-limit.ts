@@ -40,12 +40,20 @@ export interface LoginRateLimitPolicy {
   perAccountAddress: Limit;
   perAddress: Limit;
   perAccount: Limit;
+  /**
+   * Failures from one trusted device (a browser presenting a valid device cookie for the
+   * account, see `TrustedDevices`). Such attempts count here instead of `perAccount`, so an
+   * attack spread over many addresses cannot lock the owner's own browser out. Default 5 per
+   * 15 minutes, like the pair limit.
+   */
+  perDevice: Limit;
 }
 
 export const DEFAULT_LOGIN_RATE_LIMITS: Readonly<LoginRateLimitPolicy> = Object.freeze({
   perAccountAddress: { points: 5, duration: 15 * 60 },
   perAddress: { points: 100, duration: 60 * 60 },
   perAccount: { points: 50, duration: 60 * 60 },
+  perDevice: { points: 5, duration: 15 * 60 },
 });
 
 /** Options of {@link LoginRateLimiter}. */
@@ -62,7 +70,7 @@ export interface LoginRateLimiterOptions {
 }
 
 /** Which limit refused an attempt. */
-export type LimitScope = 'account-ip' | 'ip' | 'account';
+export type LimitScope = 'account-ip' | 'ip' | 'account' | 'device';
 
 /** An attempt that was allowed to go ahead; report how it ended. */
 export interface LoginAttempt {
@@ -88,6 +96,7 @@ export class LoginRateLimiter {
   readonly #pair: RateLimiterAbstract;
   readonly #address: RateLimiterAbstract;
   readonly #account: RateLimiterAbstract;
+  readonly #device: RateLimiterAbstract;
 
   constructor(options: LoginRateLimiterOptions = {}) {
     this.policy = Object.freeze({ ...DEFAULT_LOGIN_RATE_LIMITS, ...options.policy });
@@ -109,6 +118,7 @@ export class LoginRateLimiter {
     this.#pair = make('login_pair', this.policy.perAccountAddress);
     this.#address = make('login_ip', this.policy.perAddress);
     this.#account = make('login_acct', this.policy.perAccount);
+    this.#device = make('login_dev', this.policy.perDevice);
   }
 
   /**
@@ -116,7 +126,11 @@ export class LoginRateLimiter {
    * from slipping past the limit). Throws {@link TooManyAttemptsError} when a limit is reached,
    * StoreUnavailableError when the counters cannot be reached (fail closed: 503).
    */
-  async attempt(normalizedEmail: string, address: string): Promise<LoginAttempt> {
+  async attempt(
+    normalizedEmail: string,
+    address: string,
+    options: { device?: string | null | undefined } = {},
+  ): Promise<LoginAttempt> {
     const account = emailKey(normalizedEmail);
     const pairKey = `${account}:${address}`;
     const taken: Array<[RateLimiterAbstract, string]> = [];
@@ -133,13 +147,18 @@ export class LoginRateLimiter {
     };
     await consume(this.#pair, pairKey, 'account-ip');
     await consume(this.#address, address, 'ip');
-    await consume(this.#account, account, 'account');
+    // A trusted device (verified by the caller for this account) has a budget of its own in
+    // place of the account's, which a distributed attack may have used up.
+    const [wide, wideKey, wideScope] = options.device
+      ? [this.#device, `${account}:${options.device}`, 'device' as const]
+      : [this.#account, account, 'account' as const];
+    await consume(wide, wideKey, wideScope);
     return {
       succeeded: async () => {
         await Promise.all([
           this.#pair.delete(pairKey),
           this.#address.reward(address, 1),
-          this.#account.reward(account, 1),
+          wide.reward(wideKey, 1),
         ]).catch(() => {
           // Not being refunded is harmless: the counters expire with their window.
         });

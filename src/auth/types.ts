@@ -62,7 +62,7 @@ export type AuthEvent =
   | { type: 'login-failed'; userId: number | null; emailHash: string; ip: string; ua: string }
   | {
       type: 'rate-limited';
-      scope: 'ip' | 'account' | 'account-ip';
+      scope: 'ip' | 'account' | 'account-ip' | 'device';
       emailHash: string;
       ip: string;
       ua: string;
