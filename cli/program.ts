@@ -194,6 +194,9 @@ export function createProgram({ io, signal }: RunOptions): Command {
     )
     .argument('[id]', 'hashed session id (or a unique prefix)')
     .option('--user <email>', 'revoke every session of this user')
+    // Hashed ids are base64url: one in 32 starts with "-", which must be taken as the id, not
+    // refused as an unknown option.
+    .allowUnknownOption()
     .addHelpText(
       'after',
       '\nExamples:\n  $ pgsession sessions revoke q3V9xk2LbA0f\n  $ pgsession sessions revoke --user alice@example.com',

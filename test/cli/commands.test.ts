@@ -380,6 +380,12 @@ describe('with browsers logged in to the demo app', () => {
     expect(await kinds()).toEqual(['locked']);
   });
 
+  it('sessions revoke takes an id that starts with "-" (base64url) as the id, not as an option', async () => {
+    const { code, stderr } = await cli(['sessions', 'revoke', '-q3V9xk2LbA0f']);
+    expect(stderr).toBe('pgsession: error: no active session with id -q3V9xk2LbA0f\n');
+    expect(code).toBe(3);
+  });
+
   it('unknown users exit with 3 (passwd, disable, enable)', async () => {
     const results = await Promise.all([
       cli(['user', 'passwd', 'ghost@example.com'], { input: `${PASSWORD}\n` }),
