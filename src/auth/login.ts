@@ -217,29 +217,9 @@ export class Auth {
     const normalized = normalizeEmail(email);
     const ip = clientAddress(req);
     const ua = userAgent(req);
-    let attempt: LoginAttempt | undefined;
-    if (this.limiter) {
-      try {
-        attempt = await this.limiter.attempt(normalized, ip, { device: this.#deviceOf(req, normalized) });
-      } catch (err) {
-        if (err instanceof TooManyAttemptsError) {
-          // The account's owner hears of it, if there is an account (looked up in the background).
-          this.notices.lockedOut(() => this.#noticeRecipient(normalized), err, this.notices.context(req));
-          this.#emit(
-            {
-              type: 'rate-limited',
-              scope: err.scope,
-              emailHash: hashEmail(normalized),
-              ip,
-              ua,
-              retryAfter: err.retryAfter,
-            },
-            req,
-          );
-        }
-        throw err;
-      }
-    }
+    // The account's owner hears of a lockout, if there is an account (looked up in the
+    // background, so a 429 says nothing about whether it exists).
+    const attempt = await this.#countAttempt(req, normalized, () => this.#noticeRecipient(normalized));
 
     const inputOk = validPasswordInput(password) && isPlausibleEmail(normalized);
     const user = inputOk ? await this.users.findByEmail(normalized) : null;
@@ -341,28 +321,8 @@ export class Auth {
       delete req.session.totpPending;
       return { ok: false, reason: 'no-pending-login' };
     }
-    let attempt: LoginAttempt | undefined;
-    if (this.limiter) {
-      try {
-        // The account's own budget (shared with its password guesses), counted before the check.
-        attempt = await this.limiter.attempt(user.email, ip, { device: this.#deviceOf(req, user.email) });
-      } catch (err) {
-        if (err instanceof TooManyAttemptsError) {
-          this.#emit(
-            {
-              type: 'rate-limited',
-              scope: err.scope,
-              emailHash: hashEmail(user.email),
-              ip,
-              ua,
-              retryAfter: err.retryAfter,
-            },
-            req,
-          );
-        }
-        throw err;
-      }
-    }
+    // The account's own budget (shared with its password guesses), counted before the check.
+    const attempt = await this.#countAttempt(req, user.email, async () => user);
     const check = await this.totp.check(user.id, code);
     if (!check.ok) {
       this.notices.wrongSecondFactor(user, this.notices.context(req));
@@ -405,13 +365,10 @@ export class Auth {
     const user = await this.#reauthenticate(req, currentPassword);
     if (!user) return { ok: false, reason: 'wrong-password' };
     if (!(await this.totp.isEnabled(user.id))) return { ok: false, reason: 'not-enabled' };
-    const ip = clientAddress(req);
-    const attempt = this.limiter
-      ? await this.limiter.attempt(user.email, ip, { device: this.#deviceOf(req, user.email) })
-      : undefined;
+    const attempt = await this.#countAttempt(req, user.email, async () => user);
     const check = await this.totp.check(user.id, code);
     if (!check.ok) {
-      this.#emit({ type: 'totp-failed', userId: user.id, ip, ua: userAgent(req) }, req);
+      this.#emit({ type: 'totp-failed', userId: user.id, ip: clientAddress(req), ua: userAgent(req) }, req);
       return { ok: false, reason: 'wrong-code' };
     }
     await attempt?.succeeded();
@@ -531,46 +488,8 @@ export class Auth {
   async reauthenticate(req: AuthRequest, password: unknown): Promise<AuthUser | null> {
     if (!req.session)
       throw new ConfigError('reauthenticate(req, …) needs the session middleware in front of it');
-    const userId = req.session.userId;
-    if (typeof userId !== 'number') return null;
-    const current = await this.users.findById(userId);
-    if (!current || current.disabled) return null;
-    const ip = clientAddress(req);
-    const ua = userAgent(req);
-    const emailHash = hashEmail(current.email);
-    let attempt: LoginAttempt | undefined;
-    if (this.limiter) {
-      try {
-        // Keyed by the account's email, like a login: guesses here and at the login form share
-        // one budget, so step-up is no side door for password guessing with a stolen session.
-        attempt = await this.limiter.attempt(current.email, ip, {
-          device: this.#deviceOf(req, current.email),
-        });
-      } catch (err) {
-        if (err instanceof TooManyAttemptsError) {
-          this.#emit(
-            { type: 'rate-limited', scope: err.scope, emailHash, ip, ua, retryAfter: err.retryAfter },
-            req,
-          );
-        }
-        throw err;
-      }
-    }
-    const user = await this.users.findByEmail(current.email);
-    let ok = false;
-    if (user && validPasswordInput(password)) {
-      ok = (await this.hasher.verify(user.passwordHash, password)).ok;
-    } else {
-      // Same cost whatever was sent, so the answer's time says nothing about the input.
-      await this.hasher.verifyDummy(validPasswordInput(password) ? password : '');
-    }
-    if (!ok || !user) {
-      // A wrong password from inside a session is a guess like any other: the owner hears of it.
-      this.notices.failedSignIn(current, this.notices.context(req));
-      this.#emit({ type: 'login-failed', userId, emailHash, ip, ua }, req);
-      return null;
-    }
-    await attempt?.succeeded();
+    const user = await this.#reauthenticate(req, password);
+    if (!user) return null;
     const previousKey = this.sessions.currentKey(req) ?? '';
     await req.session.regenerate({ keep: true });
     req.session.authenticatedAt = Date.now();
@@ -580,37 +499,79 @@ export class Auth {
         userId: user.id,
         key: this.sessions.currentKey(req) ?? '',
         previousKey,
-        ip,
-        ua,
+        ip: clientAddress(req),
+        ua: userAgent(req),
       },
       req,
     );
     return { id: user.id, email: user.email, role: user.role };
   }
 
-  /** The logged-in user if `password` is their current password (counted by the login limits). */
+  /**
+   * The logged-in user if `password` is their current password: step-up, credential changes,
+   * turning TOTP off. Keyed by the account's email like a login, so guesses here and at the login
+   * form share one budget (step-up is no side door for guessing with a stolen session); a wrong
+   * password is a `login-failed` event and counts for the failed-sign-ins notice.
+   */
   async #reauthenticate(req: AuthRequest, password: unknown): Promise<UserWithHash | null> {
     const userId = req.session?.userId;
     if (typeof userId !== 'number') return null;
     const current = await this.users.findById(userId);
     if (!current || current.disabled) return null;
+    const attempt = await this.#countAttempt(req, current.email, async () => current);
     const user = await this.users.findByEmail(current.email);
-    const attempt = this.limiter
-      ? await this.limiter.attempt(current.email, clientAddress(req), {
-          device: this.#deviceOf(req, current.email),
-        })
-      : undefined;
-    const ok =
-      user && validPasswordInput(password)
-        ? (await this.hasher.verify(user.passwordHash, password)).ok
-        : false;
+    let ok = false;
+    if (user && validPasswordInput(password)) {
+      ok = (await this.hasher.verify(user.passwordHash, password)).ok;
+    } else {
+      // Same cost whatever was sent, so the answer's time says nothing about the input.
+      await this.hasher.verifyDummy(validPasswordInput(password) ? password : '');
+    }
     if (!ok || !user) {
-      // Counted for the failed-sign-ins notice like a wrong password at the login form.
       this.notices.failedSignIn(current, this.notices.context(req));
+      const emailHash = hashEmail(current.email);
+      this.#emit(
+        { type: 'login-failed', userId, emailHash, ip: clientAddress(req), ua: userAgent(req) },
+        req,
+      );
       return null;
     }
     await attempt?.succeeded();
     return user;
+  }
+
+  /**
+   * Count one password or code attempt for `email` against the failed-login limits, from this
+   * address and (when its device cookie verifies) this trusted device. Past a limit: the
+   * account's owner is told (`recipient`, looked up in the background), a `rate-limited` event,
+   * and TooManyAttemptsError thrown.
+   */
+  async #countAttempt(
+    req: AuthRequest,
+    email: string,
+    recipient: () => Promise<{ id: number; email: string } | null>,
+  ): Promise<LoginAttempt | undefined> {
+    if (!this.limiter) return undefined;
+    const ip = clientAddress(req);
+    try {
+      return await this.limiter.attempt(email, ip, { device: this.#deviceOf(req, email) });
+    } catch (err) {
+      if (err instanceof TooManyAttemptsError) {
+        this.notices.lockedOut(recipient, err, this.notices.context(req));
+        this.#emit(
+          {
+            type: 'rate-limited',
+            scope: err.scope,
+            emailHash: hashEmail(email),
+            ip,
+            ua: userAgent(req),
+            retryAfter: err.retryAfter,
+          },
+          req,
+        );
+      }
+      throw err;
+    }
   }
 
   /** Disable an account and end all its sessions (on every server). */
