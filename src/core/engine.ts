@@ -1,4 +1,5 @@
 import { parse as parseCookies, serialize as serializeCookie } from 'cookie';
+import { LRUCache } from 'lru-cache';
 import { type SessionJSON, type SessionRecord, type SessionStore, userIdOf } from '../stores/types.js';
 import { Cookie, type CookieOptions, validateCookieOptions } from './cookie.js';
 import { SerializationError, SessionStateError, StoreUnavailableError } from './errors.js';
@@ -168,9 +169,9 @@ export class SessionEngine {
    * itself compares contents only after a full hash match (V8's seeded string hash), so its
    * timing tells a guesser nothing about any stored value's bytes. Entries cannot go stale:
    * the secrets are fixed for the engine's life, and whether the session still exists is asked
-   * of the store on every request anyway. Bounded by count and value length.
+   * of the store on every request anyway. Bounded by count (least recently used evicted) and value length.
    */
-  private readonly verified = new Map<string, VerifiedCookie>();
+  private readonly verified = new LRUCache<string, VerifiedCookie>({ max: VERIFIED_MEMO_MAX });
 
   constructor(options: EngineOptions) {
     this.options = options;
@@ -200,14 +201,8 @@ export class SessionEngine {
 
   /** `raw` verified (remembered, see {@link verified}), or null if it is not a value we signed. */
   private verify(raw: string): VerifiedCookie | null {
-    const memo = this.verified;
-    const known = memo.get(raw);
-    if (known !== undefined) {
-      // Most recently used last, so eviction drops the coldest.
-      memo.delete(raw);
-      memo.set(raw, known);
-      return known;
-    }
+    const known = this.verified.get(raw);
+    if (known !== undefined) return known;
     if (raw.length > MAX_COOKIE_VALUE || !raw.startsWith(SIGNED_PREFIX)) return null;
     const verified = unsignWithIndex(raw.slice(SIGNED_PREFIX.length), this.options.secrets);
     if (!verified || verified.value.length === 0) return null;
@@ -217,13 +212,7 @@ export class SessionEngine {
       secretIndex: verified.index,
       key: this.keyOf(verified.value),
     };
-    if (raw.length <= VERIFIED_MEMO_VALUE_MAX) {
-      if (memo.size >= VERIFIED_MEMO_MAX) {
-        const coldest = memo.keys().next().value;
-        if (coldest !== undefined) memo.delete(coldest);
-      }
-      memo.set(raw, Object.freeze(cookie));
-    }
+    if (raw.length <= VERIFIED_MEMO_VALUE_MAX) this.verified.set(raw, Object.freeze(cookie));
     return cookie;
   }
 
