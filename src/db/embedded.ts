@@ -320,8 +320,20 @@ export interface RunAs {
   gid: number;
 }
 
-/** PostgreSQL refuses to run as root, so root runs it as the `postgres` user. */
-async function resolveRunAs(log: (l: string) => void): Promise<RunAs | undefined> {
+/**
+ * PostgreSQL refuses to run as root, so root runs it as the `postgres` user. Looked up (and the
+ * user created) once per process: locating the cluster and starting it both need it.
+ */
+let runAsLookup: Promise<RunAs | undefined> | undefined;
+function resolveRunAs(log: (l: string) => void): Promise<RunAs | undefined> {
+  runAsLookup ??= lookupRunAs(log).catch((err: unknown) => {
+    runAsLookup = undefined; // a failure is not remembered: the next start tries again
+    throw err;
+  });
+  return runAsLookup;
+}
+
+async function lookupRunAs(log: (l: string) => void): Promise<RunAs | undefined> {
   if (process.getuid?.() !== 0) return undefined;
   const lookup = async (): Promise<RunAs> => {
     const [uid, gid] = await Promise.all([
