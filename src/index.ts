@@ -47,6 +47,7 @@ export {
   CachedSessionStore,
   type CachedSessionStoreOptions,
   type CacheStats,
+  isConnectionError,
   PgInvalidationListener,
   type PgInvalidationListenerOptions,
 } from './stores/cache/index.js';

@@ -227,6 +227,28 @@ describe('POST /delete-server', () => {
     const bad = await c.post('/delete-server', { form: { serverId: 'abc', _csrf: await csrfOf(c) } });
     expect(bad.status).toBe(400);
   });
+
+  it('a query that hangs past its timeout (the database went away mid-request) is a 503 with Retry-After, not a 500', async () => {
+    const c = t.client();
+    await loginForm(c, 'demo@example.com');
+    const token = await csrfOf(c);
+    const pool = t.db.pool as unknown as { query: (...args: unknown[]) => unknown };
+    const query = pool.query;
+    // What node-postgres raises when `query_timeout` passes with no answer from the server.
+    pool.query = function (this: unknown, ...args: unknown[]) {
+      const text = typeof args[0] === 'string' ? args[0] : '';
+      if (text.startsWith('DELETE FROM servers')) return Promise.reject(new Error('Query read timeout'));
+      return query.apply(this, args);
+    };
+    try {
+      const res = await c.post('/delete-server', { form: { serverId: '1', _csrf: token } });
+      expect(res.status).toBe(503);
+      expect(res.headers.get('retry-after')).toBe('5');
+      expect(await res.text()).toContain('temporarily unavailable');
+    } finally {
+      pool.query = query;
+    }
+  });
 });
 
 describe('GET /api/me', () => {
@@ -295,6 +317,16 @@ describe('GET /admin', () => {
     expect(anon.status).toBe(302);
   });
 
+  it("the 403 page says why, and its header is the logged-in user's (no 'Log in' link)", async () => {
+    const c = t.client();
+    await loginForm(c, 'demo@example.com');
+    const html = await (await c.get('/admin')).text();
+    expect(html).toContain('it is for administrators');
+    expect(html).toContain('demo@example.com');
+    expect(html).toContain('action="/logout"');
+    expect(html).not.toContain('href="/login"');
+  });
+
   it('lists users with their session counts for an admin', async () => {
     await t.db.pool.query('DELETE FROM session');
     const a = t.client();
@@ -343,5 +375,18 @@ describe('404', () => {
     const api = await t.client().get('/api/nothing');
     expect(api.status).toBe(404);
     expect(await api.json()).toEqual({ error: 'not_found' });
+  });
+
+  it("for a logged-in user, the 404 page keeps their header (no 'Log in' link)", async () => {
+    const c = t.client();
+    await loginForm(c, 'demo@example.com');
+    const res = await c.get('/no/such/page');
+    expect(res.status).toBe(404);
+    const html = await res.text();
+    expect(html).toContain('demo@example.com');
+    expect(html).toContain('href="/dashboard"');
+    expect(html).not.toContain('href="/login"');
+    const anon = await (await t.client().get('/no/such/page')).text();
+    expect(anon).toContain('href="/login"');
   });
 });
