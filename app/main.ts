@@ -8,9 +8,10 @@ import type { AddressInfo } from 'node:net';
 import { pino } from 'pino';
 import { createPool, openDatabase } from '../src/db/index.js';
 import { ConfigError } from '../src/index.js';
+import { startBanner } from './banner.js';
 import { type AppConfig, loadConfig } from './config.js';
 import { createApp } from './create-app.js';
-import { migrateApp, seedDemoData } from './migrate.js';
+import { demoAccountsPresent, migrateApp, seedDemoData } from './migrate.js';
 
 function fail(message: string): never {
   process.stderr.write(`pgsession demo: ${message}\n`);
@@ -51,13 +52,8 @@ async function main(): Promise<void> {
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   logger.info({ port, host: config.host, embeddedDatabase: db.embedded }, 'listening');
-  process.stdout.write(`pgsession demo listening on http://${host}:${port}\n`);
-  if (seeded.length > 0) {
-    const lines = seeded.map((a) => `  ${a.role.padEnd(5)}  ${a.email}  password: ${a.password}`);
-    process.stdout.write(
-      `\nDemo accounts created (passwords shown once; stored only as argon2id hashes):\n${lines.join('\n')}\n\n`,
-    );
-  }
+  const existing = seeded.length > 0 ? [] : await demoAccountsPresent(app.auth.users);
+  process.stdout.write(startBanner(`http://${host}:${port}`, seeded, existing));
 
   let stopping = false;
   const shutdown = async (signal: string) => {

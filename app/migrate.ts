@@ -39,16 +39,30 @@ export interface SeededAccount {
   role: 'user' | 'admin';
 }
 
+/** The demo accounts {@link seedDemoData} creates on a first start. */
+export const DEMO_ACCOUNTS: ReadonlyArray<{ email: string; role: 'user' | 'admin' }> = [
+  { email: 'demo@example.com', role: 'user' },
+  { email: 'admin@example.com', role: 'admin' },
+];
+
+/** Which demo accounts exist (on later starts, when their passwords are not shown again). */
+export async function demoAccountsPresent(
+  users: UserRepository,
+): Promise<Array<{ email: string; role: 'user' | 'admin' }>> {
+  const found = await Promise.all(DEMO_ACCOUNTS.map((a) => users.findByEmail(a.email)));
+  return DEMO_ACCOUNTS.filter((_, i) => found[i] !== null);
+}
+
 /**
  * When the users table is empty: a demo user (with three servers) and a demo admin, each with a
  * random password that is returned once (main prints it) and stored only as an argon2id hash.
  */
 export async function seedDemoData(pool: pg.Pool, users: UserRepository): Promise<SeededAccount[]> {
   if ((await users.count()) > 0) return [];
-  const accounts: SeededAccount[] = [
-    { email: 'demo@example.com', password: randomBytes(12).toString('base64url'), role: 'user' },
-    { email: 'admin@example.com', password: randomBytes(12).toString('base64url'), role: 'admin' },
-  ];
+  const accounts: SeededAccount[] = DEMO_ACCOUNTS.map((a) => ({
+    ...a,
+    password: randomBytes(12).toString('base64url'),
+  }));
   const created: SeededAccount[] = [];
   for (const account of accounts) {
     try {

@@ -44,7 +44,7 @@ label{display:block;font-weight:600;margin:.75rem 0 .25rem}
 input[type=email],input[type=password],input[type=text]{width:100%;max-width:24rem;padding:.5rem;border:1px solid #d0d7de;border-radius:6px;font:inherit}
 button,.button{display:inline-block;padding:.4rem .9rem;border-radius:6px;border:1px solid #1f883d;background:#1f883d;color:#fff;font:inherit;cursor:pointer;text-decoration:none}
 button.secondary{background:#f6f8fa;color:#24292f;border-color:#d0d7de}
-button.danger{background:#fff;color:#cf222e;border-color:#cf222e}
+button.danger,.button.danger{background:#fff;color:#cf222e;border-color:#cf222e}
 header button.link{background:none;border:none;color:#fff;padding:0;text-decoration:underline}
 table{width:100%;border-collapse:collapse}
 th,td{text-align:left;padding:.5rem;border-bottom:1px solid #d0d7de;vertical-align:top}
@@ -54,6 +54,15 @@ td form{margin:0}
 .error{padding:.75rem 1rem;border-radius:6px;margin-bottom:1rem;background:#ffebe9;border:1px solid #ff8182}
 .badge{display:inline-block;font-size:.75rem;padding:0 .5rem;border-radius:1rem;background:#ddf4ff;border:1px solid #54aeff}
 code{font-size:.85rem;word-break:break-all}
+td{overflow-wrap:anywhere}
+@media (max-width:40rem){
+main{margin:1rem auto;padding:0 .75rem}
+.card{padding:1rem}
+table.stack thead{display:none}
+table.stack tr{display:block;padding:.5rem 0;border-bottom:1px solid #d0d7de}
+table.stack td{display:block;border:0;padding:.15rem 0}
+table.stack td[data-label]::before{content:attr(data-label) ": ";font-weight:600}
+}
 `;
 
 function csrfField(token: string | undefined): string {
@@ -162,22 +171,31 @@ export function dashboardPage(options: {
 }): string {
   const rows = options.servers
     .map(
-      (s) => `<tr><td>${esc(s.name)}</td><td class="muted">${esc(when(s.createdAt))}</td>
-<td><form method="post" action="/delete-server">${csrfField(options.csrfToken)}
-<input type="hidden" name="serverId" value="${esc(s.id)}">
-<button class="danger" type="submit">Delete</button></form></td></tr>`,
+      (s) => `<tr><td>${esc(s.name)}</td><td class="muted" data-label="Added">${esc(when(s.createdAt))}</td>
+<td><a class="button danger" href="/servers/${esc(s.id)}/delete">Delete</a></td></tr>`,
     )
     .join('\n');
   const body = `<div class="card"><h1>Dashboard</h1>
 <p>Logged in as <strong>${esc(options.user.email)}</strong> <span class="badge">${esc(options.user.role)}</span></p></div>
 ${noticesCard(options.notices ?? [], options.unreadNotices ?? 0)}
 <div class="card"><h2>Your servers</h2>
-${options.serversUnavailable ? '<p class="error">Your servers cannot be shown right now: the database is temporarily unavailable. You are still logged in; changes are disabled until it is back.</p>' : options.servers.length ? `<table><thead><tr><th>Name</th><th>Added</th><th></th></tr></thead><tbody>${rows}</tbody></table>` : '<p class="muted">No servers.</p>'}
+${options.serversUnavailable ? '<p class="error">Your servers cannot be shown right now: the database is temporarily unavailable. You are still logged in; changes are disabled until it is back.</p>' : options.servers.length ? `<table class="stack"><thead><tr><th>Name</th><th>Added</th><th></th></tr></thead><tbody>${rows}</tbody></table>` : '<p class="muted">No servers.</p>'}
 </div>`;
   return layout(
     { title: 'Dashboard', user: options.user, csrfToken: options.csrfToken, message: options.message },
     body,
   );
+}
+
+/** "Delete this server?": the step before `POST /delete-server`, which cannot be undone. */
+export function deleteServerPage(options: { user: ViewUser; server: ServerRow; csrfToken: string }): string {
+  const body = `<div class="card"><h1>Delete this server?</h1>
+<p>The server <strong>${esc(options.server.name)}</strong> (added ${esc(when(options.server.createdAt))}) will be removed from your account. This cannot be undone.</p>
+<form method="post" action="/delete-server">${csrfField(options.csrfToken)}
+<input type="hidden" name="serverId" value="${esc(options.server.id)}">
+<p><button class="danger" type="submit">Delete ${esc(options.server.name)}</button> <a href="/dashboard">Cancel</a></p>
+</form></div>`;
+  return layout({ title: 'Delete server', user: options.user, csrfToken: options.csrfToken }, body);
 }
 
 /** A duration in words for the re-auth notes: "5 minutes", "30 seconds", "1 hour". */
@@ -244,9 +262,9 @@ export function sessionsPage(options: {
     .map(
       (s) => `<tr>
 <td>${esc(s.device)}${s.current ? ' <span class="badge">this session</span>' : ''}<br><code class="muted" title="Session id as stored (a hash; not usable as a cookie)">${esc(s.id.slice(0, 12))}…</code></td>
-<td>${esc(s.ip ?? 'unknown')}</td>
-<td>${esc(when(s.createdAt))}</td>
-<td>${esc(ago(s.lastActiveAt))}</td>
+<td data-label="Address">${esc(s.ip ?? 'unknown')}</td>
+<td data-label="Signed in">${esc(when(s.createdAt))}</td>
+<td data-label="Last active">${esc(ago(s.lastActiveAt))}</td>
 <td><form method="post" action="/account/sessions/${encodeURIComponent(s.id)}/revoke">${csrfField(options.csrfToken)}
 <button class="${s.current ? 'secondary' : 'danger'}" type="submit">${s.current ? 'Log out' : 'Revoke'}</button></form></td>
 </tr>`,
@@ -255,7 +273,7 @@ export function sessionsPage(options: {
   const others = options.sessions.filter((s) => !s.current).length;
   const body = `<div class="card"><h1>Your sessions</h1>
 <p class="muted">Every browser where you are logged in. Revoke any you do not recognise.</p>
-<table><thead><tr><th>Device</th><th>Address</th><th>Signed in</th><th>Last active</th><th></th></tr></thead>
+<table class="stack"><thead><tr><th>Device</th><th>Address</th><th>Signed in</th><th>Last active</th><th></th></tr></thead>
 <tbody>${rows}</tbody></table>
 ${
   others > 0
@@ -336,8 +354,10 @@ export function adminPage(options: {
 }): string {
   const rows = options.users
     .map(
-      (u) => `<tr><td>${esc(u.id)}</td><td>${esc(u.email)}</td><td>${esc(u.role)}</td>
-<td>${u.disabled ? 'disabled' : 'active'}</td><td>${esc(u.sessions)}</td>
+      (
+        u,
+      ) => `<tr><td data-label="Id">${esc(u.id)}</td><td>${esc(u.email)}</td><td data-label="Role">${esc(u.role)}</td>
+<td data-label="Status">${u.disabled ? 'disabled' : 'active'}</td><td data-label="Sessions">${esc(u.sessions)}</td>
 <td>${
         u.sessions > 0
           ? `<form method="post" action="/admin/users/${esc(u.id)}/revoke-sessions">${csrfField(options.csrfToken)}<button class="danger" type="submit">End sessions</button></form>`
@@ -346,7 +366,7 @@ export function adminPage(options: {
     )
     .join('\n');
   const body = `<div class="card"><h1>Users</h1>
-<table><thead><tr><th>Id</th><th>Email</th><th>Role</th><th>Status</th><th>Sessions</th><th></th></tr></thead>
+<table class="stack"><thead><tr><th>Id</th><th>Email</th><th>Role</th><th>Status</th><th>Sessions</th><th></th></tr></thead>
 <tbody>${rows}</tbody></table></div>`;
   return layout(
     { title: 'Admin', user: options.user, csrfToken: options.csrfToken, message: options.message },
@@ -461,7 +481,7 @@ export function noticesPage(options: {
 <p class="muted">Sign-ins from new devices, repeated failed attempts, lockouts, and changes to your password or email.</p>
 ${
   options.notices.length
-    ? `<table><thead><tr><th>When</th><th>What</th><th></th></tr></thead><tbody>${rows}</tbody></table>`
+    ? `<table class="stack"><thead><tr><th>When</th><th>What</th><th></th></tr></thead><tbody>${rows}</tbody></table>`
     : '<p class="muted">No security notices.</p>'
 }
 ${

@@ -7,8 +7,13 @@ import { Router } from 'express';
 import { csrfToken, isAuthenticated, type SecurityNotice, wantsJson } from '../../src/auth/index.js';
 import { isConnectionError } from '../../src/index.js';
 import { bodyField, firstString, positiveId, sessionUser, userOf } from '../http.js';
-import { dashboardPage, homePage, type ServerRow } from '../views.js';
+import { dashboardPage, deleteServerPage, homePage, type ServerRow } from '../views.js';
 import type { RouteContext } from './context.js';
+
+/** Messages the dashboard shows for `?notice=` (never reflected text). */
+const DASHBOARD_NOTICES: Record<string, string> = {
+  deleted: 'The server was deleted.',
+};
 
 export function serverRoutes(ctx: RouteContext): Router {
   const { auth, pool, authed, csrf, user } = ctx;
@@ -56,9 +61,29 @@ export function serverRoutes(ctx: RouteContext): Router {
           dashboardPage({ user: fallback, servers: [], serversUnavailable: true, csrfToken: csrfToken(req) }),
         );
     }
-    res
-      .type('html')
-      .send(dashboardPage({ user: current, servers, csrfToken: csrfToken(req), notices, unreadNotices }));
+    res.type('html').send(
+      dashboardPage({
+        user: current,
+        servers,
+        csrfToken: csrfToken(req),
+        notices,
+        unreadNotices,
+        message: DASHBOARD_NOTICES[firstString(req.query.notice) ?? ''],
+      }),
+    );
+  });
+
+  // The confirmation before a delete; only for the user's own servers (anything else: 404).
+  router.get('/servers/:id/delete', authed, user, async (req, res, next) => {
+    const id = /^\d{1,15}$/.test(String(req.params.id)) ? Number(req.params.id) : 0;
+    const { rows } = await pool.query<{ id: string; name: string; created_at: Date }>(
+      'SELECT id, name, created_at FROM servers WHERE id = $1 AND user_id = $2',
+      [id, userOf(res).id],
+    );
+    const row = rows[0];
+    if (!row) return next();
+    const server = { id: Number(row.id), name: row.name, createdAt: row.created_at };
+    res.type('html').send(deleteServerPage({ user: userOf(res), server, csrfToken: csrfToken(req) }));
   });
 
   router.post('/delete-server', authed, csrf, async (req, res) => {
@@ -68,7 +93,7 @@ export function serverRoutes(ctx: RouteContext): Router {
       req.session.userId,
     ]);
     if (wantsJson(req)) return res.status(200).json({ deleted: result.rowCount ?? 0 });
-    res.redirect(303, '/dashboard');
+    res.redirect(303, result.rowCount ? '/dashboard?notice=deleted' : '/dashboard');
   });
 
   router.get('/api/me', authed, user, (_req, res) => {

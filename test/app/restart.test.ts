@@ -44,6 +44,39 @@ describe('npm start (app/main.ts as a process)', () => {
     expect(await stop(second)).toBe(0);
   });
 
+  it('prints a clear block: the demo logins on a first start, and on later starts how to reset a password', async () => {
+    const fresh = await migratedDatabase();
+    try {
+      const env = { DATABASE_URL: fresh.url, SESSION_SECRET: TEST_SECRET, NODE_ENV: 'development' };
+      const first = await start(env);
+      live.push(first);
+      const out1 = first.output();
+      expect(out1).toMatch(/Demo accounts, created now\. Their passwords are shown this once/);
+      const logins = [...out1.matchAll(/^ {4}(user|admin) +(\S+@example\.com) +password: (\S+)$/gm)];
+      expect(logins.map((m) => [m[1], m[2]])).toEqual([
+        ['user', 'demo@example.com'],
+        ['admin', 'admin@example.com'],
+      ]);
+      // The printed password works.
+      const client = new Client(first.url);
+      const login = await client.post('/login', {
+        form: { email: 'demo@example.com', password: logins[0]![3]! },
+      });
+      expect(login.status).toBe(303);
+      expect(await stop(first)).toBe(0);
+
+      const second = await start(env);
+      live.push(second);
+      const out2 = second.output();
+      expect(out2).not.toMatch(/password: /);
+      expect(out2).toContain('Demo accounts (their passwords were shown on the first start):');
+      expect(out2).toContain('npm run cli -- user passwd demo@example.com');
+      expect(await stop(second)).toBe(0);
+    } finally {
+      await fresh.drop();
+    }
+  });
+
   it('refuses to start in production without SESSION_SECRET, or with a short one (exit 1, clear message)', async () => {
     const missing = await exitOf({ NODE_ENV: 'production', SESSION_SECRET: '', DATABASE_URL: db.url });
     expect(missing.code).toBe(1);

@@ -162,7 +162,7 @@ describe('GET /dashboard', () => {
     expect(res.headers.get('location')).toBe('/login?error=login_required&next=%2Fdashboard');
   });
 
-  it("shows the user's email and servers, each with a delete form posting serverId and _csrf", async () => {
+  it("shows the user's email and servers, each with a Delete link to a confirmation page", async () => {
     const c = t.client();
     await loginForm(c, 'demo@example.com');
     const res = await c.get('/dashboard');
@@ -173,14 +173,34 @@ describe('GET /dashboard', () => {
     expect(html).toContain('web-1');
     expect(html).toContain('db-&lt;1&gt;');
     expect(html).not.toContain('admin-box');
-    const forms = html.match(/<form method="post" action="\/delete-server">[\s\S]*?<\/form>/g) ?? [];
-    expect(forms).toHaveLength(2);
-    for (const f of forms) {
-      expect(f).toMatch(/name="_csrf" value="[A-Za-z0-9_-]{43}"/);
-      expect(f).toMatch(/name="serverId" value="\d+"/);
-    }
+    const links = [...html.matchAll(/href="\/servers\/(\d+)\/delete"/g)].map((m) => m[1]);
+    expect(links).toHaveLength(2);
     // A logout control on every authenticated page.
     expect(html).toMatch(/<form method="post" action="\/logout">/);
+  });
+
+  it('the confirmation page names the server and holds the form posting serverId and _csrf; not for other users', async () => {
+    const c = t.client();
+    await loginForm(c, 'demo@example.com');
+    const { rows } = await t.db.pool.query<{ id: string }>(
+      "SELECT id FROM servers WHERE user_id = $1 AND name = 'web-1'",
+      [demo.id],
+    );
+    const page = await c.get(`/servers/${rows[0]!.id}/delete`);
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    expect(html).toContain('Delete this server?');
+    expect(html).toContain('web-1');
+    const form = /<form method="post" action="\/delete-server">[\s\S]*?<\/form>/.exec(html)?.[0] ?? '';
+    expect(form).toMatch(/name="_csrf" value="[A-Za-z0-9_-]{43}"/);
+    expect(form).toContain(`name="serverId" value="${rows[0]!.id}"`);
+    expect(html).toContain('href="/dashboard">Cancel');
+    const { rows: theirs } = await t.db.pool.query<{ id: string }>(
+      'SELECT id FROM servers WHERE user_id = $1',
+      [admin.id],
+    );
+    expect((await c.get(`/servers/${theirs[0]!.id}/delete`)).status).toBe(404);
+    expect((await c.get('/servers/abc/delete')).status).toBe(404);
   });
 });
 
@@ -196,7 +216,8 @@ describe('POST /delete-server', () => {
     const token = await csrfOf(c);
     const res = await c.post('/delete-server', { form: { serverId: id, _csrf: token } });
     expect(res.status).toBe(303);
-    expect(res.headers.get('location')).toBe('/dashboard');
+    expect(res.headers.get('location')).toBe('/dashboard?notice=deleted');
+    expect(await (await c.get('/dashboard?notice=deleted')).text()).toContain('The server was deleted.');
     const left = await t.db.pool.query('SELECT 1 FROM servers WHERE id = $1', [id]);
     expect(left.rowCount).toBe(0);
   });
@@ -339,7 +360,9 @@ describe('GET /admin', () => {
     expect(res.status).toBe(200);
     const html = await res.text();
     const row = (email: string) =>
-      new RegExp(`<td>${email}</td><td>\\w+</td>\\s*<td>active</td><td>(\\d+)</td>`).exec(html)?.[1];
+      new RegExp(`<td>${email}</td><td[^>]*>\\w+</td>\\s*<td[^>]*>active</td><td[^>]*>(\\d+)</td>`).exec(
+        html,
+      )?.[1];
     expect(row('demo@example.com')).toBe('2');
     expect(row('admin@example.com')).toBe('1');
   });

@@ -9,7 +9,8 @@
  * Chromium is required: when /usr/bin/chromium is missing this file FAILS (it never skips, and
  * never downloads a browser). `.ci/run` installs Debian's `chromium` package.
  *
- * Screenshots of the dashboard and the sessions page (1200×800) go to docs/screenshots/ when
+ * Screenshots of the dashboard and the sessions page (1200×800, and the sessions page on a
+ * 360 px phone) go to docs/screenshots/ when
  * they are missing or with UPDATE_SCREENSHOTS=1; otherwise to a temporary folder, so a test run
  * does not rewrite committed images (their timestamps change on every run).
  */
@@ -33,13 +34,15 @@ const CHROMIUM = '/usr/bin/chromium';
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const SECRET = 'e2e-secret-0123456789abcdefghijklmnopqrstuvwxyz';
 const EMAIL = 'alice@example.com';
+const ADMIN_EMAIL = 'root-admin@example.com';
 const PASSWORD = 'correct horse battery staple';
 const FIREFOX_MAC = 'Mozilla/5.0 (Macintosh; Intel Mac OS X 14.5; rv:128.0) Gecko/20100101 Firefox/128.0';
 
 const screenshotDir =
   process.env.UPDATE_SCREENSHOTS ||
   !existsSync(path.join(root, 'docs/screenshots/dashboard.png')) ||
-  !existsSync(path.join(root, 'docs/screenshots/sessions.png'))
+  !existsSync(path.join(root, 'docs/screenshots/sessions.png')) ||
+  !existsSync(path.join(root, 'docs/screenshots/sessions-phone.png'))
     ? path.join(root, 'docs/screenshots')
     : path.join(tmpdir(), 'pgsession-e2e-screenshots');
 
@@ -118,9 +121,9 @@ async function submit(page: Page, click: () => Promise<void>, expectedUrl: strin
   await page.waitForURL(expectedUrl);
 }
 
-async function logIn(page: Page, base: string): Promise<void> {
+async function logIn(page: Page, base: string, email = EMAIL): Promise<void> {
   await page.goto(`${base}/login`);
-  await page.fill('#email', EMAIL);
+  await page.fill('#email', email);
   await page.fill('#password', PASSWORD);
   await submit(page, () => page.getByRole('button', { name: 'Log in' }).click(), `${base}/dashboard`);
 }
@@ -314,11 +317,74 @@ describe('the demo app in Chromium', () => {
     expect(await stopApp(app!)).toBe(0);
   });
 
-  it('saved the screenshots (PNG, 1200×800)', () => {
+  it('every page fits a 360 px phone: no horizontal scrolling, every button inside the screen', async () => {
+    app = await startApp(env);
+    const added = await runCli(['user', 'add', ADMIN_EMAIL, '--role', 'admin'], {
+      input: `${PASSWORD}\n`,
+      env: { DATABASE_URL: db.url },
+    });
+    expect(added.code).toBe(0);
+    const phone = { viewport: { width: 360, height: 740 }, isMobile: true, hasTouch: true };
+    const contexts = [await browser.newContext(phone), await browser.newContext(phone)];
+    try {
+      const [page, other] = await Promise.all(contexts.map((c) => c.newPage()));
+      // A second session, so the sessions page has a "Revoke" row next to "Log out".
+      await logIn(other!, base, ADMIN_EMAIL);
+      await page!.goto(`${base}/`);
+      const overflow = async (where: string) => {
+        // A string: this file is compiled without the DOM's types.
+        const found = (await page!.evaluate(`(() => {
+          const width = document.documentElement.clientWidth;
+          const outside = [...document.querySelectorAll('button, a.button, input, table')]
+            .filter((el) => {
+              const r = el.getBoundingClientRect();
+              return r.width > 0 && (r.right > width + 0.5 || r.left < -0.5);
+            })
+            .map((el) => el.tagName.toLowerCase() + ' "' + (el.textContent || '').trim().slice(0, 30) + '"');
+          return { scrollWidth: document.documentElement.scrollWidth, width, outside };
+        })()`)) as { scrollWidth: number; width: number; outside: string[] };
+        return { where, ...found };
+      };
+      const pages = ['/', '/login'];
+      const results = [];
+      for (const p of pages) {
+        await page!.goto(`${base}${p}`);
+        results.push(await overflow(p));
+      }
+      await logIn(page!, base, ADMIN_EMAIL);
+      for (const p of [
+        '/dashboard',
+        '/account/sessions',
+        '/account',
+        '/account/mfa',
+        '/account/notices',
+        '/reauth',
+        '/admin',
+        '/no/such/page',
+      ]) {
+        await page!.goto(`${base}${p}`);
+        results.push(await overflow(p));
+        if (p === '/account/sessions') {
+          await page!.screenshot({ path: path.join(screenshotDir, 'sessions-phone.png'), fullPage: true });
+        }
+      }
+      expect(results.map((r) => r.width)).toEqual(results.map(() => 360));
+      expect(results.filter((r) => r.scrollWidth > r.width || r.outside.length > 0)).toEqual([]);
+    } finally {
+      await Promise.all(contexts.map((c) => c.close()));
+    }
+    expect(await stopApp(app!)).toBe(0);
+  });
+
+  it('saved the screenshots (PNG, 1200×800, and the sessions page on a phone)', () => {
     for (const name of ['dashboard.png', 'sessions.png']) {
       const png = readFileSync(path.join(screenshotDir, name));
       expect(png.subarray(1, 4).toString()).toBe('PNG');
       expect([png.readUInt32BE(16), png.readUInt32BE(20)]).toEqual([1200, 800]);
     }
+    // The phone one is the whole page, 360 px wide (at the phone's device pixel ratio).
+    const phone = readFileSync(path.join(screenshotDir, 'sessions-phone.png'));
+    expect(phone.subarray(1, 4).toString()).toBe('PNG');
+    expect(phone.readUInt32BE(16) % 360).toBe(0);
   });
 });
