@@ -43,6 +43,9 @@ function durationOption(what: string) {
   };
 }
 
+/** After a usage error: where the usage is (commander's own hint read like an `add` subcommand). */
+const USAGE_HINT = "Run 'pgsession --help' for the commands, or 'pgsession <command> --help' for one.";
+
 const HELP_FOOTER = `
 Database:
   DATABASE_URL    PostgreSQL connection string. When unset, the embedded PostgreSQL
@@ -84,7 +87,7 @@ export function createProgram({ io, signal }: RunOptions): Command {
       writeErr: (s) => io.stderr.write(s),
       outputError: (s, write) => write(`pgsession: ${s.replace(/^error: /, 'error: ')}`),
     })
-    .showHelpAfterError('(add --help for usage)')
+    .showHelpAfterError(USAGE_HINT)
     .exitOverride()
     .addHelpText('after', HELP_FOOTER);
 
@@ -264,7 +267,7 @@ export async function run(argv: readonly string[], options: RunOptions): Promise
     }
     if (err instanceof CliError) {
       if (err.exitCode !== EXIT.interrupted) io.stderr.write(`pgsession: error: ${err.message}\n`);
-      if (err.exitCode === EXIT.usage) io.stderr.write('(add --help for usage)\n');
+      if (err.exitCode === EXIT.usage) io.stderr.write(`${USAGE_HINT}\n`);
     } else {
       io.stderr.write(`pgsession: error: ${messageOf(err)}\n`);
     }

@@ -78,6 +78,9 @@ describe('usage errors exit with 2 before touching the database', () => {
     expect(code).toBe(2);
     expect(stderr).toMatch(message);
     expect(stderr).not.toMatch(/cannot connect/);
+    // Where the usage is, in words that do not read like a subcommand.
+    if (args.length > 0) expect(stderr).toContain("Run 'pgsession --help' for the commands");
+    expect(stderr).not.toContain('(add --help');
     expect(stdout).toBe('');
   });
 });
