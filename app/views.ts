@@ -58,10 +58,10 @@ td{overflow-wrap:anywhere}
 @media (max-width:40rem){
 main{margin:1rem auto;padding:0 .75rem}
 .card{padding:1rem}
-table.stack thead{display:none}
-table.stack tr{display:block;padding:.5rem 0;border-bottom:1px solid #d0d7de}
-table.stack td{display:block;border:0;padding:.15rem 0}
-table.stack td[data-label]::before{content:attr(data-label) ": ";font-weight:600}
+table.rows thead{display:none}
+table.rows tr{display:block;padding:.5rem 0;border-bottom:1px solid #d0d7de}
+table.rows td{display:block;border:0;padding:.15rem 0}
+table.rows td[data-label]::before{content:attr(data-label) ": ";font-weight:600}
 }
 `;
 
@@ -179,7 +179,7 @@ export function dashboardPage(options: {
 <p>Logged in as <strong>${esc(options.user.email)}</strong> <span class="badge">${esc(options.user.role)}</span></p></div>
 ${noticesCard(options.notices ?? [], options.unreadNotices ?? 0)}
 <div class="card"><h2>Your servers</h2>
-${options.serversUnavailable ? '<p class="error">Your servers cannot be shown right now: the database is temporarily unavailable. You are still logged in; changes are disabled until it is back.</p>' : options.servers.length ? `<table class="stack"><thead><tr><th>Name</th><th>Added</th><th></th></tr></thead><tbody>${rows}</tbody></table>` : '<p class="muted">No servers.</p>'}
+${options.serversUnavailable ? '<p class="error">Your servers cannot be shown right now: the database is temporarily unavailable. You are still logged in; changes are disabled until it is back.</p>' : options.servers.length ? `<table class="rows"><thead><tr><th>Name</th><th>Added</th><th></th></tr></thead><tbody>${rows}</tbody></table>` : '<p class="muted">No servers.</p>'}
 </div>`;
   return layout(
     { title: 'Dashboard', user: options.user, csrfToken: options.csrfToken, message: options.message },
@@ -273,7 +273,7 @@ export function sessionsPage(options: {
   const others = options.sessions.filter((s) => !s.current).length;
   const body = `<div class="card"><h1>Your sessions</h1>
 <p class="muted">Every browser where you are logged in. Revoke any you do not recognise.</p>
-<table class="stack"><thead><tr><th>Device</th><th>Address</th><th>Signed in</th><th>Last active</th><th></th></tr></thead>
+<table class="rows"><thead><tr><th>Device</th><th>Address</th><th>Signed in</th><th>Last active</th><th></th></tr></thead>
 <tbody>${rows}</tbody></table>
 ${
   others > 0
@@ -366,7 +366,7 @@ export function adminPage(options: {
     )
     .join('\n');
   const body = `<div class="card"><h1>Users</h1>
-<table class="stack"><thead><tr><th>Id</th><th>Email</th><th>Role</th><th>Status</th><th>Sessions</th><th></th></tr></thead>
+<table class="rows"><thead><tr><th>Id</th><th>Email</th><th>Role</th><th>Status</th><th>Sessions</th><th></th></tr></thead>
 <tbody>${rows}</tbody></table></div>`;
   return layout(
     { title: 'Admin', user: options.user, csrfToken: options.csrfToken, message: options.message },
@@ -481,7 +481,7 @@ export function noticesPage(options: {
 <p class="muted">Sign-ins from new devices, repeated failed attempts, lockouts, and changes to your password or email.</p>
 ${
   options.notices.length
-    ? `<table class="stack"><thead><tr><th>When</th><th>What</th><th></th></tr></thead><tbody>${rows}</tbody></table>`
+    ? `<table class="rows"><thead><tr><th>When</th><th>What</th><th></th></tr></thead><tbody>${rows}</tbody></table>`
     : '<p class="muted">No security notices.</p>'
 }
 ${
