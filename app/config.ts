@@ -1,7 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { ConfigError, MIN_PRODUCTION_SECRET_LENGTH, normalizeSecrets, parseDuration } from '../src/index.js';
+import {
+  ConfigError,
+  GENERATE_SECRET_COMMAND,
+  MIN_PRODUCTION_SECRET_LENGTH,
+  normalizeSecrets,
+  parseDuration,
+} from '../src/index.js';
 
 /**
  * Words tied to this demo that no password may contain (ASVS 6.1.2, 6.2.11): its product and
@@ -43,6 +49,11 @@ export interface AppConfig {
   sessionSecrets: string[];
   /** Where the generated development secret lives (null when `SESSION_SECRET` was given). */
   generatedSecretFile: string | null;
+  /**
+   * The warning about weak secrets (examples, short ones) that {@link loadConfig} printed, if
+   * any: the session middleware gives the same one, which the app does not log a second time.
+   */
+  secretWarning?: string | undefined;
   /** Sliding server-side timeout, ms. */
   idleTimeout: number;
   /** Maximum session lifetime, ms. */
@@ -177,25 +188,28 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
   const rawSecret = env.SESSION_SECRET?.trim();
   let sessionSecrets: string[];
   let generatedSecretFile: string | null = null;
+  let secretWarning: string | undefined;
   if (rawSecret) {
     sessionSecrets = rawSecret
       .split(',')
       .map((s) => s.trim())
       .filter(Boolean);
     if (sessionSecrets.length === 0) throw new ConfigError('SESSION_SECRET is empty');
-    if (production) {
-      const short = sessionSecrets.findIndex((s) => s.length < MIN_PRODUCTION_SECRET_LENGTH);
-      if (short !== -1) {
-        throw new ConfigError(
-          `SESSION_SECRET: every secret must be at least ${MIN_PRODUCTION_SECRET_LENGTH} characters in production (secret #${short + 1} has ${sessionSecrets[short]!.length}). Generate one with: node -e "console.log(require('crypto').randomBytes(32).toString('base64url'))"`,
-        );
-      }
+    // The library's rules: in production the first secret (it signs) must be strong; older,
+    // verify-only ones may be weak, so rotating off a weak secret logs nobody out. Weak secrets
+    // get one loud warning, printed here, at start-up.
+    try {
+      normalizeSecrets(sessionSecrets, production, (m) => {
+        secretWarning = m;
+        warn(m);
+      });
+    } catch (err) {
+      if (err instanceof ConfigError) throw new ConfigError(`SESSION_SECRET: ${err.message}`);
+      throw err;
     }
-    // The library's own checks (example secrets such as "keyboard cat" are refused everywhere).
-    normalizeSecrets(sessionSecrets, production);
   } else if (production) {
     throw new ConfigError(
-      `SESSION_SECRET is required when NODE_ENV=production: one or more comma-separated secrets of at least ${MIN_PRODUCTION_SECRET_LENGTH} characters (the first signs new cookies, all verify).`,
+      `SESSION_SECRET is required when NODE_ENV=production: one or more comma-separated secrets, the first (it signs new cookies) of at least ${MIN_PRODUCTION_SECRET_LENGTH} characters; all verify. Generate one with: ${GENERATE_SECRET_COMMAND}`,
     );
   } else {
     generatedSecretFile = path.join(dataDir, 'session-secret');
@@ -218,6 +232,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     host: env.HOST?.trim() || '127.0.0.1',
     sessionSecrets,
     generatedSecretFile,
+    secretWarning,
     idleTimeout,
     absoluteTimeout,
     production,

@@ -76,7 +76,10 @@ export function createApp(options: CreateAppOptions): DemoApp {
     absoluteTimeout: config.absoluteTimeout,
     cookie: { httpOnly: true, sameSite: 'lax', path: '/', secure: config.secureCookies },
     onEvent: sessionAudit(audit),
-    onWarning: (message) => logger.warn(message),
+    // loadConfig already printed the weak-secret warning, if any: once is enough.
+    onWarning: (message) => {
+      if (message !== config.secretWarning) logger.warn(message);
+    },
     onBackgroundError: (err) => logger.warn({ err }, 'background session write failed'),
     ...(options.now ? { now: options.now } : {}),
   });

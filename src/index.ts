@@ -21,7 +21,7 @@ export {
   StoreUnavailableError,
 } from './core/errors.js';
 export { generateId, hashId } from './core/id.js';
-export { MIN_PRODUCTION_SECRET_LENGTH, normalizeSecrets } from './core/secrets.js';
+export { GENERATE_SECRET_COMMAND, MIN_PRODUCTION_SECRET_LENGTH, normalizeSecrets } from './core/secrets.js';
 export {
   type RegenerateOptions,
   Session,
@@ -29,7 +29,7 @@ export {
   type SessionData,
   type SessionHost,
 } from './core/session.js';
-export { sign, unsign } from './core/signature.js';
+export { type Secret, sign, unsign } from './core/signature.js';
 export {
   type CreatePoolOptions,
   createPool,
@@ -51,8 +51,9 @@ export {
   PgInvalidationListener,
   type PgInvalidationListenerOptions,
 } from './stores/cache/index.js';
-export { fromConnectStore, toSessionStore } from './stores/connect-adapter.js';
+export { fromConnectStore } from './stores/connect-adapter.js';
 export { type Callback, type ConnectStore, Store, type StoreConstructor } from './stores/connect-store.js';
+export { toSessionStore } from './stores/engine-face.js';
 export { MemoryStore, type MemoryStoreOptions } from './stores/memory/memory-store.js';
 export {
   ensureSchema,

@@ -1,6 +1,12 @@
 import { parse as parseCookies, serialize as serializeCookie } from 'cookie';
 import { LRUCache } from 'lru-cache';
-import { type SessionJSON, type SessionRecord, type SessionStore, userIdOf } from '../stores/types.js';
+import {
+  ConnectStoreError,
+  type SessionJSON,
+  type SessionRecord,
+  type SessionStore,
+  userIdOf,
+} from '../stores/types.js';
 import { Cookie, type CookieOptions, validateCookieOptions } from './cookie.js';
 import { SerializationError, SessionStateError, StoreUnavailableError } from './errors.js';
 import { hashId } from './id.js';
@@ -12,7 +18,7 @@ import {
   type SessionData,
   type SessionHost,
 } from './session.js';
-import { SIGNED_PREFIX, sign, unsignWithIndex } from './signature.js';
+import { type Secret, SIGNED_PREFIX, sign, unsignWithIndex } from './signature.js';
 
 /** Session lifecycle events, for audit logs and metrics. Keys are storage keys (hashed ids), never raw ids. */
 export type SessionEvent =
@@ -37,8 +43,11 @@ export type SessionEvent =
 export interface EngineOptions {
   /** Cookie name. */
   name: string;
-  /** First signs, all verify. */
-  secrets: readonly string[];
+  /**
+   * First signs, all verify. Empty when the adapter supplies them per request (express-session
+   * falls back to cookie-parser's `req.secret`): then every `load()` passes its own.
+   */
+  secrets: readonly Secret[];
   store: SessionStore;
   cookie: CookieOptions;
   /** Per-request cookie options (express-session's `cookie: (req) => ({...})`); overrides `cookie`. */
@@ -61,6 +70,7 @@ export interface EngineOptions {
   /** Errors from background work (throttled touches) that no request can report. */
   onBackgroundError?: ((err: unknown) => void) | undefined;
   /** A Secure cookie could not be sent because the request was plain HTTP. */
+  /** A Secure cookie could not be sent because the request was plain HTTP. */
   onInsecureRequest?: (() => void) | undefined;
 }
 
@@ -82,6 +92,24 @@ export interface VerifiedCookie {
   readonly secretIndex: number;
   readonly key: string;
 }
+/** What an adapter knows of one request, for {@link SessionEngine.load}. */
+export interface LoadRequest {
+  cookieHeader: string | undefined;
+  secure: boolean;
+  /** This request's cookie options (default: {@link SessionEngine.cookieOptionsFor}). */
+  cookie?: CookieOptions | undefined;
+  /** This request's secrets, when the adapter resolves them per request (default: the configured ones). */
+  secrets?: readonly Secret[] | undefined;
+  /** The session cookie as cookie-parser saw it, read when the Cookie header has no valid one. */
+  parsedCookies?: ParsedCookies | undefined;
+}
+
+/** The session cookie in cookie-parser's `req.signedCookies` (an id it verified) and `req.cookies` (a value). */
+export interface ParsedCookies {
+  signedId?: unknown;
+  raw?: unknown;
+}
+
 /** Most throttled touches remembered for {@link SessionEngine.flush} `{ touches: true }`. */
 const MAX_DEFERRED_TOUCHES = 10_000;
 /** Deferred touches written at once on shutdown. */
@@ -92,6 +120,8 @@ interface DeferredTouch {
   expiresAt: number;
   lastActiveAt: number;
   state: { data: SessionJSON; createdAt: number; version: number } | undefined;
+  /** The session id, for a store called as express-session calls it. */
+  id: string;
 }
 
 /** Cookie-name prefixes that browsers accept only with `Secure` (RFC 6265bis §4.1.3). */
@@ -137,6 +167,8 @@ function readOnlyFault(what: string): StoreUnavailableError {
 }
 
 function storeFault(what: string, err: unknown): unknown {
+  // A store written for express-session: its own error, as express-session passes it on.
+  if (err instanceof ConnectStoreError) return err.original;
   if (err instanceof SerializationError || err instanceof StoreUnavailableError) return err;
   return new StoreUnavailableError(`session store failed to ${what}`, err);
 }
@@ -185,7 +217,7 @@ export class SessionEngine {
   /** Read the session cookie's id if its signature verifies with one of the secrets. */
   readCookie(cookieHeader: string | undefined): VerifiedCookie | null {
     const raw = this.rawCookie(cookieHeader);
-    return raw ? this.verify(raw) : null;
+    return raw ? this.verify(raw, this.options.secrets) : null;
   }
 
   /** The session cookie's value as sent, or undefined when there is none. */
@@ -199,12 +231,17 @@ export class SessionEngine {
     }
   }
 
-  /** `raw` verified (remembered, see {@link verified}), or null if it is not a value we signed. */
-  private verify(raw: string): VerifiedCookie | null {
-    const known = this.verified.get(raw);
+  /**
+   * `raw` verified with `secrets`, or null if it is not a value we signed. Remembered (see
+   * {@link verified}) only with the configured secrets, which never change; per-request ones
+   * (cookie-parser's `req.secret`) are checked every time.
+   */
+  private verify(raw: string, secrets: readonly Secret[]): VerifiedCookie | null {
+    const memo = secrets === this.options.secrets;
+    const known = memo ? this.verified.get(raw) : undefined;
     if (known !== undefined) return known;
     if (raw.length > MAX_COOKIE_VALUE || !raw.startsWith(SIGNED_PREFIX)) return null;
-    const verified = unsignWithIndex(raw.slice(SIGNED_PREFIX.length), this.options.secrets);
+    const verified = unsignWithIndex(raw.slice(SIGNED_PREFIX.length), secrets);
     if (!verified || verified.value.length === 0) return null;
     const cookie: VerifiedCookie = {
       id: verified.value,
@@ -212,21 +249,40 @@ export class SessionEngine {
       secretIndex: verified.index,
       key: this.keyOf(verified.value),
     };
-    if (raw.length <= VERIFIED_MEMO_VALUE_MAX) this.verified.set(raw, Object.freeze(cookie));
+    if (memo && raw.length <= VERIFIED_MEMO_VALUE_MAX) this.verified.set(raw, Object.freeze(cookie));
     return cookie;
+  }
+
+  /**
+   * express-session's fall-backs when the Cookie header has no valid session cookie: an id
+   * cookie-parser already verified (`req.signedCookies`), then a signed value it parsed
+   * (`req.cookies`), verified here.
+   */
+  private fromParsedCookies(parsed: ParsedCookies, secrets: readonly Secret[]): VerifiedCookie | null {
+    const id = parsed.signedId;
+    if (typeof id === 'string' && id.length > 0 && id.length <= MAX_COOKIE_VALUE && secrets.length > 0) {
+      return { id, raw: SIGNED_PREFIX + sign(id, secrets[0]!), secretIndex: 0, key: this.keyOf(id) };
+    }
+    const raw = parsed.raw;
+    return typeof raw === 'string' && raw.length > 0 ? this.verify(raw, secrets) : null;
   }
 
   /**
    * Attach a session to `host` for this request. Rejects (StoreUnavailableError) when the store
    * fails: a fault must never be mistaken for "no session", which would log the user out.
    */
-  async load(
-    host: SessionHost,
-    request: { cookieHeader: string | undefined; secure: boolean; cookie?: CookieOptions | undefined },
-  ): Promise<RequestSession> {
-    const ctx = new RequestSession(this, host, request.secure, request.cookie ?? this.cookieOptionsFor(host));
+  async load(host: SessionHost, request: LoadRequest): Promise<RequestSession> {
+    const secrets = request.secrets ?? this.options.secrets;
+    const ctx = new RequestSession(
+      this,
+      host,
+      request.secure,
+      request.cookie ?? this.cookieOptionsFor(host),
+      secrets,
+    );
     const raw = this.rawCookie(request.cookieHeader);
-    const cookie = raw === undefined ? null : this.verify(raw);
+    let cookie = raw === undefined ? null : this.verify(raw, secrets);
+    if (!cookie && request.parsedCookies) cookie = this.fromParsedCookies(request.parsedCookies, secrets);
     if (raw !== undefined && !cookie)
       this.emit({ type: 'invalid-cookie', reason: 'signature', key: null }, host);
     if (cookie) {
@@ -271,9 +327,11 @@ export class SessionEngine {
   }
 
   private get(key: string, rawId: string, fresh: boolean): Promise<SessionRecord | null> {
-    const options: { legacyKey?: string; fresh?: boolean } = {};
+    const options: { legacyKey?: string; fresh?: boolean; id?: string } = {};
     if (this.options.hashIds) options.legacyKey = rawId;
+    // The re-read of a session that looks expired is ours alone: express-session reads once.
     if (fresh) options.fresh = true;
+    else options.id = rawId;
     return this.run('load the session', () => this.options.store.get(key, options));
   }
 
@@ -325,7 +383,9 @@ export class SessionEngine {
 
   /** Track background work (throttled touches) so shutdown can wait for it. */
   background(work: Promise<unknown>, key?: string): void {
-    const tracked = work.catch((err) => this.options.onBackgroundError?.(err));
+    const tracked = work.catch((err) =>
+      this.options.onBackgroundError?.(err instanceof ConnectStoreError ? err.original : err),
+    );
     this.pending.add(tracked);
     if (key !== undefined) this.touching.set(key, tracked);
     void tracked.finally(() => {
@@ -341,6 +401,7 @@ export class SessionEngine {
       known.expiresAt = touch.expiresAt;
       known.lastActiveAt = touch.lastActiveAt;
       known.state = touch.state;
+      known.id = touch.id;
       return;
     }
     if (this.deferred.size >= MAX_DEFERRED_TOUCHES) {
@@ -370,8 +431,9 @@ export class SessionEngine {
       for (let i = 0; i < work.length && !failed; i += FLUSH_CONCURRENCY) {
         await Promise.all(
           work.slice(i, i + FLUSH_CONCURRENCY).map(([key, t]) =>
-            store.touch(key, t.expiresAt, t.lastActiveAt, t.state).catch((err: unknown) => {
-              if (!failed) this.options.onBackgroundError?.(err);
+            store.touch(key, t.expiresAt, t.lastActiveAt, t.state, { id: t.id }).catch((err: unknown) => {
+              if (!failed)
+                this.options.onBackgroundError?.(err instanceof ConnectStoreError ? err.original : err);
               failed = true;
             }),
           ),
@@ -447,6 +509,8 @@ export class RequestSession implements SessionController {
   private savedIsOriginal = false;
   private touched = false;
   private committed = false;
+  /** `req.session.destroy()` ran: `unset: 'destroy'` has nothing left to do. */
+  private destroyed = false;
   /**
    * The session method (save, destroy, regenerate, reload) still running, if any. Methods run one
    * after another, and the commit waits for them: `req.session.save(); res.redirect('/')` must
@@ -461,6 +525,8 @@ export class RequestSession implements SessionController {
     readonly secure: boolean,
     /** This request's cookie options. */
     readonly cookieOptions: CookieOptions = engine.options.cookie,
+    /** This request's secrets: the first signs the cookie. */
+    readonly secrets: readonly Secret[] = engine.options.secrets,
   ) {
     host[kController] = this;
   }
@@ -615,12 +681,14 @@ export class RequestSession implements SessionController {
   private decide(): Promise<void> | null {
     const session = this.host.session;
     if (!session) {
-      if (this.opts.unset === 'destroy' && this.persisted && !this.clearCookie) {
+      if (this.opts.unset === 'destroy' && !this.destroyed) {
         if (this.readOnly) return Promise.reject(readOnlyFault('destroy the session'));
         return this.destroyStored();
       }
       return null;
     }
+    // As express-session: an app that made req.sessionID something else than an id gets no save.
+    if (typeof this.host.sessionID !== 'string') return null;
     this.touchCookie(session);
     if (this.savedIsOriginal && this.unchangedSinceLoad(session)) {
       // The steady state: same id, same data as loaded and saved. Nothing to save (the checks
@@ -660,7 +728,7 @@ export class RequestSession implements SessionController {
         userId,
         version: 0,
       };
-      await engine.run('save the session', () => opts.store.create(this.key, record));
+      await engine.run('save the session', () => opts.store.create(this.key, record, { id: this.id }));
       this.persisted = true;
       engine.emit({ type: 'created', key: this.key, userId }, this.host);
     } else {
@@ -670,15 +738,19 @@ export class RequestSession implements SessionController {
       for (const [k, json] of current) if (base.get(k) !== json) set[k] = data[k];
       for (const k of base.keys()) if (!current.has(k)) unset.push(k);
       const stored = await engine.run('save the session', () =>
-        opts.store.update(this.key, {
-          set,
-          unset,
-          data,
-          expiresAt,
-          lastActiveAt: now,
-          userId,
-          baseVersion: this.version,
-        }),
+        opts.store.update(
+          this.key,
+          {
+            set,
+            unset,
+            data,
+            expiresAt,
+            lastActiveAt: now,
+            userId,
+            baseVersion: this.version,
+          },
+          { id: this.id },
+        ),
       );
       if (!stored) {
         // Destroyed meanwhile (logout or revocation elsewhere): that wins; never resurrect it.
@@ -706,31 +778,51 @@ export class RequestSession implements SessionController {
     if (now - this.lastActiveAt < opts.touchAfter) {
       // Written later only if nothing else writes it first: on shutdown (flush({ touches: true })).
       // The session's JSON is kept only for stores that need it, off the hot path otherwise.
-      const state = opts.store.tracksActivity === false ? this.touchState(session, current) : undefined;
-      engine.defer(this.key, { expiresAt, lastActiveAt: now, state });
+      const lazy = opts.store.tracksActivity === false ? this.touchState(session, current) : undefined;
+      // Serialized now: by shutdown the app may have changed the object.
+      const state = lazy && { data: lazy.data, createdAt: lazy.createdAt, version: lazy.version };
+      engine.defer(this.key, { expiresAt, lastActiveAt: now, state, id: this.id });
       engine.emit({ type: 'touch-skipped', key: this.key }, this.host);
       return;
     }
     const key = this.key;
     this.lastActiveAt = now;
     engine.undefer(key);
-    // The session goes along for stores that derive their expiry from it (express-session stores).
-    engine.background(opts.store.touch(key, expiresAt, now, this.touchState(session, current)), key);
+    // The session goes along for stores that derive their expiry from it (express-session stores)
+    // and for the app's own `store.touch`, which gets what express-session hands it.
+    engine.background(
+      opts.store.touch(key, expiresAt, now, this.touchState(session, current), { id: this.id }),
+      key,
+    );
     engine.emit({ type: 'touched', key }, this.host);
   }
 
+  /** The session as a store's `touch` is handed it; its JSON is only built if a store reads it. */
   private touchState(session: Session, current: Snapshot | undefined): DeferredTouch['state'] {
+    let data: SessionJSON | undefined;
     return {
-      data: toJSON(session, current ?? snapshot(session)),
+      get data() {
+        data ??= toJSON(session, current ?? snapshot(session));
+        return data;
+      },
       createdAt: this.createdAt,
       version: this.version,
     };
   }
 
+  /** `unset: 'destroy'`: the request dropped `req.session`. */
   private async destroyStored(): Promise<void> {
     const userId = this.host.session ? userIdOf(this.host.session as unknown as SessionJSON) : null;
-    const key = this.key;
-    await this.engine.run('destroy the session', () => this.opts.store.destroy(key));
+    const { key, id } = this;
+    this.destroyed = true;
+    if (!this.persisted) {
+      // express-session asks the store to destroy even a session it never stored.
+      await this.engine.run('destroy the session', () =>
+        this.opts.store.destroy(key, { id, neverStored: true }),
+      );
+      return;
+    }
+    await this.engine.run('destroy the session', () => this.opts.store.destroy(key, { id }));
     this.engine.undefer(key);
     this.persisted = false;
     // Only once the row is gone: a fault must never clear the cookie.
@@ -747,6 +839,8 @@ export class RequestSession implements SessionController {
     const { opts } = this;
     // Degraded mode: nothing was stored, so nothing is refreshed, replaced or cleared.
     if (this.readOnly) return null;
+    // As express-session: no cookie without a session id.
+    if (typeof this.host.sessionID !== 'string') return null;
     const session = this.host.session;
     if (!session || !this.shouldSetCookie(session)) {
       return this.clearCookie && this.cookieRaw !== undefined
@@ -762,7 +856,7 @@ export class RequestSession implements SessionController {
     const value =
       this.cookieId === this.id && this.cookieSecretIndex === 0 && this.cookieRaw !== undefined
         ? this.cookieRaw
-        : SIGNED_PREFIX + sign(this.id, opts.secrets[0]!);
+        : SIGNED_PREFIX + sign(this.id, this.secrets[0]!);
     return session.cookie.serialize(opts.name, value);
   }
 
@@ -820,7 +914,7 @@ export class RequestSession implements SessionController {
 
   private async reloadNow(): Promise<void> {
     const record = await this.engine.run('reload the session', () =>
-      this.opts.store.get(this.key, { fresh: true }),
+      this.opts.store.get(this.key, { fresh: true, id: this.id }),
     );
     if (!record) throw new SessionStateError('failed to load session');
     this.inflate(this.id, this.key, record);
@@ -832,12 +926,18 @@ export class RequestSession implements SessionController {
     const wasPersisted = this.persisted;
     const userId = this.host.session ? userIdOf(this.host.session as unknown as SessionJSON) : null;
     this.host.session = undefined;
+    this.destroyed = true;
+    const { key, id } = this;
     if (wasPersisted) {
-      const key = this.key;
-      await this.engine.run('destroy the session', () => this.opts.store.destroy(key));
+      await this.engine.run('destroy the session', () => this.opts.store.destroy(key, { id }));
       this.engine.undefer(key);
       this.persisted = false;
       this.engine.emit({ type: 'destroyed', key, userId }, this.host);
+    } else {
+      // express-session asks the store to destroy even a session it never stored.
+      await this.engine.run('destroy the session', () =>
+        this.opts.store.destroy(key, { id, neverStored: true }),
+      );
     }
     // Only once the row is gone: a failed logout must not look like a successful one.
     this.clearCookie = true;
@@ -853,9 +953,17 @@ export class RequestSession implements SessionController {
       const names = options.keep === true ? Object.keys(previous) : options.keep;
       for (const k of names) if (k !== 'cookie' && k in previous) keep[k] = previous[k];
     }
+    const previousId = this.id;
     if (this.persisted) {
-      await this.engine.run('destroy the old session', () => this.opts.store.destroy(previousKey));
+      await this.engine.run('destroy the old session', () =>
+        this.opts.store.destroy(previousKey, { id: previousId }),
+      );
       this.engine.undefer(previousKey);
+    } else {
+      // express-session's Store#regenerate destroys even a session it never stored.
+      await this.engine.run('destroy the old session', () =>
+        this.opts.store.destroy(previousKey, { id: previousId, neverStored: true }),
+      );
     }
     const originalId = this.originalId;
     this.generate(keep);

@@ -7,12 +7,15 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
  */
 export const SIGNED_PREFIX = 's:';
 
-function mac(value: string, secret: string): string {
+/** A signing secret: a string or, as express-session accepts, a Buffer. */
+export type Secret = string | Buffer;
+
+function mac(value: string, secret: Secret): string {
   return createHmac('sha256', secret).update(value).digest('base64').replace(/=+$/, '');
 }
 
 /** Sign `value` with `secret`: `value.mac`. */
-export function sign(value: string, secret: string): string {
+export function sign(value: string, secret: Secret): string {
   return `${value}.${mac(value, secret)}`;
 }
 
@@ -21,7 +24,7 @@ export function sign(value: string, secret: string): string {
  * the value, or false. The MAC comparison is constant-time so a forger learns nothing from how
  * long a wrong guess takes; only the length check (public: always 43 characters) exits early.
  */
-export function unsign(signed: string, secrets: readonly string[]): string | false {
+export function unsign(signed: string, secrets: readonly Secret[]): string | false {
   return unsignWithIndex(signed, secrets)?.value ?? false;
 }
 
@@ -31,7 +34,7 @@ export function unsign(signed: string, secrets: readonly string[]): string | fal
  */
 export function unsignWithIndex(
   signed: string,
-  secrets: readonly string[],
+  secrets: readonly Secret[],
 ): { value: string; index: number } | null {
   const dot = signed.lastIndexOf('.');
   if (dot <= 0) return null;

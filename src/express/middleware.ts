@@ -2,20 +2,26 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { type CookieOptions, validateCookieName, validateCookieOptions } from '../core/cookie.js';
 import { parseDuration } from '../core/duration.js';
-import { type RequestSession, SessionEngine, type SessionEvent } from '../core/engine.js';
+import { type ParsedCookies, type RequestSession, SessionEngine, type SessionEvent } from '../core/engine.js';
 import { ConfigError } from '../core/errors.js';
 import { generateId } from '../core/id.js';
 import { normalizeSecrets } from '../core/secrets.js';
 import type { Session, SessionData, SessionHost } from '../core/session.js';
-import { toSessionStore } from '../stores/connect-adapter.js';
+import type { Secret } from '../core/signature.js';
 import type { ConnectStore } from '../stores/connect-store.js';
+import { toSessionStore } from '../stores/engine-face.js';
 import { MemoryStore } from '../stores/memory/memory-store.js';
 import { type HasSessionStore, kSessionStore, type SessionStore } from '../stores/types.js';
 
 /** Options of {@link session}: express-session's, plus pgsession's timeouts and hardening. */
 export interface SessionOptions {
-  /** Signs the cookie. A string, or an array: the first signs, all verify (rotation). Required. */
-  secret: string | readonly string[];
+  /**
+   * Signs the cookie. A string or Buffer, or an array of them: the first signs, all verify
+   * (rotation). Required, except that the Express middleware falls back, as express-session
+   * does, to cookie-parser's `req.secret`. With `NODE_ENV=production` the first must not be an
+   * example secret and must have 32+ characters; older ones may be weak (with a warning).
+   */
+  secret?: Secret | readonly Secret[] | undefined;
   /**
    * Cookie name. Default `connect.sid`, as express-session (so switching keeps existing cookies).
    * A `__Host-` name (recommended on HTTPS) makes the cookie Secure, `Path=/` and host-only;
@@ -71,7 +77,16 @@ declare global {
   }
 }
 
-type Req = IncomingMessage & SessionHost & { originalUrl?: string; secure?: boolean };
+type Req = IncomingMessage &
+  SessionHost & {
+    originalUrl?: string;
+    secure?: boolean;
+    /** cookie-parser's secret, read when the `secret` option is absent (as express-session). */
+    secret?: unknown;
+    /** cookie-parser's results, read when the Cookie header has no valid session cookie. */
+    cookies?: Record<string, unknown>;
+    signedCookies?: Record<string, unknown>;
+  };
 type Next = (err?: unknown) => void;
 
 /** The middleware function, with the engine exposed for adapters, tests and shutdown. */
@@ -100,7 +115,8 @@ function isSecure(req: Req, trustProxy: boolean | undefined): boolean {
 function pathnameOf(req: Req): string {
   const url = req.originalUrl ?? req.url ?? '/';
   const q = url.indexOf('?');
-  return q === -1 ? url : url.slice(0, q);
+  // An empty URL is the root, as express-session reads it.
+  return (q === -1 ? url : url.slice(0, q)) || '/';
 }
 
 function appendHeader(res: ServerResponse, name: string, value: string): void {
@@ -119,18 +135,47 @@ function rateLimited(fn: (m: string) => void, intervalMs: number): (m: string) =
   };
 }
 
+/** Messages already emitted through `process.emitWarning` (start-up warnings appear once per process). */
+const emittedOnce = new Set<string>();
+
+/** A start-up warning: to `onWarning` when the app gave one, else once per process. */
+function warnOnce(options: SessionOptions, message: string, code: string): void {
+  if (options.onWarning) {
+    options.onWarning(message);
+    return;
+  }
+  if (emittedOnce.has(message)) return;
+  emittedOnce.add(message);
+  process.emitWarning(message, { code });
+}
+
+/** How an adapter takes the options (the Express middleware resolves `secret` per request if absent). */
+export interface ResolveContext {
+  /** `secret` may be absent: the adapter passes cookie-parser's `req.secret` per request. */
+  secretPerRequest?: boolean;
+}
+
 /** Resolve express-style options into the engine's. Exported for the other framework adapters. */
-export function resolveOptions(options: SessionOptions): {
+export function resolveOptions(
+  options: SessionOptions,
+  context: ResolveContext = {},
+): {
   engine: SessionEngine;
   store: ConnectStore | HasSessionStore;
+  /** The store's own engine face (pgsession's stores), or the adapter of one written for express-session. */
+  sessionStore: SessionStore;
   proxy: boolean | undefined;
   cookiePath: string;
+  production: boolean;
 } {
   if (!options || typeof options !== 'object')
     throw new ConfigError('session(options): options object required');
   const production = process.env.NODE_ENV === 'production';
-  const secrets = normalizeSecrets(options.secret, production);
   validateTypes(options);
+  const secrets =
+    options.secret === undefined && context.secretPerRequest
+      ? []
+      : normalizeSecrets(options.secret, production, (m) => warnOnce(options, m, 'PGSESSION_WEAK_SECRET'));
   const name = validateCookieName(options.name ?? options.key ?? 'connect.sid');
   const cookieFor = typeof options.cookie === 'function' ? options.cookie : undefined;
   const cookie: CookieOptions = validateCookieOptions(name, cookieFor ? {} : options.cookie);
@@ -144,10 +189,6 @@ export function resolveOptions(options: SessionOptions): {
   if (idle !== null && cookie.maxAge == null && cookie.expires == null) cookie.maxAge = idle;
   const absolute =
     options.absoluteTimeout !== undefined ? parseDuration(options.absoluteTimeout, 'absoluteTimeout') : null;
-  const touchAfter =
-    options.touchAfter !== undefined
-      ? parseDuration(options.touchAfter, 'touchAfter')
-      : Math.min(Math.floor((idle ?? 86_400_000) / 100), 60_000);
   if (options.unset !== undefined && options.unset !== 'keep' && options.unset !== 'destroy') {
     throw new ConfigError(`unset option must be "destroy" or "keep", got ${String(options.unset)}`);
   }
@@ -162,12 +203,21 @@ export function resolveOptions(options: SessionOptions): {
         { code: 'PGSESSION_MEMORY_STORE' },
       );
     }
-    store = new MemoryStore();
+    store = new MemoryStore({ hashIds: options.hashIds ?? true });
   }
   const warn =
     options.onWarning ?? rateLimited((m) => process.emitWarning(m, { code: 'PGSESSION_WARNING' }), 60_000);
   const genid = options.genid;
-  const sessionStore = toSessionStore(store);
+  const now = options.now ?? Date.now;
+  const sessionStore = toSessionStore(store, now);
+  // A touch of an in-process store costs nothing: throttling it would only differ from
+  // express-session. Database stores get at most one activity write per touchAfter.
+  const touchAfter =
+    options.touchAfter !== undefined
+      ? parseDuration(options.touchAfter, 'touchAfter')
+      : sessionStore.inProcess
+        ? 0
+        : Math.min(Math.floor((idle ?? 86_400_000) / 100), 60_000);
   if (sessionStore.tracksActivity === false && options.idleTimeout !== undefined) {
     const maxAge = cookieFor ? undefined : cookie.maxAge;
     if (typeof maxAge === 'number' && maxAge !== idle) {
@@ -198,7 +248,7 @@ export function resolveOptions(options: SessionOptions): {
     idleTimeout: idle,
     absoluteTimeout: absolute,
     touchAfter,
-    now: options.now ?? Date.now,
+    now,
     onEvent: options.onEvent ? (event, host) => options.onEvent?.(event, host as IncomingMessage) : undefined,
     onBackgroundError:
       options.onBackgroundError ??
@@ -210,7 +260,14 @@ export function resolveOptions(options: SessionOptions): {
       ),
   });
   // With per-request cookie options the path is checked per request; '/' lets every request in.
-  return { engine, store, proxy: options.proxy, cookiePath: cookie.path ?? '/' };
+  return {
+    engine,
+    store,
+    sessionStore: (store as Partial<HasSessionStore>)[kSessionStore] ?? sessionStore,
+    proxy: options.proxy,
+    cookiePath: cookie.path ?? '/',
+    production,
+  };
 }
 
 function isStore(store: unknown): store is ConnectStore | HasSessionStore {
@@ -254,6 +311,20 @@ function validateTypes(options: SessionOptions): void {
 
 type Chunks = Array<{ end: boolean; args: unknown[] }>;
 
+/** Node's error for a header change after the headers left (`ERR_HTTP_HEADERS_SENT`). */
+function headersSentError(verb: string): Error {
+  return Object.assign(new Error(`Cannot ${verb} headers after they are sent to the client`), {
+    code: 'ERR_HTTP_HEADERS_SENT',
+  });
+}
+
+/** Header methods that throw once the headers left, with the verb of Node's message. */
+const HEADER_METHODS = [
+  ['setHeader', 'set'],
+  ['appendHeader', 'append'],
+  ['removeHeader', 'remove'],
+] as const;
+
 /**
  * Hold the response until the session is committed, so a redirect right after login can never
  * reach a server that does not see the session yet (express-session writes the body first).
@@ -271,6 +342,8 @@ class ResponseHold {
   queue: Chunks | undefined;
   /** The Set-Cookie value, once decided (undefined: not yet). */
   header: string | null | undefined;
+  /** Header methods replaced while the response is held (see {@link freeze}). */
+  frozen: Array<[name: string, own: PropertyDescriptor | undefined]> | undefined;
 
   constructor(
     readonly res: ServerResponse,
@@ -306,8 +379,44 @@ class ResponseHold {
   }
 
   restore(): void {
+    this.thaw();
     this.res.write = this.write;
     this.res.end = this.end;
+  }
+
+  /**
+   * The app wrote or ended a response that is held for the commit. Without the hold its headers
+   * would have left by now, so they behave as if they had: changing one throws Node's own error
+   * and `headersSent` is true, exactly as over plain `http` (and with express-session).
+   */
+  freeze(): void {
+    if (this.frozen) return;
+    const res = this.res as unknown as Record<string, unknown>;
+    this.frozen = [];
+    for (const [name, verb] of HEADER_METHODS) {
+      this.frozen.push([name, Object.getOwnPropertyDescriptor(res, name)]);
+      Object.defineProperty(res, name, {
+        configurable: true,
+        writable: true,
+        value: () => {
+          throw headersSentError(verb);
+        },
+      });
+    }
+    this.frozen.push(['headersSent', Object.getOwnPropertyDescriptor(res, 'headersSent')]);
+    Object.defineProperty(res, 'headersSent', { configurable: true, get: () => true });
+  }
+
+  /** Undo {@link freeze} before the held response is written out (or abandoned). */
+  thaw(): void {
+    const frozen = this.frozen;
+    if (!frozen) return;
+    this.frozen = undefined;
+    const res = this.res as unknown as Record<string, unknown>;
+    for (const [name, own] of frozen) {
+      if (own) Object.defineProperty(res, name, own);
+      else delete res[name];
+    }
   }
 
   replay(): void {
@@ -367,6 +476,7 @@ class ResponseHold {
   hold(end: boolean, args: unknown[]): void {
     if (this.queue) this.queue.push({ end, args });
     else this.queue = [{ end, args }];
+    this.freeze();
   }
 }
 
@@ -376,6 +486,7 @@ function holdResponse(res: ServerResponse, ctx: RequestSession, next: Next): voi
   // Anonymous function expressions: they need `this` (the response), and an anonymous one is
   // not wrapped for its name by tsx/esbuild's keepNames on every request.
   res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
+    if (hold.frozen) throw headersSentError('write');
     hold.onWriteHead(this);
     return (originalWriteHead as (...a: unknown[]) => ServerResponse).apply(this, args);
   } as ServerResponse['writeHead'];
@@ -404,7 +515,12 @@ function holdResponse(res: ServerResponse, ctx: RequestSession, next: Next): voi
  * hashed ids at rest, server-side idle/absolute timeouts and throttled touches.
  */
 export function session(options: SessionOptions): SessionMiddleware {
-  const { engine, store, proxy } = resolveOptions(options);
+  const { engine, store, sessionStore, proxy, production } = resolveOptions(options, {
+    secretPerRequest: true,
+  });
+  const { name } = engine.options;
+  const secretPerRequest = engine.options.secrets.length === 0;
+  const requestSecrets = secretPerRequest ? requestSecretResolver(options, production) : undefined;
   let storeReady = true;
   const emitter = store as Partial<NodeJS.EventEmitter>;
   if (typeof emitter.on === 'function') {
@@ -420,26 +536,67 @@ export function session(options: SessionOptions): SessionMiddleware {
     if (req.session) return next();
     if (!storeReady) return next();
     let cookie: CookieOptions;
+    let secrets: readonly Secret[] | undefined;
     try {
       cookie = engine.cookieOptionsFor(req);
+      if (!pathnameOf(req).startsWith(cookie.path ?? '/')) return next();
+      secrets = requestSecrets?.(req.secret);
     } catch (err) {
       return next(err);
     }
-    if (!pathnameOf(req).startsWith(cookie.path ?? '/')) return next();
     req.sessionStore = store;
-    engine.load(req, { cookieHeader: req.headers.cookie, secure: isSecure(req, proxy), cookie }).then(
-      (ctx) => {
-        holdResponse(res, ctx, next);
-        next();
-      },
-      (err) => next(err),
-    );
+    engine
+      .load(req, {
+        cookieHeader: req.headers.cookie,
+        secure: isSecure(req, proxy),
+        cookie,
+        secrets,
+        parsedCookies: parsedCookiesOf(req, name),
+      })
+      .then(
+        (ctx) => {
+          holdResponse(res, ctx, next);
+          next();
+        },
+        (err) => next(err),
+      );
   }) as SessionMiddleware;
 
   Object.defineProperty(middleware, 'engine', { value: engine });
-  Object.defineProperty(middleware, 'store', { value: engine.options.store });
+  Object.defineProperty(middleware, 'store', { value: sessionStore });
   Object.defineProperty(middleware, 'flush', {
     value: (flushOptions?: { touches?: boolean }) => engine.flush(flushOptions),
   });
   return middleware;
+}
+
+/**
+ * Without a `secret` option, express-session signs with cookie-parser's `req.secret`. The same
+ * rules as for the option apply (in production a weak one is refused), checked once per value.
+ */
+function requestSecretResolver(
+  options: SessionOptions,
+  production: boolean,
+): (secret: unknown) => readonly Secret[] {
+  let last: { secret: unknown; secrets: readonly Secret[] } | undefined;
+  return (secret) => {
+    if (last && last.secret === secret) return last.secrets;
+    if (secret === undefined || secret === null || secret === '') {
+      throw new ConfigError(
+        'secret option required for sessions: pass secret to session(), or put cookie-parser with a secret before it',
+      );
+    }
+    const secrets = normalizeSecrets(secret, production, (m) =>
+      warnOnce(options, m, 'PGSESSION_WEAK_SECRET'),
+    );
+    last = { secret, secrets };
+    return secrets;
+  };
+}
+
+/** The session cookie as cookie-parser parsed it (express-session's fall-back), if it ran. */
+function parsedCookiesOf(req: Req, name: string): ParsedCookies | undefined {
+  const { signedCookies, cookies } = req;
+  if (!signedCookies && !cookies) return undefined;
+  return { signedId: signedCookies?.[name], raw: cookies?.[name] };
 }

@@ -98,7 +98,7 @@ function toReplyError(reply: FastifyReply, err: unknown): unknown {
 }
 
 const plugin: FastifyPluginAsync<PgSessionFastifyOptions> = async (fastify: FastifyInstance, options) => {
-  const { engine, proxy, cookiePath } = resolveOptions(options);
+  const { engine, sessionStore, proxy, cookiePath } = resolveOptions(options);
 
   fastify.decorateRequest('session', {
     getter(this: FastifyRequest) {
@@ -115,7 +115,7 @@ const plugin: FastifyPluginAsync<PgSessionFastifyOptions> = async (fastify: Fast
   });
   const handle: PgSessionFastifyHandle = {
     engine,
-    store: engine.options.store,
+    store: sessionStore,
     flush: (flushOptions) => engine.flush(flushOptions),
   };
   fastify.decorate('pgsession', handle);

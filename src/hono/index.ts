@@ -154,7 +154,7 @@ export function pgsessionHono(options: PgSessionHonoOptions): PgSessionHonoMiddl
     throw new ConfigError('pgsessionHono(options): options object required');
   }
   const { genid, onEvent, proxy, ...rest } = options;
-  const { engine, cookiePath } = resolveOptions({
+  const { engine, sessionStore, cookiePath } = resolveOptions({
     ...rest,
     genid: genid ? (req) => genid(contextOf(req)) : undefined,
     onEvent: onEvent ? (event, req) => onEvent(event, contextOf(req)) : undefined,
@@ -189,7 +189,7 @@ export function pgsessionHono(options: PgSessionHonoOptions): PgSessionHonoMiddl
   };
 
   Object.defineProperty(middleware, 'engine', { value: engine });
-  Object.defineProperty(middleware, 'store', { value: engine.options.store });
+  Object.defineProperty(middleware, 'store', { value: sessionStore });
   Object.defineProperty(middleware, 'flush', {
     value: (flushOptions?: { touches?: boolean }) => engine.flush(flushOptions),
   });

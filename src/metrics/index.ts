@@ -17,6 +17,7 @@
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { SessionEvent } from '../core/engine.js';
+import { keepNativeMark } from '../stores/engine-face.js';
 import { type HasSessionStore, kSessionStore, type SessionStore } from '../stores/types.js';
 
 /** Options of {@link createSessionMetrics}. */
@@ -536,7 +537,8 @@ export function instrumentStore<S extends SessionStore | HasSessionStore>(
 ): S {
   const face = (store as Partial<HasSessionStore>)[kSessionStore];
   if (!face) return instrumentFace(store as SessionStore, metrics) as S;
-  return bindingProxy(store, (_prop, fn) => fn.bind(store), {
+  // Bound methods stand for the store's own: the middleware keeps its fast path for them.
+  return bindingProxy(store, (_prop, fn) => keepNativeMark(fn, fn.bind(store)), {
     prop: kSessionStore,
     value: instrumentFace(face, metrics),
   });

@@ -1,8 +1,7 @@
 import { Cookie } from '../core/cookie.js';
 import type { ConnectStore } from './connect-store.js';
 import {
-  type HasSessionStore,
-  kSessionStore,
+  ConnectStoreError,
   type SessionJSON,
   type SessionRecord,
   type SessionStore,
@@ -24,14 +23,25 @@ interface Meta {
   v: number;
 }
 
-function call<T>(fn: (cb: (err?: unknown, value?: T) => void) => void): Promise<T | undefined> {
+/**
+ * Call a store method written for express-session and settle on its callback. What it gives the
+ * callback as an error (or throws) rejects as a {@link ConnectStoreError}, so it reaches
+ * `next(err)` as the store gave it, as with express-session.
+ */
+export function callStore<T>(fn: (cb: (err?: unknown, value?: T) => void) => void): Promise<T | undefined> {
   return new Promise((resolve, reject) => {
     try {
-      fn((err, value) => (err ? reject(err) : resolve(value)));
+      fn((err, value) => (err ? reject(new ConnectStoreError(err)) : resolve(value)));
     } catch (err) {
-      reject(err);
+      reject(new ConnectStoreError(err));
     }
   });
+}
+
+/** The express-session convention of file-based stores: `ENOENT` from `get` means "no such session". */
+export function isNotFound(err: unknown): boolean {
+  const original = err instanceof ConnectStoreError ? err.original : err;
+  return (original as { code?: unknown } | null)?.code === 'ENOENT';
 }
 
 /**
@@ -39,8 +49,8 @@ function call<T>(fn: (cb: (err?: unknown, value?: T) => void) => void): Promise<
  * as express-session hands over `req.session`. Stores read `sess.cookie.expires` (a Date) or
  * `sess.cookie.maxAge` (a number) to compute their TTL; plain JSON has neither.
  */
-function toConnectSession(data: SessionJSON, meta: Meta): SessionJSON {
-  const session = { ...data, [META]: meta } as SessionJSON;
+export function toConnectSession(data: SessionJSON, meta?: Meta): SessionJSON {
+  const session = (meta ? { ...data, [META]: meta } : { ...data }) as SessionJSON;
   if (data.cookie && typeof data.cookie === 'object') session.cookie = new Cookie(data.cookie) as never;
   return session;
 }
@@ -77,15 +87,14 @@ export function fromConnectStore(store: ConnectStore, now: () => number = Date.n
   };
   const load = async (sid: string): Promise<SessionJSON | null> => {
     try {
-      return (await call<SessionJSON | null>((cb) => store.get(sid, cb))) ?? null;
+      return (await callStore<SessionJSON | null>((cb) => store.get(sid, cb))) ?? null;
     } catch (err) {
-      // express-session reads ENOENT (file-based stores) as "no such session".
-      if ((err as { code?: unknown } | null)?.code === 'ENOENT') return null;
+      if (isNotFound(err)) return null;
       throw err;
     }
   };
   const save = (sid: string, data: SessionJSON, meta: Meta) =>
-    call((cb) => store.set(sid, toConnectSession(data, meta), cb));
+    callStore((cb) => store.set(sid, toConnectSession(data, meta), cb));
 
   const adapter: SessionStore = {
     tracksActivity: false,
@@ -97,7 +106,7 @@ export function fromConnectStore(store: ConnectStore, now: () => number = Date.n
         if (data) {
           const record = toRecord(data);
           await save(key, record.data, { c: record.createdAt, a: record.lastActiveAt, v: record.version });
-          await call((cb) => store.destroy(legacy, cb));
+          await callStore((cb) => store.destroy(legacy, cb));
         }
       }
       return data ? toRecord(data) : null;
@@ -126,18 +135,12 @@ export function fromConnectStore(store: ConnectStore, now: () => number = Date.n
         state = { data: record.data, createdAt: record.createdAt, version: record.version };
       }
       const meta: Meta = { c: state.createdAt, a: lastActiveAt, v: state.version };
-      await call((cb) => touch.call(store, key, toConnectSession(state.data, meta), cb));
+      await callStore((cb) => touch.call(store, key, toConnectSession(state.data, meta), cb));
       return true;
     },
     async destroy(key) {
-      await call((cb) => store.destroy(key, cb));
+      await callStore((cb) => store.destroy(key, cb));
     },
   };
   return adapter;
-}
-
-/** The engine face of any store: pgsession's own stores expose one; others are adapted. */
-export function toSessionStore(store: ConnectStore | HasSessionStore): SessionStore {
-  const own = (store as Partial<HasSessionStore>)[kSessionStore];
-  return own ?? fromConnectStore(store as ConnectStore);
 }

@@ -2,8 +2,10 @@
  * The store contract the core engine talks to.
  *
  * Keys are *storage keys*: by default the SHA-256 (base64url) of the session id, so a leaked
- * table cannot be replayed as cookies. The engine hashes; stores never see raw ids except as
- * `legacyKey` when looking up a row written by connect-pg-simple / express-session.
+ * table cannot be replayed as cookies. The engine hashes; stores never persist raw ids. The raw
+ * id reaches a store only as `legacyKey` (looking up a row written by connect-pg-simple /
+ * express-session) and as `id` in {@link StoreCallOptions}, for the layer that calls a store's
+ * express-session face (which takes ids, as express-session passes them) and never for storage.
  *
  * All times are milliseconds since the epoch, taken from the app server's clock (`Date.now()`),
  * as connect-pg-simple does. The database clock is never compared against them.
@@ -80,6 +82,25 @@ export interface SessionListing {
 }
 
 /**
+ * Said by the engine with each call that express-session would make too (`store.get`/`set`/
+ * `touch`/`destroy` with the session id), so a store written for express-session — or one of
+ * ours whose methods the app has wrapped — is called where, and with what, express-session
+ * would call it. Calls without `id` are pgsession's own housekeeping (re-reading a session that
+ * looks expired, deleting an expired row): express-session makes no such call, so they go to the
+ * engine face only. Engine-face stores ignore these options.
+ */
+export interface StoreCallOptions {
+  /** The session id (what express-session passes as `sid`). */
+  id?: string | undefined;
+  /**
+   * `destroy` only: the session was never stored (express-session still calls `store.destroy`
+   * on `regenerate()`, `destroy()` or `unset: 'destroy'` of a brand-new session). pgsession's own
+   * stores skip such a no-op; stores written for express-session are called, as by it.
+   */
+  neverStored?: boolean | undefined;
+}
+
+/**
  * What the engine needs from a store. Every method rejects on a store fault (the engine turns
  * that into `next(err)` / 503 — never into "no session", which would log the user out).
  */
@@ -91,15 +112,18 @@ export interface SessionStore {
    * session that looks expired, since a cached copy may lag another server's activity).
    * The returned record belongs to the caller: mutating it must not affect the store.
    */
-  get(key: string, options?: { legacyKey?: string; fresh?: boolean }): Promise<SessionRecord | null>;
+  get(
+    key: string,
+    options?: { legacyKey?: string; fresh?: boolean; id?: string | undefined },
+  ): Promise<SessionRecord | null>;
   /** Insert a new session. A key collision is an error (ids have 256 bits; it means a bug). */
-  create(key: string, record: SessionRecord): Promise<void>;
+  create(key: string, record: SessionRecord, options?: StoreCallOptions): Promise<void>;
   /**
    * Apply a change to an existing session. Never creates a row: if the session was destroyed
    * meanwhile (a concurrent logout), nothing is written and null is returned — the logout wins.
    * Otherwise returns the record as stored after the change (merged with concurrent writers).
    */
-  update(key: string, change: SessionChange): Promise<SessionRecord | null>;
+  update(key: string, change: SessionChange, options?: StoreCallOptions): Promise<SessionRecord | null>;
   /**
    * Extend the expiry of an existing session without rewriting its data. False if it is gone.
    * `current` is the session as the request sees it; stores that can only touch by handing the
@@ -110,9 +134,13 @@ export interface SessionStore {
     expiresAt: number,
     lastActiveAt: number,
     current?: { data: SessionJSON; createdAt: number; version: number },
+    options?: StoreCallOptions,
   ): Promise<boolean>;
-  /** Delete a session. Deleting a missing session is not an error. */
-  destroy(key: string): Promise<void>;
+  /**
+   * Delete a session. Deleting a missing session is not an error. `legacyKey`: also a row kept
+   * under the raw id (stores that re-key legacy rows; the engine never needs it).
+   */
+  destroy(key: string, options?: StoreCallOptions & { legacyKey?: string }): Promise<void>;
   /** Optional: every live session of a user. */
   listByUser?(userId: string): Promise<SessionListing[]>;
   /** Optional: delete every session of a user, except `exceptKey`. Returns how many were deleted. */
@@ -126,6 +154,11 @@ export interface SessionStore {
    * only a TTL): the engine then leaves the idle timeout to the store's own expiry.
    */
   readonly tracksActivity?: boolean;
+  /**
+   * True for stores that keep sessions in this process's memory (`MemoryStore`): a write costs
+   * nothing, so the engine does not throttle touches by default.
+   */
+  readonly inProcess?: boolean;
 }
 
 /**
@@ -137,6 +170,19 @@ export interface StoreEvents {
   disconnect: [];
   /** Emitted when the store can serve requests again. */
   connect: [];
+}
+
+/**
+ * An error a store written for express-session gave its callback, on its way to `next(err)`
+ * unchanged, as express-session passes it (the app's error handler may know that store's
+ * errors). Adapters throw it; the engine unwraps it instead of turning it into a
+ * `StoreUnavailableError`, which stays the answer of pgsession's own stores.
+ */
+export class ConnectStoreError extends Error {
+  constructor(readonly original: unknown) {
+    super('session store error', { cause: original });
+    this.name = 'ConnectStoreError';
+  }
 }
 
 /** The symbol by which an express-session–style Store exposes its promise-based engine face. */

@@ -74,7 +74,7 @@ describe('loadConfig', () => {
     expect(warnings).toHaveLength(1);
   });
 
-  it('production: secret required, each at least 32 characters; __Host- cookie, Secure', () => {
+  it('production: secret required, the first (signing) one at least 32 characters; __Host- cookie, Secure', () => {
     expect(() => loadConfig({ NODE_ENV: 'production' }, { dataDir: tmp() })).toThrow(ConfigError);
     expect(() => loadConfig({ NODE_ENV: 'production' }, { dataDir: tmp() })).toThrow(
       /SESSION_SECRET is required/,
@@ -84,18 +84,28 @@ describe('loadConfig', () => {
     );
     expect(() =>
       loadConfig(
-        { NODE_ENV: 'production', SESSION_SECRET: `${SECRET},${'x'.repeat(31)}` },
+        { NODE_ENV: 'production', SESSION_SECRET: `${'x'.repeat(31)},${SECRET}` },
         { dataDir: tmp() },
       ),
-    ).toThrow(/secret #2 has 31/);
+    ).toThrow(/secret #1 has 31/);
+    // An older, verify-only secret may be short (rotation off it logs nobody out).
+    expect(
+      loadConfig(
+        { NODE_ENV: 'production', SESSION_SECRET: `${SECRET},${'x'.repeat(31)}` },
+        { dataDir: tmp() },
+      ).sessionSecrets,
+    ).toEqual([SECRET, 'x'.repeat(31)]);
     const c = loadConfig({ NODE_ENV: 'production', SESSION_SECRET: SECRET }, { dataDir: tmp() });
     expect(c).toMatchObject({ production: true, cookieName: '__Host-sessionId', secureCookies: true });
   });
 
-  it('refuses example secrets everywhere, bad ports and bad durations', () => {
-    expect(() => loadConfig({ SESSION_SECRET: 'keyboard cat' }, { dataDir: tmp() })).toThrow(
-      /example secret/,
-    );
+  it('refuses example secrets in production (accepts them elsewhere), bad ports and bad durations', () => {
+    expect(() =>
+      loadConfig({ NODE_ENV: 'production', SESSION_SECRET: 'keyboard cat' }, { dataDir: tmp() }),
+    ).toThrow(/example secret/);
+    expect(loadConfig({ SESSION_SECRET: 'keyboard cat' }, { dataDir: tmp() }).sessionSecrets).toEqual([
+      'keyboard cat',
+    ]);
     expect(() => loadConfig({ SESSION_SECRET: SECRET, PORT: '70000' }, { dataDir: tmp() })).toThrow(/PORT/);
     expect(() => loadConfig({ SESSION_SECRET: SECRET, PORT: 'http' }, { dataDir: tmp() })).toThrow(/PORT/);
     expect(() =>

@@ -77,17 +77,17 @@ describe('npm start (app/main.ts as a process)', () => {
     }
   });
 
-  it('refuses to start in production without SESSION_SECRET, or with a short one (exit 1, clear message)', async () => {
+  it('refuses to start in production without SESSION_SECRET, or with a short signing one (exit 1, clear message)', async () => {
     const missing = await exitOf({ NODE_ENV: 'production', SESSION_SECRET: '', DATABASE_URL: db.url });
     expect(missing.code).toBe(1);
     expect(missing.output).toMatch(/SESSION_SECRET is required when NODE_ENV=production/);
     const short = await exitOf({
       NODE_ENV: 'production',
-      SESSION_SECRET: `${'x'.repeat(40)},short`,
+      SESSION_SECRET: `short,${'x'.repeat(40)}`,
       DATABASE_URL: db.url,
     });
     expect(short.code).toBe(1);
-    expect(short.output).toMatch(/at least 32 characters in production \(secret #2 has 5\)/);
+    expect(short.output).toMatch(/at least 32 characters in production \(secret #1 has 5 characters\)/);
     const badDuration = await exitOf({
       SESSION_IDLE_TIMEOUT: 'soon',
       SESSION_SECRET: TEST_SECRET,

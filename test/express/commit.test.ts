@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks';
 import express5, { type NextFunction, type Request, type Response } from 'express';
 import expressSession from 'express-session';
 import { afterEach, describe, expect, it } from 'vitest';
-import { SerializationError, StoreUnavailableError } from '../../src/index.js';
+import { kSessionStore, MemoryStore, SerializationError, StoreUnavailableError } from '../../src/index.js';
 import { fetchSeen, type RecordingStore, recordingStoreClass, SECRET, serve, startPg } from './support.js';
 
 const Recording = recordingStoreClass(expressSession.Store as unknown as new () => EventEmitter);
@@ -25,6 +25,17 @@ function slowStore(ms: number) {
       }, ms);
     });
   return store;
+}
+
+/** pgsession's own store whose database fails `op` (its engine face rejects, as PgStore's does when PostgreSQL is down). */
+function failingOwnStore(op: 'get' | 'create' | 'update') {
+  const store = new MemoryStore();
+  const face = store[kSessionStore] as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+  const healthy = face[op]!;
+  let failing = false;
+  face[op] = (...args: unknown[]) =>
+    failing ? Promise.reject(new Error('db down')) : healthy.apply(face, args);
+  return { store, fail: (on = true) => (failing = on) };
 }
 
 const closers: Array<() => Promise<void>> = [];
@@ -75,39 +86,53 @@ describe.each([4, 5] as const)('commit before response (Express %i)', (version) 
     expect(store.setDoneAt.length === 0 || store.setDoneAt[0]! > headersAt).toBe(true);
   });
 
-  it('a store error on save reaches next(err): the error handler answers, without Set-Cookie', async () => {
-    const store = new Recording() as RecordingStore;
-    store.failing.add('set');
-    const seen: unknown[] = [];
-    const app = await startPg(
-      { store, name: 'sid' },
-      (a) => {
-        a.post('/login', (req, res) => {
-          req.session.userId = 42;
-          res.redirect('/dashboard');
-        });
-        a.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
-          seen.push(err);
-          res.status(599).send('handled');
-        });
-      },
-      { version },
-    );
-    closers.push(app.close);
-    const res = await fetchSeen(`${app.url}/login`, 'sid', undefined, { method: 'POST' });
-    expect(res.status).toBe(599);
-    expect(res.body).toBe('handled');
-    expect(res.cookie).toBe('none');
-    expect(res.headers.getSetCookie()).toEqual([]);
-    expect(seen).toHaveLength(1);
-    expect(seen[0]).toBeInstanceOf(StoreUnavailableError);
-    expect((seen[0] as StoreUnavailableError).status).toBe(503);
-    expect(((seen[0] as Error).cause as Error).message).toBe('store set failed');
-  });
+  it.each([
+    ['pgsession', 'a StoreUnavailableError (503) whose cause is the fault'],
+    ['express-session', "the store's own error, as express-session passes it"],
+  ] as const)(
+    'a save failing in a store written for %s reaches next(err) as %s: the error handler answers, without Set-Cookie',
+    async (kind, _as) => {
+      const own = failingOwnStore('create');
+      own.fail();
+      const foreign = new Recording() as RecordingStore;
+      foreign.failing.add('set');
+      const store = kind === 'pgsession' ? own.store : foreign;
+      const seen: unknown[] = [];
+      const app = await startPg(
+        { store, name: 'sid' },
+        (a) => {
+          a.post('/login', (req, res) => {
+            req.session.userId = 42;
+            res.redirect('/dashboard');
+          });
+          a.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+            seen.push(err);
+            res.status(599).send('handled');
+          });
+        },
+        { version },
+      );
+      closers.push(app.close);
+      const res = await fetchSeen(`${app.url}/login`, 'sid', undefined, { method: 'POST' });
+      expect(res.status).toBe(599);
+      expect(res.body).toBe('handled');
+      expect(res.cookie).toBe('none');
+      expect(res.headers.getSetCookie()).toEqual([]);
+      expect(seen).toHaveLength(1);
+      if (kind === 'pgsession') {
+        expect(seen[0]).toBeInstanceOf(StoreUnavailableError);
+        expect((seen[0] as StoreUnavailableError).status).toBe(503);
+        expect(((seen[0] as Error).cause as Error).message).toBe('db down');
+      } else {
+        expect(seen[0]).not.toBeInstanceOf(StoreUnavailableError);
+        expect((seen[0] as Error).message).toBe('store set failed');
+      }
+    },
+  );
 
-  it('the default error status of a store failure is 503', async () => {
-    const store = new Recording() as RecordingStore;
-    store.failing.add('set');
+  it("the default error status of pgsession's store failing is 503", async () => {
+    const { store, fail } = failingOwnStore('create');
+    fail();
     const app = await startPg(
       { store, name: 'sid' },
       (a) =>
@@ -123,28 +148,38 @@ describe.each([4, 5] as const)('commit before response (Express %i)', (version) 
     expect(res.cookie).toBe('none');
   });
 
-  it('a store error on load is an error, not an empty session (which would log the user out)', async () => {
-    const store = new Recording() as RecordingStore;
-    const app = await startPg(
-      { store, name: 'sid' },
-      (a) => {
-        a.get('/login', (req, res) => {
-          req.session.userId = 1;
-          res.send('ok');
-        });
-        a.get('/me', (req, res) => res.send(String(req.session.userId)));
-      },
-      { version },
-    );
-    closers.push(app.close);
-    const login = await fetchSeen(`${app.url}/login`, 'sid');
-    store.failing.add('get');
-    const me = await fetchSeen(`${app.url}/me`, 'sid', login.pair);
-    expect(me.status).toBe(503);
-    expect(me.cookie).toBe('none');
-    store.failing.clear();
-    expect((await fetchSeen(`${app.url}/me`, 'sid', login.pair)).body).toBe('1');
-  });
+  it.each([
+    ['pgsession', 503],
+    ['express-session', 500],
+  ] as const)(
+    'a load failing in a store written for %s is an error (%i), not an empty session (which would log the user out)',
+    async (kind, status) => {
+      const own = failingOwnStore('get');
+      const foreign = new Recording() as RecordingStore;
+      const store = kind === 'pgsession' ? own.store : foreign;
+      const app = await startPg(
+        { store, name: 'sid' },
+        (a) => {
+          a.get('/login', (req, res) => {
+            req.session.userId = 1;
+            res.send('ok');
+          });
+          a.get('/me', (req, res) => res.send(String(req.session.userId)));
+        },
+        { version },
+      );
+      closers.push(app.close);
+      const login = await fetchSeen(`${app.url}/login`, 'sid');
+      own.fail();
+      foreign.failing.add('get');
+      const me = await fetchSeen(`${app.url}/me`, 'sid', login.pair);
+      expect(me.status).toBe(status);
+      expect(me.cookie).toBe('none');
+      own.fail(false);
+      foreign.failing.clear();
+      expect((await fetchSeen(`${app.url}/me`, 'sid', login.pair)).body).toBe('1');
+    },
+  );
 
   it('a failing background touch is reported to onBackgroundError, not to the request', async () => {
     const store = new Recording() as RecordingStore;
@@ -289,9 +324,9 @@ describe.each([4, 5] as const)('data that JSON cannot hold (Express %i)', (versi
 });
 
 describe("Express's default error handler", () => {
-  it('answers a store failure with 503 and Retry-After', async () => {
-    const store = new Recording() as RecordingStore;
-    store.failing.add('set');
+  it("answers pgsession's store failing with 503 and Retry-After", async () => {
+    const { store, fail } = failingOwnStore('create');
+    fail();
     const { default: session } = await import('../../src/index.js');
     const app = express5();
     app.use(session({ store, secret: SECRET, resave: false, saveUninitialized: false, name: 'sid' }));

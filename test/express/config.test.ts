@@ -17,7 +17,7 @@ describe('ConfigError for options of the wrong type', () => {
   it.each([
     ['no options', undefined, /options object required/],
     ['empty secret', { secret: '' }, /secret option required/],
-    ['empty secret list', { secret: [] }, /secret option required/],
+    ['empty secret list', { secret: [] }, /secret option array must contain one or more strings/],
     ['non-string secret', { secret: 12345 }, /secret option required/],
     ['cookie.maxAge as a string', { cookie: { maxAge: '7d' } }, /cookie\.maxAge must be a number/],
     ['cookie.maxAge NaN', { cookie: { maxAge: Number.NaN } }, /cookie\.maxAge/],

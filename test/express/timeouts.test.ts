@@ -52,7 +52,7 @@ async function start(options: { absoluteTimeout?: number; storeLags?: boolean; t
     },
   );
   running.push(app);
-  const has = (id: string) => new Promise<boolean>((r) => store.get(hashId(id), (_e, s) => r(Boolean(s))));
+  const has = (id: string) => new Promise<boolean>((r) => store.get(id, (_e, s) => r(Boolean(s))));
   return { app, clock, store, events, touches, has };
 }
 

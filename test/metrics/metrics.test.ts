@@ -32,6 +32,8 @@ describe('session metrics', () => {
         saveUninitialized: false,
         rolling: true,
         cookie: { maxAge: 3_600_000 },
+        // Throttled as with a database store (the in-process MemoryStore is not, by default).
+        touchAfter: '1m',
         onEvent: metrics.onEvent,
       }),
     );

@@ -5,8 +5,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../app/config.js';
 import { UserRepository } from '../../src/auth/index.js';
-import { ConfigError, session, unsign } from '../../src/index.js';
+import { ConfigError, MemoryStore, session, unsign } from '../../src/index.js';
 import { migratedDatabase, PASSWORD } from '../app/harness.js';
+import { fetchSeen, startPg } from '../express/support.js';
 import type { TestDatabase } from '../helpers/db.js';
 import { Client } from '../helpers/http.js';
 import { type ChildApp, exitOf, parseCookieValue, replay, setCookieOf, spawnApp } from './support.js';
@@ -73,17 +74,31 @@ describe('secret rotation, end to end (SESSION_SECRET=new,old)', () => {
   }, 120_000);
 });
 
-describe('weak secrets are refused', () => {
+describe('weak secrets: refused in production, one loud warning elsewhere', () => {
   const SHORT = 'only-twenty-chars-xx';
   const EXAMPLES = ['keyboard cat', 'secret', 'changeme', 'replace-with-a-long-random-string'];
+  const MAKE = /node -e "console\.log\(require\('crypto'\)\.randomBytes\(32\)\.toString\('base64url'\)\)"/;
 
-  it('production config: a missing, short (< 32 characters) or example secret is a clear ConfigError', () => {
+  async function inProduction<T>(fn: () => T | Promise<T>): Promise<T> {
+    const previous = process.env.NODE_ENV;
+    process.env.NODE_ENV = 'production';
+    try {
+      return await fn();
+    } finally {
+      process.env.NODE_ENV = previous;
+    }
+  }
+
+  it('production config: a missing, short or example signing secret is a clear ConfigError that says how to make one', () => {
     const load = (env: Record<string, string>) => () => loadConfig({ NODE_ENV: 'production', ...env });
     expect(load({})).toThrow(/SESSION_SECRET is required when NODE_ENV=production/);
+    expect(load({})).toThrow(MAKE);
     expect(load({ SESSION_SECRET: SHORT })).toThrow(
-      /at least 32 characters in production \(secret #1 has 20\)/,
+      /at least 32 characters in production \(secret #1 has 20 characters\)/,
     );
-    expect(load({ SESSION_SECRET: `${A},${SHORT}` })).toThrow(/secret #2 has 20/);
+    expect(load({ SESSION_SECRET: SHORT })).toThrow(MAKE);
+    expect(load({ SESSION_SECRET: SHORT })).not.toThrow(/got one of/);
+    expect(load({ SESSION_SECRET: `${SHORT},${A}` })).toThrow(/secret #1 has 20/);
     for (const example of EXAMPLES) expect(load({ SESSION_SECRET: example })).toThrow(ConfigError);
     // The one example that is long enough to pass the length rule is still refused by name.
     expect(load({ SESSION_SECRET: 'replace-with-a-long-random-string' })).toThrow(/example secret/);
@@ -91,43 +106,102 @@ describe('weak secrets are refused', () => {
       B,
       A,
     ]);
+    // Older, verify-only secrets may be weak: rotating off one logs nobody out.
+    expect(
+      loadConfig({ NODE_ENV: 'production', SESSION_SECRET: `${B},${SHORT},keyboard cat` }).sessionSecrets,
+    ).toEqual([B, SHORT, 'keyboard cat']);
   });
 
-  it('example secrets are refused outside production too, by the config and by the middleware itself', () => {
-    for (const example of EXAMPLES) {
-      expect(() => loadConfig({ SESSION_SECRET: example }), example).toThrow(/example secret/);
-      expect(() => session({ secret: example }), example).toThrow(/example secret/);
-      expect(() => session({ secret: [A, example] }), example).toThrow(ConfigError);
+  it('outside production, example and short secrets are accepted with one warning that says how to make a real one', () => {
+    for (const example of [...EXAMPLES, SHORT]) {
+      expect(loadConfig({ SESSION_SECRET: example }).sessionSecrets, example).toEqual([example]);
+      const warnings: string[] = [];
+      session({ secret: [example, SHORT], onWarning: (m) => warnings.push(m) });
+      expect(warnings, example).toHaveLength(1);
+      expect(warnings[0]).toMatch(/WEAK SESSION SECRET/);
+      expect(warnings[0]).toMatch(MAKE);
     }
+    const quiet: string[] = [];
+    session({ secret: [A, B], onWarning: (m) => quiet.push(m) });
+    expect(quiet).toEqual([]);
     expect(() => session({ secret: '' })).toThrow(ConfigError);
   });
 
-  it('the middleware refuses a short secret when NODE_ENV=production', () => {
-    const previous = process.env.NODE_ENV;
-    process.env.NODE_ENV = 'production';
-    try {
-      expect(() => session({ secret: SHORT })).toThrow(/at least 32 characters in production/);
-      expect(() => session({ secret: [A, SHORT] })).toThrow(/at least 32 characters in production/);
+  it('the middleware in production: a weak signing secret is refused; weak older ones are accepted with a loud warning', async () => {
+    const store = { get() {}, set() {}, destroy() {} } as never;
+    await inProduction(() => {
+      expect(() => session({ secret: SHORT, store })).toThrow(/at least 32 characters in production/);
+      expect(() => session({ secret: SHORT, store })).toThrow(MAKE);
+      expect(() => session({ secret: 'keyboard cat', store })).toThrow(/example secret/);
+      expect(() => session({ secret: [SHORT, A], store })).toThrow(ConfigError);
+      const warnings: string[] = [];
       expect(() =>
-        session({ secret: A, store: { get() {}, set() {}, destroy() {} } as never }),
+        session({ secret: [A, SHORT, 'keyboard cat'], store, onWarning: (m) => warnings.push(m) }),
       ).not.toThrow();
-    } finally {
-      process.env.NODE_ENV = previous;
-    }
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatch(
+        /WEAK SESSION SECRET: secret #2 has 20 characters; secret #3 is the example secret "keyboard cat"/,
+      );
+      expect(warnings[0]).not.toContain(SHORT);
+      expect(() => session({ secret: A, store })).not.toThrow();
+    });
   });
 
-  it('npm start refuses to start (exit 1, the reason on stderr) with a short or example secret in production', async () => {
+  it('rotating off a weak secret in production logs nobody out: "keyboard cat" cookies are re-signed with the new secret', async () => {
+    const store = new MemoryStore();
+    const app = (secret: string | string[]) =>
+      startPg({ secret, store, name: 'sid', onWarning: () => {} }, (a) => {
+        a.get('/login', (req, res) => {
+          req.session.userId = 5;
+          res.send('ok');
+        });
+        a.get('/me', (req, res) => res.json({ userId: req.session.userId ?? null }));
+      });
+    // The app as it ran before (express-session, or pgsession in development): "keyboard cat".
+    const before = await app('keyboard cat');
+    const login = await fetchSeen(`${before.url}/login`, 'sid');
+    await before.close();
+    const weakCookie = login.pair!;
+    expect(unsign(decodeURIComponent(weakCookie.split('=')[1]!).slice(2), ['keyboard cat'])).not.toBe(false);
+    // Deployed to production with the new secret first and the weak one after it.
+    const rotating = await inProduction(() => app([A, 'keyboard cat']));
+    const me = await fetchSeen(`${rotating.url}/me`, 'sid', weakCookie);
+    await rotating.close();
+    expect(JSON.parse(me.body)).toEqual({ userId: 5 });
+    expect(me.cookie).toBe('set');
+    const resigned = me.pair!;
+    expect(unsign(decodeURIComponent(resigned.split('=')[1]!).slice(2), [A])).not.toBe(false);
+    // Later, the weak secret removed: the re-signed cookie still works, the weak one no longer.
+    const after = await inProduction(() => app(A));
+    expect(JSON.parse((await fetchSeen(`${after.url}/me`, 'sid', resigned)).body)).toEqual({ userId: 5 });
+    expect(JSON.parse((await fetchSeen(`${after.url}/me`, 'sid', weakCookie)).body)).toEqual({
+      userId: null,
+    });
+    await after.close();
+  });
+
+  it('npm start refuses to start (exit 1, the reason and how to make a secret on stderr) with a short or example secret in production', async () => {
     const short = await exitOf({ NODE_ENV: 'production', SESSION_SECRET: SHORT, DATABASE_URL: db.url });
     expect(short.code).toBe(1);
     expect(short.output).toMatch(
-      /refusing to start: SESSION_SECRET: every secret must be at least 32 characters/,
+      /refusing to start: SESSION_SECRET: the signing secret must be at least 32 characters in production/,
     );
+    expect(short.output).toMatch(MAKE);
     const example = await exitOf({
       NODE_ENV: 'production',
       SESSION_SECRET: 'replace-with-a-long-random-string',
       DATABASE_URL: db.url,
     });
     expect(example.code).toBe(1);
-    expect(example.output).toMatch(/refusing to start: refusing the example secret/);
+    expect(example.output).toMatch(/refusing to start: SESSION_SECRET: refusing the example secret/);
+  }, 60_000);
+
+  it('npm start outside production with "keyboard cat": starts, with one weak-secret warning', async () => {
+    const app = await start('keyboard cat');
+    expect((await fetch(`${app.url}/login`)).status).toBe(200);
+    const output = app.output();
+    expect(await app.stop()).toBe(0);
+    expect(output.match(/WEAK SESSION SECRET/g)).toHaveLength(1);
+    expect(output).toMatch(MAKE);
   }, 60_000);
 });

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { kSessionStore, MemoryStore, type SessionJSON, type SessionRecord } from '../../src/index.js';
+import { hashId, kSessionStore, MemoryStore, type SessionJSON, type SessionRecord } from '../../src/index.js';
 
 const T0 = Date.UTC(2030, 0, 1);
 let stores: MemoryStore[] = [];
@@ -79,17 +79,28 @@ describe('MemoryStore, express-session API', () => {
     expect(await p((cb) => store.get('a', cb))).not.toBeNull();
   });
 
-  it('all / length / ids / clear see only live sessions', async () => {
+  it('all / length / ids / clear see only live sessions, by storage key', async () => {
     let now = T0;
     const store = make({ now: () => now });
     await p((cb) => store.set('a', sess(T0 + 1000, { n: 1 }), cb));
     await p((cb) => store.set('b', sess(T0 + 9000, { n: 2 }), cb));
     now = T0 + 2000;
-    expect(await p((cb) => store.all(cb))).toEqual({ b: expect.objectContaining({ n: 2 }) });
+    expect(await p((cb) => store.all(cb))).toEqual({ [hashId('b')]: expect.objectContaining({ n: 2 }) });
     expect(await p((cb) => store.length(cb))).toBe(1);
-    expect(await p((cb) => store.ids(cb))).toEqual(['b']);
+    expect(await p((cb) => store.ids(cb))).toEqual([hashId('b')]);
     await p((cb) => store.clear(cb));
     expect(await p((cb) => store.length(cb))).toBe(0);
+  });
+
+  it('takes session ids and keys them by their SHA-256, where the middleware finds them; hashIds: false keeps raw ids', async () => {
+    const hashed = make({ now: () => T0 });
+    await p((cb) => hashed.set('the-id', sess(T0 + 9000, { n: 1 }), cb));
+    expect((await hashed[kSessionStore].get(hashId('the-id')))?.data).toMatchObject({ n: 1 });
+    expect(await hashed[kSessionStore].get('the-id')).toBeNull();
+    const raw = make({ now: () => T0, hashIds: false });
+    await p((cb) => raw.set('the-id', sess(T0 + 9000, { n: 2 }), cb));
+    expect((await raw[kSessionStore].get('the-id'))?.data).toMatchObject({ n: 2 });
+    expect(await p((cb) => raw.ids(cb))).toEqual(['the-id']);
   });
 
   it('is bounded: beyond max, the least recently used session goes', async () => {
@@ -97,7 +108,7 @@ describe('MemoryStore, express-session API', () => {
     for (const id of ['a', 'b', 'c']) await p((cb) => store.set(id, sess(null), cb));
     await p((cb) => store.get('a', cb)); // a is now the most recently used
     await p((cb) => store.set('d', sess(null), cb));
-    expect(await p((cb) => store.ids(cb))).toEqual(expect.arrayContaining(['a', 'c', 'd']));
+    expect(await p((cb) => store.ids(cb))).toEqual(expect.arrayContaining(['a', 'c', 'd'].map(hashId)));
     expect(await p((cb) => store.get('b', cb))).toBeNull();
   });
 
@@ -186,7 +197,8 @@ describe('MemoryStore, engine face', () => {
   });
 
   it('finds a row under its legacy key and re-keys it', async () => {
-    const store = make({ now: () => T0 });
+    // Rows under raw ids: written by a store keyed without hashing.
+    const store = make({ now: () => T0, hashIds: false });
     const face = faceOf(store);
     await p((cb) => store.set('raw-id', sess(T0 + 60_000, { n: 5 }), cb));
     expect((await face.get('hashed', { legacyKey: 'raw-id' }))!.data).toMatchObject({ n: 5 });

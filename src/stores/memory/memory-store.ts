@@ -1,5 +1,7 @@
 import { LRUCache } from 'lru-cache';
+import { hashId } from '../../core/id.js';
 import { type Callback, Store } from '../connect-store.js';
+import { markNativeStoreMethods, plannedWrite } from '../engine-face.js';
 import {
   kSessionStore,
   type SessionJSON,
@@ -15,6 +17,12 @@ export interface MemoryStoreOptions {
   max?: number;
   /** How often expired sessions are swept, in ms. Default 60 000. */
   checkPeriod?: number;
+  /**
+   * Key sessions by the SHA-256 of their id, as `PgStore` does (default true). The
+   * express-session methods (`get(sid)`, `set(sid, …)`, …) take session ids either way. Set it
+   * as the middleware's `hashIds`.
+   */
+  hashIds?: boolean;
   /** Clock, for tests. */
   now?: () => number;
 }
@@ -39,11 +47,14 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
   private readonly entries: LRUCache<string, Entry>;
   private readonly now: () => number;
   private readonly timer: NodeJS.Timeout;
+  /** Whether session ids are hashed into storage keys. */
+  readonly hashIds: boolean;
   readonly [kSessionStore]: SessionStore;
 
   constructor(options: MemoryStoreOptions = {}) {
     super();
     this.now = options.now ?? Date.now;
+    this.hashIds = options.hashIds ?? true;
     this.entries = new LRUCache<string, Entry>({ max: options.max ?? 10_000 });
     this.timer = setInterval(() => this.sweep(), options.checkPeriod ?? 60_000);
     this.timer.unref();
@@ -86,6 +97,7 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
 
   private engineFace(): SessionStore {
     return {
+      inProcess: true,
       get: async (key, options) => {
         let entry = this.live(key);
         if (!entry && options?.legacyKey !== undefined) {
@@ -124,11 +136,18 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
         this.entries.set(key, next);
         return MemoryStore.record(next);
       },
-      touch: async (key, expiresAt, lastActiveAt) => {
+      touch: async (key, expiresAt, lastActiveAt, current) => {
         const entry = this.live(key);
         if (!entry) return false;
         entry.expiresAt = expiresAt;
         entry.lastActiveAt = lastActiveAt;
+        // As express-session's MemoryStore: the stored cookie is the touched one (its new expiry).
+        const cookie = current?.data.cookie;
+        if (cookie) {
+          const data = JSON.parse(entry.json) as SessionJSON;
+          data.cookie = cookie;
+          entry.json = JSON.stringify(data);
+        }
         return true;
       },
       destroy: async (key) => {
@@ -157,18 +176,39 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
     };
   }
 
-  // ---- express-session store API (callbacks; promise when no callback) ----
+  // ---- express-session store API (callbacks, keyed by session id) ----
+
+  /** The storage key of a session id. */
+  private keyOf(sid: string): string {
+    return this.hashIds ? hashId(sid) : sid;
+  }
+
+  /** Run a write the engine planned (see `plannedWrite`), answering `callback` when it is done. */
+  private applyPlanned(write: Promise<void>, callback: Callback | undefined): void {
+    write.then(
+      () => callback?.(),
+      (err: unknown) => callback?.(err),
+    );
+  }
 
   override get(sid: string, callback: Callback<SessionJSON | null>): void {
-    const entry = this.live(sid);
+    const entry = this.live(this.keyOf(sid));
     queueMicrotask(() => callback(undefined, entry ? (JSON.parse(entry.json) as SessionJSON) : null));
   }
 
   override set(sid: string, session: SessionJSON, callback?: Callback): void {
+    const key = this.keyOf(sid);
+    // Called by pgsession's middleware through a wrapper the app put on this method: apply the
+    // engine's change (a key-level merge that never re-creates a destroyed session).
+    const planned = plannedWrite(session, key);
+    if (planned) {
+      this.applyPlanned(planned.apply(this[kSessionStore]), callback);
+      return;
+    }
     const now = this.now();
     const expires = session.cookie?.expires ? Date.parse(String(session.cookie.expires)) : Number.NaN;
-    const existing = this.live(sid);
-    this.entries.set(sid, {
+    const existing = this.live(key);
+    this.entries.set(key, {
       json: JSON.stringify(session),
       expiresAt: Number.isFinite(expires) ? expires : now + DAY,
       createdAt: existing?.createdAt ?? now,
@@ -180,7 +220,13 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
   }
 
   touch(sid: string, session: SessionJSON, callback?: Callback): void {
-    const entry = this.live(sid);
+    const key = this.keyOf(sid);
+    const planned = plannedWrite(session, key);
+    if (planned) {
+      this.applyPlanned(planned.apply(this[kSessionStore]), callback);
+      return;
+    }
+    const entry = this.live(key);
     if (entry) {
       const expires = session.cookie?.expires ? Date.parse(String(session.cookie.expires)) : Number.NaN;
       if (Number.isFinite(expires)) entry.expiresAt = expires;
@@ -190,10 +236,11 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
   }
 
   override destroy(sid: string, callback?: Callback): void {
-    this.entries.delete(sid);
+    this.entries.delete(this.keyOf(sid));
     if (callback) queueMicrotask(() => callback());
   }
 
+  /** Every live session, by storage key (with `hashIds`, the hash of its id). */
   all(callback: Callback<Record<string, SessionJSON>>): void {
     const out: Record<string, SessionJSON> = {};
     for (const key of [...this.entries.keys()]) {
@@ -223,3 +270,5 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
     clearInterval(this.timer);
   }
 }
+
+markNativeStoreMethods(MemoryStore.prototype);

@@ -6,6 +6,7 @@ import { hashId } from '../../core/id.js';
 import { CachedPostgresSessionStore, type PostgresCacheOptions } from '../cache/postgres.js';
 import { DEFAULT_CHANNEL, generateNodeId, type NotifyTarget } from '../cache/protocol.js';
 import { type Store, Store as StoreBase } from '../connect-store.js';
+import { markNativeStoreMethods, plannedWrite } from '../engine-face.js';
 import { type HasSessionStore, kSessionStore, type SessionJSON, userIdOf } from '../types.js';
 import { defaultPruneJitter, PostgresSessionStore } from './session-store.js';
 
@@ -272,6 +273,9 @@ export function createPgStoreClass(Base: BaseConstructor, flavor: PgStoreFlavor)
     set(sid: string, session: SessionJSON, callback?: Done): Promise<void> | undefined {
       const key = this.#key(sid);
       const store = this[kSessionStore];
+      // pgsession's middleware, through a wrapper the app put on this method: its key-level change.
+      const planned = plannedWrite(session, key);
+      if (planned) return settle(planned.apply(store), callback);
       const now = this.#now();
       const expiresAt = expireTime(session, this.ttl, now);
       const userId = userIdOf(session);
@@ -300,6 +304,8 @@ export function createPgStoreClass(Base: BaseConstructor, flavor: PgStoreFlavor)
     }
 
     touch(sid: string, session: SessionJSON, callback?: Done): Promise<void> | undefined {
+      const planned = plannedWrite(session, this.#key(sid));
+      if (planned) return settle(planned.apply(this[kSessionStore]), callback);
       if (this.#disableTouch) return settle(Promise.resolve(), callback);
       const now = this.#now();
       const work = this[kSessionStore]
@@ -343,6 +349,7 @@ export function createPgStoreClass(Base: BaseConstructor, flavor: PgStoreFlavor)
   }
 
   Object.defineProperty(PgStoreImpl, 'name', { value: flavor.name });
+  markNativeStoreMethods(PgStoreImpl.prototype);
   return PgStoreImpl as unknown as PgStoreConstructor;
 }
 
