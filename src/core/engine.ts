@@ -70,8 +70,11 @@ export interface EngineOptions {
   /** Errors from background work (throttled touches) that no request can report. */
   onBackgroundError?: ((err: unknown) => void) | undefined;
   /** A Secure cookie could not be sent because the request was plain HTTP. */
-  /** A Secure cookie could not be sent because the request was plain HTTP. */
-  onInsecureRequest?: (() => void) | undefined;
+  /**
+   * A Secure cookie could not be sent because the request was plain HTTP. `reason`: the app set
+   * `secure` (`'secure'`), or only the name's `__Host-`/`__Secure-` prefix made it Secure (`'prefix'`).
+   */
+  onInsecureRequest?: ((reason: 'secure' | 'prefix') => void) | undefined;
 }
 
 /** Without an idle timeout, a row lives as long as connect-pg-simple's default ttl: one day. */
@@ -849,7 +852,7 @@ export class RequestSession implements SessionController {
     }
     // A prefixed cookie without Secure would be rejected by the browser: treat it as Secure.
     if ((session.cookie.secure === true || this.engine.securePrefixed) && !this.secure) {
-      opts.onInsecureRequest?.();
+      opts.onInsecureRequest?.(session.cookie.secure === true ? 'secure' : 'prefix');
       return null;
     }
     this.touchCookie(session);

@@ -2,7 +2,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { type CookieOptions, validateCookieName, validateCookieOptions } from '../core/cookie.js';
 import { parseDuration } from '../core/duration.js';
-import { type ParsedCookies, type RequestSession, SessionEngine, type SessionEvent } from '../core/engine.js';
+import {
+  hasSecurePrefix,
+  type ParsedCookies,
+  type RequestSession,
+  SessionEngine,
+  type SessionEvent,
+} from '../core/engine.js';
 import { ConfigError } from '../core/errors.js';
 import { generateId } from '../core/id.js';
 import { normalizeSecrets } from '../core/secrets.js';
@@ -149,6 +155,23 @@ function warnOnce(options: SessionOptions, message: string, code: string): void 
   process.emitWarning(message, { code });
 }
 
+/** The name without its `__Host-`/`__Secure-` prefix (`sessionId` for `__Host-sessionId`). */
+function unprefixed(name: string): string {
+  return name.replace(/^__(host|secure)-/i, '') || 'sid';
+}
+
+function insecureRequestWarning(name: string, reason: 'secure' | 'prefix'): string {
+  const prefix = /^__host-/i.test(name) ? '__Host-' : '__Secure-';
+  const proxy = 'behind a TLS-terminating proxy, set app.set("trust proxy", 1) or the proxy option';
+  if (reason === 'prefix') {
+    return `pgsession: the session cookie was NOT sent: its name "${name}" has the ${prefix} prefix, which browsers accept only on a Secure cookie set over HTTPS, and this request came over plain HTTP. On http://localhost, use a name without the prefix outside production, e.g. name: process.env.NODE_ENV === 'production' ? '${name}' : '${unprefixed(name)}'; ${proxy}.`;
+  }
+  const prefixed = hasSecurePrefix(name)
+    ? ` and a name without the ${prefix} prefix (browsers accept "${name}" only with Secure, over HTTPS)`
+    : '';
+  return `pgsession: a Secure session cookie was NOT sent because the request came over plain HTTP. Behind a TLS-terminating proxy, set app.set("trust proxy", 1) or the proxy option; in development, use cookie.secure "auto"${prefixed}.`;
+}
+
 /** How an adapter takes the options (the Express middleware resolves `secret` per request if absent). */
 export interface ResolveContext {
   /** `secret` may be absent: the adapter passes cookie-parser's `req.secret` per request. */
@@ -254,10 +277,7 @@ export function resolveOptions(
       options.onBackgroundError ??
       ((err) =>
         warn(`pgsession: background session write failed: ${(err as Error)?.message ?? String(err)}`)),
-    onInsecureRequest: () =>
-      warn(
-        'pgsession: a Secure session cookie was NOT sent because the request came over plain HTTP. Behind a TLS-terminating proxy, set app.set("trust proxy", 1) or the proxy option; in development, set cookie.secure to "auto".',
-      ),
+    onInsecureRequest: (reason) => warn(insecureRequestWarning(name, reason)),
   });
   // With per-request cookie options the path is checked per request; '/' lets every request in.
   return {
