@@ -59,8 +59,16 @@ export interface EngineOptions {
   genid: (host: SessionHost) => string;
   /** Store SHA-256(id) instead of the id. */
   hashIds: boolean;
-  /** Server-side sliding timeout in ms (null: only the store's expiry applies). */
+  /**
+   * Server-side sliding timeout in ms for sessions whose cookie has the configured lifetime
+   * (null: only the store's expiry applies); see {@link SessionEngine.idleTimeoutOf}.
+   */
   idleTimeout: number | null;
+  /**
+   * The idle timeout is the configured `cookie.maxAge` (no `idleTimeout` option): a session whose
+   * cookie the app made a browser-session one then has no server-side idle timeout either.
+   */
+  idleTimeoutFromCookie?: boolean | undefined;
   /** Server-side lifetime cap in ms, counted from creation (null: none). */
   absoluteTimeout: number | null;
   /** Write activity to the store at most this often (ms) per session. */
@@ -79,6 +87,16 @@ export interface EngineOptions {
 
 /** Without an idle timeout, a row lives as long as connect-pg-simple's default ttl: one day. */
 const DEFAULT_STORE_TTL = 86_400_000;
+/**
+ * Lifetimes closer than this are the same one: a cookie express-session created records its
+ * `originalMaxAge` from two clock reads, so it can be a few ms short of the configured maxAge.
+ */
+const CLOCK_SLACK = 1000;
+
+/** A cookie lifetime in ms, or null for a browser-session cookie (null, undefined, false). */
+function lifetime(value: unknown): number | null {
+  return typeof value === 'number' && Number.isFinite(value) ? value : null;
+}
 /** Cookie values longer than this are never a session of ours; skip the HMAC. */
 const MAX_COOKIE_VALUE = 4096;
 /** Most verified cookie values remembered by {@link SessionEngine.readCookie} (~300 B each). */
@@ -299,10 +317,10 @@ export class SessionEngine {
       if (touching) await touching;
       let record = await this.get(key, cookie.id, false);
       if (!record) this.emit({ type: 'invalid-cookie', reason: 'unknown', key }, host);
-      if (record && this.expiredReason(record)) {
+      if (record && this.expiredReason(record, ctx.cookieOptions)) {
         // A cached copy may lag another server's activity: confirm with the store before killing it.
         record = await this.get(key, cookie.id, true);
-        const reason = record && this.expiredReason(record);
+        const reason = record && this.expiredReason(record, ctx.cookieOptions);
         if (record && reason) {
           await this.run('destroy an expired session', () => this.options.store.destroy(key));
           this.emit({ type: 'expired', key, userId: record.userId, reason }, host);
@@ -344,29 +362,47 @@ export class SessionEngine {
     return cookieFor ? validateCookieOptions(name, cookieFor(host)) : cookie;
   }
 
-  expiredReason(record: SessionRecord): 'idle' | 'absolute' | null {
-    const { idleTimeout, absoluteTimeout, touchAfter } = this.options;
+  /**
+   * The idle timeout of one session, from its own cookie exactly as the browser sees it: a
+   * lifetime the app gave this session (`req.session.cookie.maxAge = 30 days` for "remember
+   * me", a fixed `expires`) is its idle timeout, and a browser-session cookie (`expires: false`
+   * or `null`) has none but an explicit `idleTimeout`. Sessions whose cookie has the configured
+   * lifetime get the configured idle timeout: it is the default, never a cap that ends a longer
+   * session early (`absoluteTimeout` is the cap).
+   */
+  idleTimeoutOf(cookie: { originalMaxAge?: unknown } | undefined, options: CookieOptions): number | null {
+    const { idleTimeout, idleTimeoutFromCookie } = this.options;
+    const own = lifetime(cookie?.originalMaxAge);
+    const configured = lifetime(options.maxAge);
+    if (
+      own === configured ||
+      (own !== null && configured !== null && Math.abs(own - configured) < CLOCK_SLACK)
+    )
+      return idleTimeout;
+    if (own !== null) return own;
+    return idleTimeoutFromCookie ? null : idleTimeout;
+  }
+
+  expiredReason(record: SessionRecord, options: CookieOptions): 'idle' | 'absolute' | null {
+    const { absoluteTimeout, touchAfter } = this.options;
     const now = this.options.now();
     if (absoluteTimeout !== null && now - record.createdAt > absoluteTimeout) return 'absolute';
     // Activity is written at most every touchAfter, so the last write may be that much behind.
     // Stores adapted from express-session cannot record activity on touch (most keep only a
     // TTL): for them the idle timeout is their own expiry, refreshed by every touch.
-    if (
-      idleTimeout !== null &&
-      this.options.store.tracksActivity !== false &&
-      now - record.lastActiveAt > idleTimeout + touchAfter
-    ) {
-      return 'idle';
-    }
-    return null;
+    if (this.options.store.tracksActivity === false) return null;
+    const idle = this.idleTimeoutOf(record.data.cookie, options);
+    return idle !== null && now - record.lastActiveAt > idle + touchAfter ? 'idle' : null;
   }
 
   /** When the store may forget a session last active at `now`, created at `createdAt`. */
-  expiresAt(now: number, createdAt: number, cookieExpires: Date | null | undefined): number {
-    const { idleTimeout, absoluteTimeout, touchAfter } = this.options;
+  expiresAt(now: number, createdAt: number, cookie: Cookie, options: CookieOptions): number {
+    const { absoluteTimeout, touchAfter } = this.options;
+    const idle = this.idleTimeoutOf(cookie, options);
+    const expires = cookie.expires;
     let at: number;
-    if (idleTimeout !== null) at = now + idleTimeout + touchAfter;
-    else if (cookieExpires instanceof Date) at = cookieExpires.getTime();
+    if (idle !== null) at = now + idle + touchAfter;
+    else if (expires instanceof Date) at = expires.getTime();
     else at = now + DEFAULT_STORE_TTL;
     if (absoluteTimeout !== null) at = Math.min(at, createdAt + absoluteTimeout);
     return at;
@@ -721,7 +757,7 @@ export class RequestSession implements SessionController {
     const now = opts.now();
     const data = toJSON(session, current);
     const userId = userIdOf(data);
-    const expiresAt = engine.expiresAt(now, this.createdAt, session.cookie.expires);
+    const expiresAt = engine.expiresAt(now, this.createdAt, session.cookie, this.cookieOptions);
     if (!this.persisted) {
       const record: SessionRecord = {
         data,
@@ -777,7 +813,7 @@ export class RequestSession implements SessionController {
   private touchStore(session: Session, current: Snapshot | undefined): void {
     const { opts, engine } = this;
     const now = opts.now();
-    const expiresAt = engine.expiresAt(now, this.createdAt, session.cookie.expires);
+    const expiresAt = engine.expiresAt(now, this.createdAt, session.cookie, this.cookieOptions);
     if (now - this.lastActiveAt < opts.touchAfter) {
       // Written later only if nothing else writes it first: on shutdown (flush({ touches: true })).
       // The session's JSON is kept only for stores that need it, off the hot path otherwise.

@@ -269,6 +269,7 @@ export function resolveOptions(
     genid: genid ? (host) => genid(host as IncomingMessage) : generateId,
     hashIds: options.hashIds ?? true,
     idleTimeout: idle,
+    idleTimeoutFromCookie: options.idleTimeout === undefined,
     absoluteTimeout: absolute,
     touchAfter,
     now,
