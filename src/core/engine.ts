@@ -548,8 +548,6 @@ export class RequestSession implements SessionController {
   private savedIsOriginal = false;
   private touched = false;
   private committed = false;
-  /** `req.session.destroy()` ran: `unset: 'destroy'` has nothing left to do. */
-  private destroyed = false;
   /**
    * The session method (save, destroy, regenerate, reload) still running, if any. Methods run one
    * after another, and the commit waits for them: `req.session.save(); res.redirect('/')` must
@@ -720,7 +718,7 @@ export class RequestSession implements SessionController {
   private decide(): Promise<void> | null {
     const session = this.host.session;
     if (!session) {
-      if (this.opts.unset === 'destroy' && !this.destroyed) {
+      if (this.opts.unset === 'destroy') {
         if (this.readOnly) return Promise.reject(readOnlyFault('destroy the session'));
         return this.destroyStored();
       }
@@ -853,11 +851,11 @@ export class RequestSession implements SessionController {
   private async destroyStored(): Promise<void> {
     const userId = this.host.session ? userIdOf(this.host.session as unknown as SessionJSON) : null;
     const { key, id } = this;
-    this.destroyed = true;
     if (!this.persisted) {
-      // express-session asks the store to destroy even a session it never stored.
+      // express-session asks the store to destroy even a session it never stored, or one this
+      // request destroyed already.
       await this.engine.run('destroy the session', () =>
-        this.opts.store.destroy(key, { id, neverStored: true }),
+        this.opts.store.destroy(key, { id, alreadyGone: true }),
       );
       return;
     }
@@ -965,7 +963,6 @@ export class RequestSession implements SessionController {
     const wasPersisted = this.persisted;
     const userId = this.host.session ? userIdOf(this.host.session as unknown as SessionJSON) : null;
     this.host.session = undefined;
-    this.destroyed = true;
     const { key, id } = this;
     if (wasPersisted) {
       await this.engine.run('destroy the session', () => this.opts.store.destroy(key, { id }));
@@ -975,7 +972,7 @@ export class RequestSession implements SessionController {
     } else {
       // express-session asks the store to destroy even a session it never stored.
       await this.engine.run('destroy the session', () =>
-        this.opts.store.destroy(key, { id, neverStored: true }),
+        this.opts.store.destroy(key, { id, alreadyGone: true }),
       );
     }
     // Only once the row is gone: a failed logout must not look like a successful one.
@@ -1001,7 +998,7 @@ export class RequestSession implements SessionController {
     } else {
       // express-session's Store#regenerate destroys even a session it never stored.
       await this.engine.run('destroy the old session', () =>
-        this.opts.store.destroy(previousKey, { id: previousId, neverStored: true }),
+        this.opts.store.destroy(previousKey, { id: previousId, alreadyGone: true }),
       );
     }
     const originalId = this.originalId;

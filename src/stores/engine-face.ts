@@ -168,7 +168,7 @@ export function watchOwnStore(
       const id = options?.id;
       if (!wrapped('destroy', id)) {
         // Nothing to delete, and nobody watching: skip the round trip.
-        if (options?.neverStored) return;
+        if (options?.alreadyGone) return;
         return own.destroy(key);
       }
       await callStore((cb) => store.destroy(id, cb));

@@ -93,11 +93,13 @@ export interface StoreCallOptions {
   /** The session id (what express-session passes as `sid`). */
   id?: string | undefined;
   /**
-   * `destroy` only: the session was never stored (express-session still calls `store.destroy`
-   * on `regenerate()`, `destroy()` or `unset: 'destroy'` of a brand-new session). pgsession's own
-   * stores skip such a no-op; stores written for express-session are called, as by it.
+   * `destroy` only: the store holds nothing under this id — the session was never stored, or
+   * this request destroyed it already. express-session still calls `store.destroy` then (on
+   * `regenerate()`, `destroy()` or `unset: 'destroy'` of a brand-new session, and again at the
+   * end of a request that destroyed it under `unset: 'destroy'`). pgsession's own stores skip
+   * such a no-op; stores written for express-session are called, as by it.
    */
-  neverStored?: boolean | undefined;
+  alreadyGone?: boolean | undefined;
 }
 
 /**

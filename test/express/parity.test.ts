@@ -13,10 +13,9 @@
  *   (b) touches are throttled by touchAfter: parity runs use touchAfter 0;
  *   (c) ids are stored hashed: parity runs use hashIds false;
  *   (d) the save happens before the response leaves (not observable here);
- *   (e) pgsession does not destroy twice (express-session destroys again at the end of a request
- *       that called destroy() under unset:'destroy'): not observable here, which counts whether
- *       the store was asked to destroy at all — as often as express-session, including for a
- *       brand-new session on regenerate/destroy/unset;
+ *   (e) none any more: the store is asked to destroy exactly as often as by express-session,
+ *       including for a brand-new session on regenerate/destroy/unset, and a second time at the
+ *       end of a request that called destroy() under unset:'destroy';
  *   (f) a new session the app saved explicitly gets its cookie even when saveUninitialized is
  *       false (express-session stores it but sends no cookie, leaving an unreachable row).
  * Store reads (`get`) are not compared: pgsession's adapter reads before updating, so that an
@@ -72,7 +71,7 @@ interface Observation {
   attributes: string[];
   set: number;
   touch: number;
-  destroy: boolean;
+  destroy: number;
   stored: string[];
 }
 
@@ -212,7 +211,7 @@ async function observe(app: Running, setup: Setup, route: Route): Promise<Observ
     attributes: seen.attributes,
     set: app.store.count('set'),
     touch: app.store.count('touch'),
-    destroy: app.store.count('destroy') > 0,
+    destroy: app.store.count('destroy'),
     stored: storedState(app.store),
   };
 }
