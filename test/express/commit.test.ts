@@ -342,3 +342,37 @@ describe("Express's default error handler", () => {
     expect(res.cookie).toBe('none');
   });
 });
+
+describe('a response held for the commit behaves as if its headers had left', () => {
+  it('after res.end(), changing a header throws the same error as over plain http; headersSent is true', async () => {
+    const http = await import('node:http');
+    const { listen } = await import('../helpers/http.js');
+    const seen: Array<{ message: string | undefined; sent: boolean }> = [];
+    const attempt = (res: import('node:http').ServerResponse) => {
+      res.end('first');
+      let message: string | undefined;
+      try {
+        res.setHeader('Content-Length', '3');
+      } catch (err) {
+        message = (err as Error).message;
+      }
+      seen.push({ message, sent: res.headersSent });
+    };
+    const plain = await listen(http.createServer((_req, res) => attempt(res)));
+    closers.push(plain.close);
+    await (await fetch(plain.url)).text();
+    const store = slowStore(50);
+    const app = await startPg({ store, name: 'sid' }, (a) =>
+      a.get('/', (req, res) => {
+        req.session.n = 1; // a save is in flight when the app ends the response
+        attempt(res);
+      }),
+    );
+    closers.push(app.close);
+    const res = await fetchSeen(`${app.url}/`, 'sid');
+    expect(res.body).toBe('first');
+    expect(res.cookie).toBe('set');
+    expect(seen[0]!.message).toMatch(/Cannot set headers after they are sent/);
+    expect(seen[1]).toEqual(seen[0]);
+  });
+});

@@ -184,3 +184,55 @@ describe("express-session's option forms", () => {
     expect((await fetchSeen(`${app.url}/other`, 'sid')).body).toBe('false');
   });
 });
+
+describe('secrets as express-session takes them', () => {
+  const started: Array<Awaited<ReturnType<typeof startPg>>> = [];
+  afterEach(async () => {
+    await Promise.all(started.splice(0).map((s) => s.close()));
+  });
+  const routes = (a: import('express').Express) => {
+    a.get('/login', (req, res) => {
+      req.session.userId = 4;
+      res.send('ok');
+    });
+    a.get('/me', (req, res) => res.json({ userId: req.session.userId ?? null }));
+  };
+
+  it('a Buffer secret signs and verifies', async () => {
+    const app = await startPg({ name: 'sid', secret: Buffer.alloc(32, 9) }, routes);
+    started.push(app);
+    const login = await fetchSeen(`${app.url}/login`, 'sid');
+    expect(JSON.parse((await fetchSeen(`${app.url}/me`, 'sid', login.pair)).body)).toEqual({ userId: 4 });
+  });
+
+  it("without a secret option, cookie-parser's req.secret signs; without either, 500 /secret option required/", async () => {
+    let requestSecret: string | undefined = SECRET;
+    const express = (await import('express')).default;
+    const front = express();
+    // cookie-parser's part: req.secret, set before the session middleware runs.
+    front.use((req, _res, next) => {
+      (req as unknown as { secret?: string }).secret = requestSecret;
+      next();
+    });
+    front.use(session({ name: 'sid', store: new MemoryStore() } as SessionOptions));
+    routes(front);
+    front.use((err: Error, _req: unknown, res: import('express').Response, _next: unknown) =>
+      res.status(500).send(err.message),
+    );
+    const { listen } = await import('../helpers/http.js');
+    const server = await listen(front.listen(0, '127.0.0.1'));
+    try {
+      const login = await fetchSeen(`${server.url}/login`, 'sid');
+      expect(login.cookie).toBe('set');
+      expect(JSON.parse((await fetchSeen(`${server.url}/me`, 'sid', login.pair)).body)).toEqual({
+        userId: 4,
+      });
+      requestSecret = undefined;
+      const none = await fetchSeen(`${server.url}/me`, 'sid', login.pair);
+      expect(none.status).toBe(500);
+      expect(none.body).toMatch(/secret option required/);
+    } finally {
+      await server.close();
+    }
+  });
+});
