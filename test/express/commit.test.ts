@@ -4,7 +4,7 @@
  */
 import type { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
-import express5, { type NextFunction, type Request, type Response } from 'express';
+import express5, { type Express, type NextFunction, type Request, type Response } from 'express';
 import expressSession from 'express-session';
 import { afterEach, describe, expect, it } from 'vitest';
 import { kSessionStore, MemoryStore, SerializationError, StoreUnavailableError } from '../../src/index.js';
@@ -37,6 +37,15 @@ function failingOwnStore(op: 'get' | 'create' | 'update') {
     failing ? Promise.reject(new Error('db down')) : healthy.apply(face, args);
   return { store, fail: (on = true) => (failing = on) };
 }
+
+/** GET /login stores userId 1; GET /me answers it. */
+const loginAndMe = (a: Express) => {
+  a.get('/login', (req, res) => {
+    req.session.userId = 1;
+    res.send('ok');
+  });
+  a.get('/me', (req, res) => res.send(String(req.session.userId)));
+};
 
 const closers: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -157,17 +166,7 @@ describe.each([4, 5] as const)('commit before response (Express %i)', (version) 
       const own = failingOwnStore('get');
       const foreign = new Recording() as RecordingStore;
       const store = kind === 'pgsession' ? own.store : foreign;
-      const app = await startPg(
-        { store, name: 'sid' },
-        (a) => {
-          a.get('/login', (req, res) => {
-            req.session.userId = 1;
-            res.send('ok');
-          });
-          a.get('/me', (req, res) => res.send(String(req.session.userId)));
-        },
-        { version },
-      );
+      const app = await startPg({ store, name: 'sid' }, loginAndMe, { version });
       closers.push(app.close);
       const login = await fetchSeen(`${app.url}/login`, 'sid');
       own.fail();
@@ -186,13 +185,7 @@ describe.each([4, 5] as const)('commit before response (Express %i)', (version) 
     const background: unknown[] = [];
     const app = await startPg(
       { store, name: 'sid', touchAfter: 0, onBackgroundError: (err) => background.push(err) },
-      (a) => {
-        a.get('/login', (req, res) => {
-          req.session.userId = 1;
-          res.send('ok');
-        });
-        a.get('/me', (req, res) => res.send(String(req.session.userId)));
-      },
+      loginAndMe,
       { version },
     );
     closers.push(app.close);

@@ -142,12 +142,19 @@ async function login(app: App | { url: string }, user: string, remember?: string
 const who = async (c: Client) => ((await (await c.get('/me')).json()) as { user: string | null }).user;
 
 describe.each(IMPLS)('"remember me" on %s', (impl) => {
-  const schema = (name: string) => `${name}_${IMPLS.indexOf(impl)}`;
-
-  it('past the short global maxAge, the user who ticked the box stays logged in; the other does not', async () => {
+  /** Run `steps` against the app on a faked clock starting at T0 (one schema per test and impl). */
+  async function onClock(name: string, steps: (app: App) => Promise<void>) {
     vi.useFakeTimers({ toFake: ['Date'], now: T0 });
-    const app = await startApp(impl, schema('remember'));
+    const app = await startApp(impl, `${name}_${IMPLS.indexOf(impl)}`);
     try {
+      await steps(app);
+    } finally {
+      await app.close();
+    }
+  }
+
+  it('past the short global maxAge, the user who ticked the box stays logged in; the other does not', () =>
+    onClock('remember', async (app) => {
       const ticked = await login(app, 'ticked', 'on');
       const unticked = await login(app, 'unticked');
       // The row lives as long as the session's own cookie, not the global maxAge.
@@ -163,27 +170,17 @@ describe.each(IMPLS)('"remember me" on %s', (impl) => {
       // 29 days without a visit: still within the remembered lifetime.
       vi.setSystemTime(T0 + 2 * HOUR + 29 * DAY);
       expect(await who(ticked)).toBe('ticked');
-    } finally {
-      await app.close();
-    }
-  });
+    }));
 
-  it('a remembered session ends once idle for longer than its own lifetime', async () => {
-    vi.useFakeTimers({ toFake: ['Date'], now: T0 });
-    const app = await startApp(impl, schema('remember_idle'));
-    try {
+  it('a remembered session ends once idle for longer than its own lifetime', () =>
+    onClock('remember_idle', async (app) => {
       const ticked = await login(app, 'ticked', 'on');
       vi.setSystemTime(T0 + REMEMBER + 2 * HOUR);
       expect(await who(ticked)).toBeNull();
-    } finally {
-      await app.close();
-    }
-  });
+    }));
 
-  it("expires: false (a browser-session cookie) survives the short global maxAge, for a day of inactivity (connect-pg-simple's ttl)", async () => {
-    vi.useFakeTimers({ toFake: ['Date'], now: T0 });
-    const app = await startApp(impl, schema('browser'));
-    try {
+  it("expires: false (a browser-session cookie) survives the short global maxAge, for a day of inactivity (connect-pg-simple's ttl)", () =>
+    onClock('browser', async (app) => {
       const browser = await login(app, 'browser', 'browser-session');
       vi.setSystemTime(T0 + 2 * HOUR);
       expect(await who(browser)).toBe('browser');
@@ -191,10 +188,7 @@ describe.each(IMPLS)('"remember me" on %s', (impl) => {
       expect(await who(browser)).toBe('browser');
       vi.setSystemTime(T0 + 2 * HOUR + 23 * HOUR + 25 * HOUR);
       expect(await who(browser)).toBeNull();
-    } finally {
-      await app.close();
-    }
-  });
+    }));
 });
 
 describe('idleTimeout is the default, not a cap', () => {
