@@ -31,7 +31,20 @@ export interface SessionInfo {
   device: string;
 }
 
-/** Describe a User-Agent in words: "Firefox 128 on Linux", "Safari 17.1 on iOS 17.1". */
+/** Browser and OS names the parser knows: its fallback otherwise reports a UA's first word as the browser. */
+const KNOWN_BROWSERS: ReadonlySet<string> = new Set(Object.values(Bowser.BROWSER_MAP));
+const KNOWN_OSES: ReadonlySet<string> = new Set(Object.values(Bowser.OS_MAP));
+/** A version as browsers write it ("120.0.0.0", "17_1"): digits only, so no words or URLs get through. */
+const VERSION = /^\d{1,6}([._]\d{1,6}){0,3}$/;
+/** The parser's own names for OS releases ("Catalina", "10", "XP"). */
+const VERSION_NAME = /^[A-Za-z0-9 .]{1,20}$/;
+
+/**
+ * Describe a User-Agent in words: "Firefox 128 on Linux", "Safari 17.1 on iOS 17.1". Only what
+ * the UA parser recognises is described (names from its tables, versions made of digits);
+ * anything else is "Unknown browser". The header is attacker-chosen and the description is
+ * stored, shown and sent in security notices, so no text of it is ever copied through.
+ */
 export function describeUserAgent(ua: string | null | undefined): string {
   if (!ua) return 'Unknown device';
   let parsed: Bowser.Parser.ParsedResult;
@@ -40,15 +53,18 @@ export function describeUserAgent(ua: string | null | undefined): string {
   } catch {
     return 'Unknown device';
   }
-  const name = parsed.browser.name;
-  const version = parsed.browser.version ?? '';
+  const name = parsed.browser.name && KNOWN_BROWSERS.has(parsed.browser.name) ? parsed.browser.name : '';
+  const version = VERSION.test(parsed.browser.version ?? '') ? (parsed.browser.version ?? '') : '';
   const major =
     /^\d+\.\d+\.0\.0$/.test(version) || /^\d+\.0$/.test(version) ? version.split('.')[0] : version;
   const browser = name ? `${name}${major ? ` ${major}` : ''}` : 'Unknown browser';
-  const os = parsed.os.name
-    ? `${parsed.os.name}${parsed.os.versionName ? ` ${parsed.os.versionName}` : parsed.os.version ? ` ${parsed.os.version}` : ''}`
-    : '';
-  if (!name && !os) return `Unknown browser (${ua.slice(0, 40)})`;
+  const osName = parsed.os.name && KNOWN_OSES.has(parsed.os.name) ? parsed.os.name : '';
+  const osVersion = VERSION_NAME.test(parsed.os.versionName ?? '')
+    ? parsed.os.versionName
+    : VERSION.test(parsed.os.version ?? '')
+      ? parsed.os.version
+      : '';
+  const os = osName ? `${osName}${osVersion ? ` ${osVersion}` : ''}` : '';
   return os ? `${browser} on ${os}` : browser;
 }
 

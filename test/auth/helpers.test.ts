@@ -136,6 +136,31 @@ describe('describeUserAgent', () => {
     ).toBe('Safari 17.1 on iOS 17.1');
     expect(describeUserAgent('')).toBe('Unknown device');
     expect(describeUserAgent(null)).toBe('Unknown device');
-    expect(describeUserAgent('curl/8.5.0')).toBe('Unknown browser (curl/8.5.0)');
+    expect(describeUserAgent('curl/8.5.0')).toBe('Unknown browser');
+  });
+
+  // Issue 12, item 4: the header is the attacker's text, and the description goes into stored
+  // security notices, the dashboard and the notify hook (emails).
+  it('copies no text of an unrecognised User-Agent: no words, no URLs', () => {
+    const hostile = [
+      'URGENT reset at https://evil.example/x',
+      'Evil/1.0 (https://evil.example)',
+      'CallSupport/5550100 (Windows NT 10.0)',
+      'Mozilla/5.0 (Windows NT 10.0) Call-now/+1-555-0100',
+      'Mozilla/5.0 (Macintosh) Firefox/999.https://evil.example',
+      'Chrome/1.https://x.y',
+    ];
+    for (const ua of hostile) {
+      const text = describeUserAgent(ua);
+      expect(text).not.toMatch(/evil|https?:|URGENT|Call|555|Mozilla|x\.y/i);
+      expect(text).toMatch(/^(Unknown browser|[A-Za-z ]+( [\d.]+)?)( on [A-Za-z ]+( [\w.]+)?)?$/);
+    }
+    expect(describeUserAgent('Evil/1.0 (https://evil.example)')).toBe('Unknown browser');
+    expect(describeUserAgent('Mozilla/5.0 (Windows NT 10.0) Call-now/+1-555-0100')).toBe(
+      'Unknown browser on Windows 10',
+    );
+    expect(describeUserAgent('Mozilla/5.0 (Macintosh) Firefox/999.https://evil.example')).toBe(
+      'Firefox 999 on macOS',
+    );
   });
 });
