@@ -16,6 +16,20 @@ import type { ViewUser } from './views.js';
 /** Where a logout lands: the seed's redirect, whose `message` is a known key of the home page. */
 export const LOGGED_OUT = '/?message=Logged%20out%20successfully';
 
+/**
+ * The landing page's `?message=` keys and the only texts it shows: anything else in the URL is
+ * ignored, so a link cannot put the attacker's words on the page as an official notice. The
+ * key of the logout redirect is its text, as in the seed app (`/?message=Logged out successfully`).
+ */
+const HOME_MESSAGES: Readonly<Record<string, string>> = Object.freeze({
+  'Logged out successfully': 'Logged out successfully',
+});
+
+/** The fixed text for a `?message=` key, or undefined for anything else. */
+export function homeMessage(key: string | undefined): string | undefined {
+  return key !== undefined && Object.hasOwn(HOME_MESSAGES, key) ? HOME_MESSAGES[key] : undefined;
+}
+
 /** The logged-in user, as routes use them (from the database, not from the session). */
 export type AppUser = ViewUser & { id: number };
 

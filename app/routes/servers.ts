@@ -6,7 +6,7 @@
 import { Router } from 'express';
 import { csrfToken, isAuthenticated, type SecurityNotice, wantsJson } from '../../src/auth/index.js';
 import { isConnectionError } from '../../src/index.js';
-import { bodyField, firstString, positiveId, sessionUser, userOf } from '../http.js';
+import { bodyField, firstString, homeMessage, positiveId, sessionUser, userOf } from '../http.js';
 import { dashboardPage, deleteServerPage, homePage, type ServerRow } from '../views.js';
 import type { RouteContext } from './context.js';
 
@@ -21,7 +21,7 @@ export function serverRoutes(ctx: RouteContext): Router {
 
   router.get('/', async (req, res) => {
     const current = await sessionUser(auth, req);
-    const message = firstString(req.query.message)?.slice(0, 200);
+    const message = homeMessage(firstString(req.query.message));
     res.type('html').send(
       homePage({
         user: current,

@@ -25,14 +25,27 @@ beforeAll(async () => {
 afterAll(() => t?.close());
 
 describe('GET /', () => {
-  it('is a landing page showing ?message=, HTML-escaped', async () => {
-    const res = await t.client().get('/?message=%3Cscript%3Ealert(1)%3C%2Fscript%3E');
+  it('is a landing page; ?message= shows only the fixed text of a known key', async () => {
+    const res = await t.client().get('/?message=Logged%20out%20successfully');
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/text\/html/);
-    const html = await res.text();
-    expect(html).toContain('&lt;script&gt;alert(1)&lt;/script&gt;');
-    expect(html).not.toContain('<script>');
+    expect(await res.text()).toContain('<div class="notice" role="status">Logged out successfully</div>');
     expect(res.headers.getSetCookie()).toEqual([]);
+  });
+
+  // Issue 12, item 5: the page used to render any 200 characters of ?message= as a notice.
+  it('shows no text of an unknown ?message= (no content spoofing)', async () => {
+    for (const text of [
+      'Your account is locked. Call +1-555-0100',
+      '<script>alert(1)</script>',
+      'constructor',
+      '__proto__',
+    ]) {
+      const html = await (await t.client().get(`/?message=${encodeURIComponent(text)}`)).text();
+      expect(html).not.toContain('class="notice"');
+      expect(html).not.toContain('555-0100');
+      expect(html).not.toMatch(/&lt;script|<script>|constructor|__proto__/);
+    }
   });
 
   it('declares no icon and answers /favicon.ico with 204 and no session: no 404 on a first visit', async () => {
