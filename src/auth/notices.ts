@@ -8,10 +8,10 @@
  * the action it reports: errors go to `onError`, and the hook runs detached with a time limit.
  */
 import { createHash } from 'node:crypto';
-import { isIPv4, isIPv6 } from 'node:net';
 import Bowser from 'bowser';
 import type pg from 'pg';
 import { parseDuration } from '../core/duration.js';
+import { DEVICE_PREFIXES, networkOf } from './address.js';
 import { type LimitScope, WindowCounter } from './rate-limit.js';
 import { type AuthRequest, clientAddress, userAgent } from './request.js';
 import { describeUserAgent } from './sessions.js';
@@ -138,20 +138,7 @@ const DEFAULTS = {
 
 /** The network part of an address: IPv4 /24, IPv6 /64; anything else as is. */
 export function addressNetwork(ip: string): string {
-  if (isIPv4(ip)) return `${ip.split('.').slice(0, 3).join('.')}.0/24`;
-  const bare = ip.split('%')[0] ?? ip;
-  if (!isIPv6(bare)) return ip;
-  const groups = (part: string) => (part ? part.split(':') : []);
-  // An embedded IPv4 tail (::ffff:1.2.3.4) is two groups wide.
-  const width = (gs: string[]) => gs.reduce((n, g) => n + (g.includes('.') ? 2 : 1), 0);
-  const [head = '', tail] = bare.split('::');
-  const h = groups(head);
-  const t = tail === undefined ? [] : groups(tail);
-  const full = tail === undefined ? h : [...h, ...Array(8 - width(h) - width(t)).fill('0'), ...t];
-  return `${full
-    .slice(0, 4)
-    .map((g) => Number.parseInt(g, 16).toString(16))
-    .join(':')}::/64`;
+  return networkOf(ip, DEVICE_PREFIXES);
 }
 
 /**

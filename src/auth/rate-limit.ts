@@ -8,6 +8,7 @@ import {
   type RateLimiterStoreAbstract,
 } from 'rate-limiter-flexible';
 import { StoreUnavailableError } from '../core/errors.js';
+import { networkOf, RATE_LIMIT_PREFIXES } from './address.js';
 import { TooManyAttemptsError } from './errors.js';
 
 /** One limit: at most `points` failed logins per `duration` seconds. */
@@ -20,6 +21,8 @@ export interface Limit {
 /**
  * The failed-login policy. Three counters, each a fixed window, all of which must have room for
  * an attempt to go ahead:
+ *
+ * "Address" means the client's network: an IPv6 /64, an IPv4 address (see `RATE_LIMIT_PREFIXES`).
  *
  * - `perAccountAddress`: failures for one account (email) from one client address. This is
  *   the tight one (5 per 15 minutes) and it is what stops a single attacker guessing one
@@ -132,7 +135,9 @@ export class LoginRateLimiter {
     options: { device?: string | null | undefined } = {},
   ): Promise<LoginAttempt> {
     const account = emailKey(normalizedEmail);
-    const pairKey = `${account}:${address}`;
+    // One client is one network (an IPv6 /64), not one address: see RATE_LIMIT_PREFIXES.
+    const client = networkOf(address, RATE_LIMIT_PREFIXES);
+    const pairKey = `${account}:${client}`;
     const taken: Array<[RateLimiterAbstract, string]> = [];
     const consume = async (limiter: RateLimiterAbstract, key: string, scope: LimitScope) => {
       try {
@@ -146,7 +151,7 @@ export class LoginRateLimiter {
       }
     };
     await consume(this.#pair, pairKey, 'account-ip');
-    await consume(this.#address, address, 'ip');
+    await consume(this.#address, client, 'ip');
     // A trusted device (verified by the caller for this account) has a budget of its own in
     // place of the account's, which a distributed attack may have used up.
     const [wide, wideKey, wideScope] = options.device
@@ -157,7 +162,7 @@ export class LoginRateLimiter {
       succeeded: async () => {
         await Promise.all([
           this.#pair.delete(pairKey),
-          this.#address.reward(address, 1),
+          this.#address.reward(client, 1),
           wide.reward(wideKey, 1),
         ]).catch(() => {
           // Not being refunded is harmless: the counters expire with their window.

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { SessionHost } from '../core/session.js';
+import { canonicalAddress } from './address.js';
 
 /**
  * The request shape the auth layer needs: Node's IncomingMessage with a session (from pgsession's
@@ -20,11 +21,14 @@ export type Middleware = (req: AuthRequest, res: ServerResponse, next: (err?: un
 
 export const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
 
-/** The client address: Express's `req.ip` (which honours `trust proxy`), else the socket's. */
+/**
+ * The client address: Express's `req.ip` (which honours `trust proxy`), else the socket's, in
+ * one spelling per address (IPv4-mapped IPv6 as plain IPv4, IPv6 compressed lower-case), so
+ * one client has one key. The login limits widen it to its network (see `RATE_LIMIT_PREFIXES`).
+ */
 export function clientAddress(req: AuthRequest): string {
   const ip = req.ip ?? req.socket?.remoteAddress ?? '';
-  // Report IPv4-mapped IPv6 addresses as plain IPv4, so one client has one key.
-  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip || 'unknown';
+  return ip ? canonicalAddress(ip) : 'unknown';
 }
 
 /** The User-Agent header, capped at 512 characters (it is stored and shown, never trusted). */

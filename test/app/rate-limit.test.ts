@@ -123,6 +123,69 @@ describe('failed-login rate limiting (counters in PostgreSQL)', () => {
     expect((await loginForm(from(t, ip), 'typo@example.com', 'typo-typo')).status).toBe(429);
   });
 
+  // Issue 12, item 2: every address of one /64 used to be a new client, so neither the pair
+  // nor the per-address limit ever tripped for an attacker holding an IPv6 prefix.
+  describe('IPv6: one /64 is one client', () => {
+    const inPrefix = (prefix: string, i: number) =>
+      `${prefix}:${(i + 1).toString(16)}:${((i * 7919) & 0xffff).toString(16)}:0:${(i + 3).toString(16)}`;
+
+    it('one account guessed from many addresses of one /64: refused after 5, the owner elsewhere is not', async () => {
+      await t.createUser('v6victim@example.com');
+      const statuses: number[] = [];
+      for (let i = 0; i < 7; i++) {
+        const res = await loginForm(
+          from(t, inPrefix('2001:db8:aa:1', i)),
+          'v6victim@example.com',
+          `guess-${i}-xxxx`,
+        );
+        statuses.push(res.status);
+      }
+      expect(statuses).toEqual([303, 303, 303, 303, 303, 429, 429]);
+      // The same /64 written another way is the same client…
+      expect(
+        (await loginForm(from(t, '2001:DB8:AA:1:0:0:0:FFFF'), 'v6victim@example.com', PASSWORD)).status,
+      ).toBe(429);
+      // …and the neighbouring /64 (another customer) is not.
+      expect((await loginForm(from(t, '2001:db8:aa:2::1'), 'v6victim@example.com', PASSWORD)).status).toBe(
+        303,
+      );
+    });
+
+    it('password spraying over many accounts from one /64 is limited across accounts', async () => {
+      const spray = await startApp({
+        db,
+        rateLimit: { policy: { perAddress: { points: 10, duration: 3600 } } },
+      });
+      try {
+        const statuses: number[] = [];
+        for (let i = 0; i < 12; i++) {
+          const ip = inPrefix('2001:db8:bb:7', i);
+          statuses.push((await loginForm(from(spray, ip), `v6user${i}@example.com`, 'Password1!')).status);
+        }
+        expect(statuses.slice(0, 10).every((s) => s === 303)).toBe(true);
+        expect(statuses.slice(10)).toEqual([429, 429]);
+      } finally {
+        await spray.close();
+      }
+    });
+
+    it('an IPv4-mapped IPv6 address counts as its IPv4 address', async () => {
+      const pair = await startApp({
+        db,
+        rateLimit: { policy: { perAddress: { points: 3, duration: 3600 } } },
+      });
+      try {
+        const forms = ['198.51.100.33', '::ffff:198.51.100.33', '::ffff:c633:6421'];
+        const statuses: number[] = [];
+        for (const [i, ip] of [...forms, '198.51.100.33'].entries())
+          statuses.push((await loginForm(from(pair, ip), `mapped${i}@example.com`, 'Password1!')).status);
+        expect(statuses).toEqual([303, 303, 303, 429]);
+      } finally {
+        await pair.close();
+      }
+    });
+  });
+
   it('rate limiting is in the audit log, with a hashed email', async () => {
     const events = t.logs.events().filter((e) => e.event === 'auth.rate-limited');
     expect(events.length).toBeGreaterThan(0);
