@@ -183,9 +183,21 @@ export class Auth {
     });
   }
 
-  /** Prepare what the first login would otherwise wait for (the dummy hash). Optional. */
+  /**
+   * Prepare what the first login would otherwise wait for: the dummy hash, and the time of each
+   * kind of hash in the users table (so the first login of, say, a bcrypt-12 account takes no
+   * longer than any other: see `PasswordHasher.calibrate`). Optional but recommended; a
+   * database error while measuring is reported to `onError` and the kinds are learnt at use.
+   */
   async ready(): Promise<void> {
-    await this.hasher.dummyHash();
+    const dummy = await this.hasher.dummyHash();
+    let kinds: string[] = [];
+    try {
+      kinds = await this.users.hashKinds();
+    } catch (err) {
+      this.#onError(err);
+    }
+    await this.hasher.calibrate([dummy, ...kinds]);
   }
 
   #emit(event: AuthEvent, req?: AuthRequest): void {

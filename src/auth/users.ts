@@ -148,11 +148,26 @@ export class UserRepository {
         `INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3) RETURNING ${COLUMNS}`,
         [email, input.passwordHash, role],
       );
+      // A kind of hash new to this process (an imported bcrypt-12, say) is measured now, so
+      // logins are padded to it from the first one (see PasswordHasher.calibrate).
+      await this.hasher.calibrate([input.passwordHash]);
       return toUser(rows[0]!);
     } catch (err) {
       if ((err as { code?: string }).code === '23505') throw new DuplicateEmailError();
       throw err;
     }
+  }
+
+  /**
+   * One stored hash prefix per kind of hash in the table (scheme and cost, e.g. `$2b$12$`),
+   * for `PasswordHasher.calibrate`.
+   */
+  async hashKinds(): Promise<string[]> {
+    const { rows } = await this.pool.query<{ kind: string }>(
+      String.raw`SELECT DISTINCT substring(password_hash FROM '^(\$2[aby]\$\d{2}\$|\$argon2(?:id|i|d)\$(?:v=\d+\$)?m=\d+,t=\d+,p=\d+\$)') AS kind
+FROM users WHERE password_hash IS NOT NULL`,
+    );
+    return rows.flatMap((r) => (r.kind ? [r.kind] : []));
   }
 
   /** The user with this email (normalised; case-insensitive), with the password hash. */

@@ -1,3 +1,4 @@
+import bcrypt from 'bcryptjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_ARGON2_PARAMS } from '../../src/auth/index.js';
 import type { TestDatabase } from '../helpers/db.js';
@@ -255,4 +256,76 @@ describe('no user enumeration', () => {
       await app.close();
     }
   });
+
+  // Issue 12, item 3: an unknown email was checked against a dummy argon2id hash while a bcrypt
+  // account paid bcrypt's cost (cost-12: 359 ms median against 52 ms), so timing told which
+  // accounts still have imported legacy hashes.
+  it('argon2id, bcrypt-10 and bcrypt-12 accounts and unknown emails: failed-login medians within 1.5x', async () => {
+    const app = await startApp({
+      db,
+      argon2: DEFAULT_ARGON2_PARAMS,
+      rateLimit: {
+        policy: {
+          perAccountAddress: { points: 10_000, duration: 60 },
+          perAddress: { points: 10_000, duration: 60 },
+          perAccount: { points: 10_000, duration: 60 },
+        },
+      },
+    });
+    try {
+      const users = app.app.auth.users;
+      await users.create({ email: 'timing-argon2@example.com', password: PASSWORD });
+      // Imported the way the seed's users are: their bcrypt hashes as they were.
+      await users.createWithHash({
+        email: 'timing-b10@example.com',
+        passwordHash: bcrypt.hashSync(PASSWORD, 10),
+      });
+      await users.createWithHash({
+        email: 'timing-b12@example.com',
+        passwordHash: bcrypt.hashSync(PASSWORD, 12),
+      });
+      const attempt = async (email: string) => {
+        const started = performance.now();
+        const res = await app.client().post('/login', { form: { email, password: 'not the password' } });
+        await res.text();
+        expect(res.status).toBe(303);
+        return performance.now() - started;
+      };
+      const classes = {
+        argon2: () => 'timing-argon2@example.com',
+        bcrypt10: () => 'timing-b10@example.com',
+        bcrypt12: () => 'timing-b12@example.com',
+        unknown: (i: number) => `timing-nobody-${i}@example.com`,
+      };
+      const times: Record<keyof typeof classes, number[]> = {
+        argon2: [],
+        bcrypt10: [],
+        bcrypt12: [],
+        unknown: [],
+      };
+      // Interleaved rounds, so a noisy moment hits every class alike.
+      for (let i = 0; i < 7; i++) {
+        for (const [name, email] of Object.entries(classes) as Array<
+          [keyof typeof classes, (i: number) => string]
+        >) {
+          times[name].push(await attempt(email(i)));
+        }
+      }
+      const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+      const unknown = median(times.unknown);
+      for (const name of ['argon2', 'bcrypt10', 'bcrypt12'] as const) {
+        const ratio = median(times[name]) / unknown;
+        expect(
+          ratio,
+          `${name}: ${median(times[name]).toFixed(0)} ms vs unknown ${unknown.toFixed(0)} ms`,
+        ).toBeLessThan(1.5);
+        expect(
+          ratio,
+          `${name}: ${median(times[name]).toFixed(0)} ms vs unknown ${unknown.toFixed(0)} ms`,
+        ).toBeGreaterThan(1 / 1.5);
+      }
+    } finally {
+      await app.close();
+    }
+  }, 60_000);
 });
