@@ -6,7 +6,8 @@
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { pino } from 'pino';
-import { createPool, openDatabase } from '../src/db/index.js';
+import { createPool } from '../src/db/index.js';
+import { openDatabase } from '../src/dev/index.js';
 import { ConfigError } from '../src/index.js';
 import { startBanner } from './banner.js';
 import { type AppConfig, loadConfig } from './config.js';

@@ -16,7 +16,7 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { hashId } from '../src/core/id.js';
-import { openDatabase } from '../src/db/index.js';
+import { openDatabase } from '../src/dev/index.js';
 import { killAllServers, type ServerProcess, type ServerStats, startServer } from './lib/child.js';
 import { type ServerMode, USER_PASSWORD, userEmail } from './lib/config.js';
 import { Admin } from './lib/db.js';

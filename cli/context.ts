@@ -11,7 +11,8 @@ import {
   pwnedPasswords,
   UserRepository,
 } from '../src/auth/index.js';
-import { createPool, type Database, openDatabase } from '../src/db/index.js';
+import { createPool } from '../src/db/index.js';
+import { type Database, openDatabase } from '../src/dev/index.js';
 import { ConfigError, parseDuration } from '../src/index.js';
 import { DEFAULT_CHANNEL, generateNodeId } from '../src/stores/cache/protocol.js';
 import { PostgresSessionStore, tableNames } from '../src/stores/postgres/index.js';

@@ -30,13 +30,7 @@ export {
   type SessionHost,
 } from './core/session.js';
 export { type Secret, sign, unsign } from './core/signature.js';
-export {
-  type CreatePoolOptions,
-  createPool,
-  type Database,
-  openDatabase,
-  runMigrations,
-} from './db/index.js';
+export { type CreatePoolOptions, createPool, runMigrations } from './db/index.js';
 export {
   resolveOptions,
   type SessionMiddleware,

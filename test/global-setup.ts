@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import type { TestProject } from 'vitest/node';
-import { startEmbeddedPostgres } from '../src/db/embedded.js';
+import { startEmbeddedPostgres } from '../src/dev/index.js';
 import { pruneTestDatabases } from './helpers/db.js';
 
 declare module 'vitest' {

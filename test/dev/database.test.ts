@@ -2,8 +2,8 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { openDatabase } from '../../src/db/database.js';
 import { quoteIdent, quoteQualified } from '../../src/db/sql.js';
+import { openDatabase } from '../../src/dev/index.js';
 import { createTestDatabase, testAdminUrl } from '../helpers/db.js';
 
 describe('openDatabase', () => {

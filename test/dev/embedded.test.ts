@@ -1,24 +1,35 @@
 import { type ChildProcessWithoutNullStreams, execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, cp, lstat, mkdtemp, readdir, readFile, realpath, rm, stat } from 'node:fs/promises';
+import {
+  chmod,
+  cp,
+  lstat,
+  mkdtemp,
+  readdir,
+  readFile,
+  realpath,
+  rm,
+  stat,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openDatabase } from '../../src/db/database.js';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   type EmbeddedPostgresHandle,
+  openDatabase,
   reachableBinaries,
   startEmbeddedPostgres,
-} from '../../src/db/embedded.js';
+} from '../../src/dev/index.js';
 
 // These tests start their own servers in temp dirs (not the shared test server), because they
 // exercise starting, sharing and stopping. Each start costs ~1 s, so one sequence of tests walks
 // a single data dir through its life cycle.
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
-const embeddedModule = path.join(repoRoot, 'src/db/embedded.ts');
+const embeddedModule = path.join(repoRoot, 'src/dev/index.ts');
 const isRoot = process.getuid?.() === 0;
 
 const handles: EmbeddedPostgresHandle[] = [];
@@ -210,7 +221,9 @@ describe('startEmbeddedPostgres on one data dir', () => {
 
   it('counts references across two copies of the module in one process', async () => {
     // As with an app loading both the ESM and the CJS build: same pid, separate module state.
-    const copy = (await import(`${embeddedModule}?copy`)) as typeof import('../../src/db/embedded.js');
+    // A fresh module registry: every module of src/dev loads again, with its own state.
+    vi.resetModules();
+    const copy = await import('../../src/dev/index.js');
     expect(copy.startEmbeddedPostgres).not.toBe(startEmbeddedPostgres);
     const a = await start(dataDir);
     const b = await copy.startEmbeddedPostgres({ dataDir });
@@ -341,5 +354,119 @@ it.runIf(isRoot)(
     } finally {
       await rm(closed, { recursive: true, force: true });
     }
+  },
+);
+
+/** An unprivileged local user playing the attacker (created if missing). */
+function attackerUser(): { uid: number; gid: number } {
+  const name = 'pgsession-attacker';
+  const id = (flag: string) => Number(execFileSync('id', [flag, name], { encoding: 'utf8' }));
+  try {
+    return { uid: id('-u'), gid: id('-g') };
+  } catch {
+    execFileSync('useradd', ['--system', '--user-group', '--no-create-home', name]);
+    return { uid: id('-u'), gid: id('-g') };
+  }
+}
+
+describe.runIf(isRoot)(
+  'as root, another local user cannot make root leak or overwrite files (issue 12, item 1)',
+  () => {
+    // The fallback folder of a clone the postgres user cannot enter used to have a predictable
+    // name (/var/tmp/pgsession-<hash>) and, once linked, was used unchecked: after a tmp cleaner
+    // removed it, any local user could re-create it, and root then wrote `<dataDir>.pwfile-tmp`
+    // into it (following symlinks) and chowned it by path.
+    let closed: string;
+    let dataDir: string;
+    let victimDir: string;
+    const made: string[] = [];
+    const attacker = isRoot ? attackerUser() : { uid: -1, gid: -1 };
+    const asAttacker = (script: string) => execFileSync('sh', ['-c', script], { ...attacker, stdio: 'pipe' });
+    const passwordOf = (url: string) => decodeURIComponent(new URL(url).password);
+
+    beforeAll(async () => {
+      closed = await mkdtemp(path.join(tmpdir(), 'pgsession-attacked-')); // 0700: the fallback is used
+      dataDir = path.join(closed, '.data', 'postgres');
+      victimDir = await mkdtemp(path.join(tmpdir(), 'pgsession-victim-'));
+    });
+    afterAll(async () => {
+      for (const dir of [closed, victimDir, ...made]) await rm(dir, { recursive: true, force: true });
+    });
+
+    /** Start and stop once, then let a "tmp cleaner" remove the cluster folder; returns the old target. */
+    async function cleanedAway(): Promise<string> {
+      const handle = await startEmbeddedPostgres({ dataDir });
+      made.push(path.dirname(handle.dataDir));
+      await handle.stop();
+      await rm(path.dirname(handle.dataDir), { recursive: true, force: true });
+      return handle.dataDir;
+    }
+
+    it('a re-created folder with a world-readable pwfile-tmp planted: root never writes the password there', async () => {
+      const target = await cleanedAway();
+      const parent = path.dirname(target);
+      // The attacker re-creates the folder at the name the link records, an empty cluster folder
+      // (which the old code took as "not initialised yet"), and a readable file where root used
+      // to write the password for initdb, hard-linked so its content survives root's cleanup.
+      asAttacker(
+        `mkdir -m 777 '${parent}' && mkdir -m 777 '${target}' && : > '${target}.pwfile-tmp' && ` +
+          `chmod 666 '${target}.pwfile-tmp' && ln '${target}.pwfile-tmp' '${parent}/kept'`,
+      );
+      const logs: string[] = [];
+      const handle = await startEmbeddedPostgres({ dataDir, onLog: (l) => logs.push(l) });
+      try {
+        made.push(path.dirname(handle.dataDir));
+        expect(await readFile(path.join(parent, 'kept'), 'utf8')).not.toContain(passwordOf(handle.url));
+        expect(await readFile(path.join(parent, 'kept'), 'utf8')).toBe('');
+        // The cluster went to a new folder of root's, not the attacker's.
+        expect(path.dirname(handle.dataDir)).not.toBe(parent);
+        expect((await stat(path.dirname(handle.dataDir))).uid).toBe(0);
+        expect(await realpath(dataDir)).toBe(handle.dataDir);
+        expect(logs.join('\n')).toMatch(/Not using the cluster folder linked from .*is owned by uid/);
+        // Nothing of root's is in the attacker's folder.
+        for (const name of await readdir(parent))
+          expect((await lstat(path.join(parent, name))).uid).toBe(attacker.uid);
+      } finally {
+        await handle.stop();
+      }
+    });
+
+    it('a re-created folder with a symlink to a root-owned 0600 file planted: root neither overwrites nor chowns it', async () => {
+      const victim = path.join(victimDir, 'ld.so.preload');
+      await writeFile(victim, 'root only\n', { mode: 0o600 });
+      const target = await cleanedAway();
+      const parent = path.dirname(target);
+      asAttacker(
+        `mkdir -m 777 '${parent}' && mkdir -m 777 '${target}' && ln -s '${victim}' '${target}.pwfile-tmp'`,
+      );
+      const handle = await startEmbeddedPostgres({ dataDir }).catch((err: Error) => err);
+      try {
+        expect(await readFile(victim, 'utf8')).toBe('root only\n');
+        const st = await stat(victim);
+        expect([st.uid, st.mode & 0o777]).toEqual([0, 0o600]);
+        if (handle instanceof Error) throw handle;
+        made.push(path.dirname(handle.dataDir));
+        expect(path.dirname(handle.dataDir)).not.toBe(parent);
+      } finally {
+        if (!(handle instanceof Error)) await handle.stop();
+      }
+    });
+
+    it('the fallback folder is a fresh mkdtemp folder (no predictable name), root-owned 0711, recorded by the link', async () => {
+      const other = path.join(closed, 'other', 'postgres');
+      const a = await startEmbeddedPostgres({ dataDir: other });
+      try {
+        made.push(path.dirname(a.dataDir));
+        const parent = await stat(path.dirname(a.dataDir));
+        expect([parent.uid, parent.mode & 0o7777]).toEqual([0, 0o711]);
+        expect(path.basename(path.dirname(a.dataDir))).toMatch(/^pgsession-\w{6}$/);
+        // The password is kept beside the data dir, root's, not read from the cluster folder.
+        const pw = await stat(`${other}.password`);
+        expect([pw.uid, pw.mode & 0o777]).toEqual([0, 0o600]);
+        expect((await readFile(`${other}.password`, 'utf8')).trim()).toBe(passwordOf(a.url));
+      } finally {
+        await a.stop();
+      }
+    });
   },
 );

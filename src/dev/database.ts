@@ -25,7 +25,7 @@ export interface Database {
 /**
  * Finds the database to use: `DATABASE_URL` when set, otherwise the embedded development server
  * (started, or joined when another process in the same folder already runs it), so a fresh
- * checkout works with no setup.
+ * checkout of the demo, the CLI, the tests and the benchmarks works with no setup.
  */
 export async function openDatabase(options: OpenDatabaseOptions = {}): Promise<Database> {
   const url = (options.env ?? process.env).DATABASE_URL?.trim();
