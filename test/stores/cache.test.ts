@@ -232,6 +232,52 @@ describe('CachedSessionStore', () => {
     expect(cache.stats().entries).toBe(0);
   });
 
+  // Issue 12, item 7: any database role can NOTIFY the channel; each '*' used to flush every
+  // cache at once, so a flood turned every request into a database read.
+  it('a flood of "*" from other processes flushes at most once per remoteFlushIntervalMs, and once more after it', async () => {
+    const { inner, source, cache } = setup({ remoteFlushIntervalMs: 300 });
+    await inner.memory.create('k1', record());
+    await cache.get('k1');
+    const started = performance.now();
+    for (let i = 0; i < 1000; i++) {
+      source.invalidate(ALL_KEYS);
+      await cache.get('k1');
+    }
+    expect(performance.now() - started).toBeLessThan(300); // the flood fitted in one interval
+    // One flush (the first '*' after a quiet spell is honoured at once), one read-through.
+    expect(inner.calls.get).toBe(2);
+    expect(cache.stats()).toMatchObject({ flushes: 1, flushesDeferred: 999 });
+    // The '*'s that arrived meanwhile are not lost: one more flush at the end of the interval.
+    await new Promise((r) => setTimeout(r, 350));
+    expect(cache.stats()).toMatchObject({ flushes: 2, entries: 0 });
+    await cache.get('k1');
+    expect(inner.calls.get).toBe(3);
+    // Keys named beside '*' are forgotten at once.
+    await cache.get('k1');
+    source.invalidate(ALL_KEYS, 'k1');
+    expect(cache.stats().entries).toBe(0);
+    await cache.close();
+  });
+
+  it('the flushes that keep the cache correct are never delayed: listener down and up, clear(), a local "*"', async () => {
+    const { inner, source, cache } = setup({ remoteFlushIntervalMs: 60_000 });
+    await inner.memory.create('k1', record());
+    await cache.get('k1');
+    source.invalidate(ALL_KEYS); // starts a long interval
+    await cache.get('k1');
+    expect(cache.stats().entries).toBe(1);
+    source.down();
+    source.up();
+    expect(cache.stats().entries).toBe(0);
+    await cache.get('k1');
+    cache.clear();
+    expect(cache.stats().entries).toBe(0);
+    await cache.get('k1');
+    cache.invalidate([ALL_KEYS]);
+    expect(cache.stats().entries).toBe(0);
+    await cache.close();
+  });
+
   it('treats a cached session past its expiry as a miss', async () => {
     let now = Date.now();
     const { inner, cache } = setup({ now: () => now });

@@ -35,6 +35,17 @@ export interface CachedSessionStoreOptions {
    * stale window even if the outage lasts longer.
    */
   lastKnownGoodMaxAge?: number | undefined;
+  /**
+   * Whole-cache flushes asked for by *other processes* (`'*'` over the invalidation channel)
+   * happen at most once per this many ms: the first at once, and any more that arrive within
+   * the interval as one flush at its end. Any role that can connect to the database can
+   * `NOTIFY` the channel, so a flood of `'*'` must not turn every request into a database
+   * read; the price is that, during such a flood, a change announced only as `'*'` may be
+   * served from memory for up to this long. Flushes of this process (`clear()`,
+   * `invalidate(['*'])`) and of the source going down or up are never delayed. Default 1000;
+   * 0 turns the limit off.
+   */
+  remoteFlushIntervalMs?: number | undefined;
 }
 
 /** Counters for metrics; all monotonic except `entries`, `bytes` and `listening`. */
@@ -53,6 +64,8 @@ export interface CacheStats {
   invalidations: number;
   /** Whole-cache flushes (listener down or up, `'*'` invalidations, `clear()`). */
   flushes: number;
+  /** `'*'` invalidations from other processes folded into a later flush by `remoteFlushIntervalMs`. */
+  flushesDeferred: number;
   /** Reads whose result was not cached because the key was invalidated while they were in flight. */
   racesSkipped: number;
   /** Sessions in memory now. */
@@ -71,6 +84,8 @@ export const DEFAULT_CACHE_MAX = 100_000;
 export const DEFAULT_CACHE_MAX_SIZE = 64 * 1024 * 1024;
 /** Default of {@link CachedSessionStoreOptions.lastKnownGoodMaxAge}: 15 minutes. */
 export const DEFAULT_LAST_KNOWN_GOOD_MAX_AGE = 15 * 60_000;
+/** Default of {@link CachedSessionStoreOptions.remoteFlushIntervalMs}. */
+export const DEFAULT_REMOTE_FLUSH_INTERVAL_MS = 1000;
 
 /**
  * Estimated bytes per entry besides the session's JSON: the key string (~64 B for a 43-character
@@ -182,6 +197,10 @@ export class CachedSessionStore implements SessionStore {
   readonly #closeInner: boolean;
   readonly #unsubscribe: () => void;
   #closed = false;
+  readonly #remoteFlushInterval: number;
+  /** When the last flush asked for by another process ran (performance.now()), and the pending one. */
+  #lastRemoteFlush = -Infinity;
+  #remoteFlushTimer: NodeJS.Timeout | undefined;
 
   /** Bumped by every invalidation that an in-flight call must notice. */
   #gen = 0;
@@ -199,6 +218,7 @@ export class CachedSessionStore implements SessionStore {
   #evictions = 0;
   #invalidations = 0;
   #flushes = 0;
+  #flushesDeferred = 0;
   #racesSkipped = 0;
   #staleServed = 0;
 
@@ -245,10 +265,18 @@ export class CachedSessionStore implements SessionStore {
     }
     if (inner.prune) this.prune = inner.prune.bind(inner);
 
+    const flushInterval = options.remoteFlushIntervalMs ?? DEFAULT_REMOTE_FLUSH_INTERVAL_MS;
+    if (!Number.isFinite(flushInterval) || flushInterval < 0) {
+      throw new RangeError('remoteFlushIntervalMs must be a non-negative number of milliseconds');
+    }
+    this.#remoteFlushInterval = flushInterval;
+
     const handlers: InvalidationHandlers = {
       onInvalidate: (keys) => {
         this.#invalidations += keys.length;
-        this.invalidate(keys);
+        if (!keys.includes(ALL_KEYS)) return this.invalidate(keys);
+        this.invalidate(keys.filter((key) => key !== ALL_KEYS));
+        this.#remoteFlush();
       },
       onDown: () => this.#setAside(),
       onUp: () => this.#flush(),
@@ -271,6 +299,7 @@ export class CachedSessionStore implements SessionStore {
       evictions: this.#evictions,
       invalidations: this.#invalidations,
       flushes: this.#flushes,
+      flushesDeferred: this.#flushesDeferred,
       racesSkipped: this.#racesSkipped,
       entries: this.#cache.size,
       bytes: this.#cache.calculatedSize,
@@ -398,6 +427,7 @@ export class CachedSessionStore implements SessionStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#remoteFlushTimer);
     this.#unsubscribe();
     this.#flush();
     this.#lkg.clear();
@@ -498,6 +528,29 @@ export class CachedSessionStore implements SessionStore {
     } else {
       this.#invalidatedAt.set(key, gen);
     }
+  }
+
+  /**
+   * A flush asked for by another process (`'*'`), rate-limited (see `remoteFlushIntervalMs`):
+   * at once if the last one is older than the interval, else once at the end of it.
+   */
+  #remoteFlush(): void {
+    const now = performance.now();
+    const due = this.#lastRemoteFlush + this.#remoteFlushInterval;
+    if (now >= due) {
+      this.#lastRemoteFlush = now;
+      this.#flush();
+      return;
+    }
+    this.#flushesDeferred++;
+    if (this.#remoteFlushTimer !== undefined) return;
+    this.#remoteFlushTimer = setTimeout(() => {
+      this.#remoteFlushTimer = undefined;
+      if (this.#closed) return;
+      this.#lastRemoteFlush = performance.now();
+      this.#flush();
+    }, due - now);
+    this.#remoteFlushTimer.unref();
   }
 
   /** Forget everything: cache, last-known-good copies, and what calls in flight would cache. */

@@ -32,6 +32,12 @@ export interface PostgresCacheOptions {
    * 0 turns it off. See `CachedSessionStoreOptions.lastKnownGoodMaxAge` and docs/reliability.md.
    */
   lastKnownGoodMaxAge?: number | undefined;
+  /**
+   * At most one whole-cache flush per this many ms for `'*'` notifications from other
+   * processes (any database role can send them). Default 1000; see
+   * `CachedSessionStoreOptions.remoteFlushIntervalMs` and docs/security.md.
+   */
+  remoteFlushIntervalMs?: number | undefined;
 }
 
 /** Options of {@link CachedPostgresSessionStore}. */
@@ -91,6 +97,7 @@ export class CachedPostgresSessionStore extends PostgresSessionStore {
       maxSize: cacheOptions.maxSize,
       maxEntrySize: cacheOptions.maxEntrySize,
       lastKnownGoodMaxAge: cacheOptions.lastKnownGoodMaxAge,
+      remoteFlushIntervalMs: cacheOptions.remoteFlushIntervalMs,
       now: options.now,
       closeSource: true,
     });
