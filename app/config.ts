@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import path from 'node:path';
 import {
   ConfigError,
@@ -8,6 +9,7 @@ import {
   normalizeSecrets,
   parseDuration,
 } from '../src/index.js';
+import { DEFAULT_SERVER_LIMITS, type ServerLimits } from './server.js';
 
 /**
  * Words tied to this demo that no password may contain (ASVS 6.1.2, 6.2.11): its product and
@@ -64,6 +66,8 @@ export interface AppConfig {
   /** Secure cookies (production). */
   secureCookies: boolean;
   trustProxy: TrustProxy;
+  /** `HEADERS_TIMEOUT`, `REQUEST_TIMEOUT`, `MAX_CONNECTIONS_PER_CLIENT` (see app/server.ts). Absent: the defaults. */
+  server?: ServerLimits;
   /**
    * `REAUTH_WINDOW`: how recent the password must be (login or re-authentication) to revoke
    * sessions, ms. Default 5 minutes. Optional so configs built in code keep the default.
@@ -105,7 +109,26 @@ function parsePort(value: string | undefined): number {
   return n;
 }
 
-/** `TRUST_PROXY`: `true`/`false`, a hop count, or a comma list (`loopback`, `10.0.0.0/8`, …). */
+/** The names Express's `trust proxy` (proxy-addr) accepts besides addresses and subnets. */
+const PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/** An address (`10.0.0.1`), a subnet (`10.0.0.0/8`, `fd00::/8`, `10.0.0.0/255.0.0.0`) or a name. */
+function isProxyEntry(entry: string): boolean {
+  if (PROXY_NAMES.has(entry)) return true;
+  const [address = '', bits, ...rest] = entry.split('/');
+  if (rest.length > 0 || isIP(address) === 0) return false;
+  if (bits === undefined) return true;
+  if (/^\d{1,3}$/.test(bits)) return Number(bits) <= (isIP(address) === 4 ? 32 : 128);
+  return isIP(address) === 4 && isIP(bits) === 4;
+}
+
+/**
+ * `TRUST_PROXY`: `true`/`false`, a hop count (how many proxies are in front), or a comma list of
+ * the proxies' addresses, subnets and the names `loopback`, `linklocal`, `uniquelocal`.
+ * `true` trusts every hop, so a client picks its own address (and rate-limit key) by sending
+ * `X-Forwarded-For`: {@link loadConfig} warns about it.
+ * @throws ConfigError for an entry that is none of those
+ */
 export function parseTrustProxy(value: string | undefined): TrustProxy {
   const v = value?.trim();
   if (!v) return false;
@@ -117,7 +140,32 @@ export function parseTrustProxy(value: string | undefined): TrustProxy {
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean);
+  const bad = list.filter((entry) => !isProxyEntry(entry));
+  if (bad.length > 0) {
+    throw new ConfigError(
+      `TRUST_PROXY must be true/false, a hop count, or a comma list of proxy addresses, subnets, ` +
+        `loopback, linklocal or uniquelocal; got ${bad.map((b) => `"${b}"`).join(', ')}`,
+    );
+  }
   return list.length === 1 ? list[0]! : list;
+}
+
+/** A positive number of milliseconds from a duration (`10s`, `30000`), or the default. */
+function parseTimeout(value: string | undefined, name: string, fallback: number): number {
+  const v = value?.trim();
+  if (!v) return fallback;
+  const ms = parseDuration(/^\d+$/.test(v) ? `${v}ms` : v, name);
+  if (ms <= 0) throw new ConfigError(`${name} must be more than 0`);
+  return ms;
+}
+
+/** `MAX_CONNECTIONS_PER_CLIENT`: a whole number, 0 for no limit. */
+function parseConnectionCap(value: string | undefined): number {
+  const v = value?.trim();
+  if (!v) return DEFAULT_SERVER_LIMITS.maxConnectionsPerClient;
+  if (!/^\d+$/.test(v))
+    throw new ConfigError(`MAX_CONNECTIONS_PER_CLIENT must be a whole number, got "${value}"`);
+  return Number(v);
 }
 
 /** A comma-separated list of words (`PASSWORD_CONTEXT_WORDS`), trimmed, empties dropped. */
@@ -223,6 +271,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
   );
   if (idleTimeout <= 0) throw new ConfigError('SESSION_IDLE_TIMEOUT must be more than 0');
   if (absoluteTimeout <= 0) throw new ConfigError('SESSION_ABSOLUTE_TIMEOUT must be more than 0');
+  const trustProxy = parseTrustProxy(env.TRUST_PROXY);
+  if (trustProxy === true) {
+    warn(
+      'TRUST_PROXY=true trusts every X-Forwarded-For hop: a client can pick its own address, and ' +
+        'so its own login rate-limit key. Set the number of proxies in front (TRUST_PROXY=1) or ' +
+        'their addresses/subnets (TRUST_PROXY=10.0.0.0/8) instead.',
+    );
+  }
   const reauthWindow = parseDuration(env.REAUTH_WINDOW?.trim() || '5m', 'REAUTH_WINDOW');
   if (reauthWindow <= 0) throw new ConfigError('REAUTH_WINDOW must be more than 0');
 
@@ -238,7 +294,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     production,
     cookieName: production ? '__Host-sessionId' : 'sessionId',
     secureCookies: production,
-    trustProxy: parseTrustProxy(env.TRUST_PROXY),
+    trustProxy,
+    server: {
+      headersTimeout: parseTimeout(
+        env.HEADERS_TIMEOUT,
+        'HEADERS_TIMEOUT',
+        DEFAULT_SERVER_LIMITS.headersTimeout,
+      ),
+      requestTimeout: parseTimeout(
+        env.REQUEST_TIMEOUT,
+        'REQUEST_TIMEOUT',
+        DEFAULT_SERVER_LIMITS.requestTimeout,
+      ),
+      maxConnectionsPerClient: parseConnectionCap(env.MAX_CONNECTIONS_PER_CLIENT),
+    },
     reauthWindow,
     passwordContextWords: [...DEMO_PASSWORD_CONTEXT_WORDS, ...parseWordList(env.PASSWORD_CONTEXT_WORDS)],
     pwnedPasswords: parsePwnedPasswords(env),

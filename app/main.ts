@@ -13,6 +13,7 @@ import { startBanner } from './banner.js';
 import { type AppConfig, loadConfig } from './config.js';
 import { createApp } from './create-app.js';
 import { demoAccountsPresent, migrateApp, seedDemoData } from './migrate.js';
+import { createDemoServer, DEFAULT_SERVER_LIMITS } from './server.js';
 
 function fail(message: string): never {
   process.stderr.write(`pgsession demo: ${message}\n`);
@@ -47,7 +48,9 @@ async function main(): Promise<void> {
   await app.auth.ready();
   const seeded = await seedDemoData(pool, app.auth.users);
 
-  const server = app.listen(config.port, config.host);
+  // Timeouts and a per-client connection cap against slow clients (app/server.ts).
+  const server = createDemoServer(app, config.server ?? DEFAULT_SERVER_LIMITS, app.get('trust proxy fn'));
+  server.listen(config.port, config.host);
   server.on('error', (err) => fail(`cannot listen on ${config.host}:${config.port}: ${err.message}`));
   await once(server, 'listening');
   const { port } = server.address() as AddressInfo;

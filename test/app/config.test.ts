@@ -123,5 +123,52 @@ describe('loadConfig', () => {
     expect(parseTrustProxy('2')).toBe(2);
     expect(parseTrustProxy('loopback')).toBe('loopback');
     expect(parseTrustProxy('loopback, 10.0.0.0/8')).toEqual(['loopback', '10.0.0.0/8']);
+    expect(parseTrustProxy('fd00::/8,192.0.2.1,10.0.0.0/255.0.0.0')).toEqual([
+      'fd00::/8',
+      '192.0.2.1',
+      '10.0.0.0/255.0.0.0',
+    ]);
+  });
+
+  // Issue 12, item 8: TRUST_PROXY=true makes Express trust the left-most X-Forwarded-For, so a
+  // client picks its own rate-limit key.
+  it('TRUST_PROXY: warns on true, refuses what is not a hop count, an address, a subnet or a name', () => {
+    const warnings: string[] = [];
+    const warn = (m: string) => warnings.push(m);
+    loadConfig({ SESSION_SECRET: SECRET, TRUST_PROXY: 'true' }, { dataDir: tmp(), warn });
+    expect(warnings.join('\n')).toMatch(/TRUST_PROXY=true trusts every X-Forwarded-For hop.*TRUST_PROXY=1/s);
+    warnings.length = 0;
+    loadConfig({ SESSION_SECRET: SECRET, TRUST_PROXY: '1' }, { dataDir: tmp(), warn });
+    loadConfig({ SESSION_SECRET: SECRET, TRUST_PROXY: '10.0.0.0/8' }, { dataDir: tmp(), warn });
+    expect(warnings).toEqual([]);
+    for (const bad of ['proxy.example', '10.0.0.0/33', '1.2.3', 'loopback,evil', '::1/129']) {
+      expect(() => parseTrustProxy(bad), bad).toThrow(ConfigError);
+      expect(() => parseTrustProxy(bad), bad).toThrow(/TRUST_PROXY must be/);
+    }
+  });
+
+  it('server limits against slow clients: defaults, and HEADERS_TIMEOUT, REQUEST_TIMEOUT, MAX_CONNECTIONS_PER_CLIENT', () => {
+    expect(loadConfig({ SESSION_SECRET: SECRET }, { dataDir: tmp() }).server).toEqual({
+      headersTimeout: 10_000,
+      requestTimeout: 30_000,
+      maxConnectionsPerClient: 16,
+    });
+    const env = {
+      SESSION_SECRET: SECRET,
+      HEADERS_TIMEOUT: '5s',
+      REQUEST_TIMEOUT: '20000',
+      MAX_CONNECTIONS_PER_CLIENT: '0',
+    };
+    expect(loadConfig(env, { dataDir: tmp() }).server).toEqual({
+      headersTimeout: 5_000,
+      requestTimeout: 20_000,
+      maxConnectionsPerClient: 0,
+    });
+    expect(() =>
+      loadConfig({ SESSION_SECRET: SECRET, MAX_CONNECTIONS_PER_CLIENT: 'many' }, { dataDir: tmp() }),
+    ).toThrow(/MAX_CONNECTIONS_PER_CLIENT/);
+    expect(() => loadConfig({ SESSION_SECRET: SECRET, HEADERS_TIMEOUT: '0' }, { dataDir: tmp() })).toThrow(
+      /HEADERS_TIMEOUT/,
+    );
   });
 });
