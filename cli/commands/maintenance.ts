@@ -57,7 +57,13 @@ export async function migrate(ctx: Context): Promise<void> {
   const changes: string[] = [];
   // The session table: created as connect-pg-simple would, or upgraded in place with the
   // columns and indexes pgsession needs (user_id, created_at, last_active_at, …).
-  const result = await ensureSchema(ctx.pool, { tableName: table, schemaName: schema, createTable: true });
+  // With notifications on, also the triggers that announce other writers' changes on that channel.
+  const result = await ensureSchema(ctx.pool, {
+    tableName: table,
+    schemaName: schema,
+    createTable: true,
+    announceWrites: ctx.options.notify ? { channel: ctx.options.notify } : false,
+  });
   if (result.created) changes.push(`session table ${qualified}: created`);
   if (!result.created && result.addedColumns.length > 0) {
     changes.push(`session table ${qualified}: added columns ${result.addedColumns.join(', ')}`);

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { type NotifyTarget, notifyKeysSql } from '../cache/protocol.js';
+import { MARK_ANNOUNCED } from './announce-trigger.js';
 import type { TableNames } from './schema.js';
 
 /**
@@ -28,6 +29,8 @@ import type { TableNames } from './schema.js';
  * `touch` does not notify (it is the most frequent write, and a cached copy with an older expiry
  * only makes the engine re-read), nor do `create` (nobody can have cached a new key), the legacy
  * re-key (the new key cannot be cached yet) and `pruneBatch` (caches check expiry themselves).
+ * The announcing statements also set {@link MARK_ANNOUNCED}, so the table's triggers for other
+ * writers (announce-trigger.ts) do not announce them a second time.
  */
 
 /** A statement and, for hot paths, the prepared-statement name node-postgres caches it under. */
@@ -130,6 +133,9 @@ ${notifySql}
 SELECT w.* FROM w CROSS JOIN (SELECT count(*) FROM n) AS notified`;
   };
   const live = (nowParam: string) => `expire >= ${ts(nowParam)}`;
+  // Statements that announce their own changes say so before they change a row (the triggers'
+  // conditions are checked as each row changes): see announce-trigger.ts.
+  const marked = notifySql === undefined ? '' : `\n  AND ${MARK_ANNOUNCED} IS NOT NULL`;
 
   // Names are derived from the text itself, so two stores on different tables sharing a pool
   // never collide (node-postgres rejects one name used for two texts on a connection), and two
@@ -190,7 +196,7 @@ ON CONFLICT (sid) DO UPDATE SET
   last_active_at = EXCLUDED.last_active_at,
   user_id = EXCLUDED.user_id,
   version = s.version + 1,
-  id_hashed = EXCLUDED.id_hashed`,
+  id_hashed = EXCLUDED.id_hashed${notifySql === undefined ? '' : `\nWHERE ${MARK_ANNOUNCED} IS NOT NULL`}`,
         '',
       ),
     ),
@@ -205,7 +211,7 @@ ON CONFLICT (sid) DO UPDATE SET
   last_active_at = ${ts('$4')},
   user_id = $5,
   version = version + 1
-WHERE sid = $1 AND ${live('$6')}`,
+WHERE sid = $1 AND ${live('$6')}${marked}`,
         'version',
       ),
     ),
@@ -221,7 +227,7 @@ WHERE sid = $1 AND ${live('$6')}`,
   last_active_at = ${ts('$5')},
   user_id = $6,
   version = version + 1
-WHERE sid = $1 AND ${live('$7')}`,
+WHERE sid = $1 AND ${live('$7')}${marked}`,
         RECORD_COLUMNS,
       ),
     ),
@@ -230,11 +236,11 @@ WHERE sid = $1 AND ${live('$7')}`,
     touch: named(`UPDATE ${t} SET expire = ${ts('$2')}, last_active_at = ${ts('$3')}
 WHERE sid = $1 AND ${live('$4')}`),
 
-    destroy: named(announced(`DELETE FROM ${t} WHERE sid = $1`, '')),
+    destroy: named(announced(`DELETE FROM ${t} WHERE sid = $1${marked}`, '')),
     // A logout must also remove a row connect-pg-simple stored under the raw id that no read
     // has re-keyed yet (a store used directly, without a `get` first).
     destroyLegacy: plain(
-      announced(`DELETE FROM ${t} WHERE sid = $1 OR (sid = $2 AND id_hashed = false)`, ''),
+      announced(`DELETE FROM ${t} WHERE (sid = $1 OR (sid = $2 AND id_hashed = false))${marked}`, ''),
     ),
 
     listByUser: plain(`SELECT sid, ${RECORD_COLUMNS} FROM ${t}
@@ -243,7 +249,7 @@ ORDER BY last_active_at DESC NULLS LAST, sid`),
 
     // Expired rows of the user go too (they are garbage), but only live ones are counted.
     destroyByUser: plain(`WITH w AS (
-  DELETE FROM ${t} WHERE user_id = $1 AND ($2::text IS NULL OR sid <> $2) RETURNING sid, id_hashed, expire
+  DELETE FROM ${t} WHERE user_id = $1 AND ($2::text IS NULL OR sid <> $2)${marked} RETURNING sid, id_hashed, expire
 )${notifySql === undefined ? '' : `, n AS (\n${notifySql}\n)`}
 SELECT count(*) FILTER (WHERE expire >= ${ts('$3')})::integer AS count${
       notifySql === undefined ? '' : ', (SELECT count(*) FROM n) AS notified'
@@ -268,7 +274,7 @@ WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${t} WHERE expire < ${ts('$1')} LIMIT $2
     clear: plain(
       notify === undefined
         ? `DELETE FROM ${t}`
-        : `WITH w AS (DELETE FROM ${t} RETURNING sid, false AS id_hashed), n AS (\n${notifySql}\n)
+        : `WITH w AS (DELETE FROM ${t} WHERE ${MARK_ANNOUNCED} IS NOT NULL RETURNING sid, false AS id_hashed), n AS (\n${notifySql}\n)
 SELECT (SELECT count(*) FROM n) AS notified`,
     ),
   };

@@ -2,6 +2,8 @@ import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { ConfigError } from '../../core/errors.js';
 import { quoteIdent } from '../../db/sql.js';
+import { DEFAULT_CHANNEL } from '../cache/protocol.js';
+import { ensureAnnounceTriggers } from './announce-trigger.js';
 
 /** Where the session table lives. */
 export interface TableOptions {
@@ -95,6 +97,12 @@ export interface EnsureSchemaOptions extends TableOptions {
   createTable?: boolean | undefined;
   /** How long DDL may wait for a table lock before giving up (ms). Default 10 000. */
   lockTimeoutMs?: number | undefined;
+  /**
+   * Announce changes made by other writers (hand-written SQL, scripts, connect-pg-simple) to
+   * every cache, with triggers on the table sending on this channel (see announce-trigger.ts).
+   * Default: on, on the default channel; `false` installs nothing (and leaves existing ones).
+   */
+  announceWrites?: { channel: string } | false | undefined;
 }
 
 /** What {@link ensureSchema} did. */
@@ -245,6 +253,8 @@ export async function ensureSchema(
       await client.query(`CREATE INDEX ${name} ON ${names.qualified} (user_id) WHERE user_id IS NOT NULL`);
       result.addedIndexes.push(name === '' ? '(user_id)' : userIndexName);
     }
+    const announce = options.announceWrites ?? { channel: DEFAULT_CHANNEL };
+    if (announce) await ensureAnnounceTriggers(client, names, announce.channel);
     await client.query('COMMIT');
     return result;
   } catch (err) {

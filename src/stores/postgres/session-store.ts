@@ -45,6 +45,12 @@ export interface PostgresSessionStoreOptions extends TableOptions {
    * as the change, for the caches of other processes (`PgInvalidationListener`). Default: off.
    */
   notify?: NotifyTarget | undefined;
+  /**
+   * With `notify`: also install triggers that announce changes made by other writers
+   * (hand-written SQL, scripts, connect-pg-simple) on the same channel (see `ensureSchema`'s
+   * `announceWrites`). Default true.
+   */
+  announceOtherWriters?: boolean | undefined;
   /** Where errors nobody awaits are reported (an idle pool client failing, background pruning). Default `console.error`. */
   errorLog?: ((...args: unknown[]) => void) | undefined;
 }
@@ -130,6 +136,7 @@ export class PostgresSessionStore implements SessionStore {
   readonly #queries: Queries;
   readonly #ownsPool: boolean;
   readonly #createTable: boolean;
+  readonly #announce: { channel: string } | false;
   readonly #now: () => number;
   readonly #idsHashed: boolean;
   readonly #pruneBatchSize: number;
@@ -144,6 +151,8 @@ export class PostgresSessionStore implements SessionStore {
     this.names = tableNames(options);
     this.#queries = buildQueries(this.names, options.preparedStatements ?? true, options.notify);
     this.#createTable = options.createTableIfMissing ?? true;
+    this.#announce =
+      options.notify && options.announceOtherWriters !== false ? { channel: options.notify.channel } : false;
     this.#now = options.now ?? Date.now;
     this.#idsHashed = options.idsHashed ?? true;
     this.#pruneBatchSize = positiveInteger(
@@ -186,6 +195,7 @@ export class PostgresSessionStore implements SessionStore {
       schemaName: this.names.schemaName,
       tableName: this.names.tableName,
       createTable: this.#createTable,
+      announceWrites: this.#announce,
     }).then(
       () => {
         this.#schemaReady = true;
