@@ -234,7 +234,7 @@ describe('CachedSessionStore', () => {
 
   // Issue 12, item 7: any database role can NOTIFY the channel; each '*' used to flush every
   // cache at once, so a flood turned every request into a database read.
-  it('a flood of "*" from other processes flushes at most once per remoteFlushIntervalMs, and once more after it', async () => {
+  it('a flood of flush-everything notifications from other processes flushes at most once per remoteFlushIntervalMs, and once more after it', async () => {
     const { inner, source, cache } = setup({ remoteFlushIntervalMs: 300 });
     await inner.memory.create('k1', record());
     await cache.get('k1');
@@ -259,7 +259,7 @@ describe('CachedSessionStore', () => {
     await cache.close();
   });
 
-  it('the flushes that keep the cache correct are never delayed: listener down and up, clear(), a local "*"', async () => {
+  it('the flushes that keep the cache correct are never delayed: listener down and up, clear(), a local flush-everything', async () => {
     const { inner, source, cache } = setup({ remoteFlushIntervalMs: 60_000 });
     await inner.memory.create('k1', record());
     await cache.get('k1');
