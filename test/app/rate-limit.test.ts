@@ -9,6 +9,23 @@ let t: RunningApp;
 
 const from = (app: RunningApp, ip: string) => app.client({ 'x-forwarded-for': ip });
 
+/**
+ * Failed logins on a fresh account each, the i-th from `ipOf(i)`, on an app whose per-address
+ * limit is `points` an hour: the statuses.
+ */
+async function sprayStatuses(points: number, count: number, ipOf: (i: number) => string, tag: string) {
+  const spray = await startApp({ db, rateLimit: { policy: { perAddress: { points, duration: 3600 } } } });
+  try {
+    const statuses: number[] = [];
+    for (let i = 0; i < count; i++) {
+      statuses.push((await loginForm(from(spray, ipOf(i)), `${tag}${i}@example.com`, 'Password1!')).status);
+    }
+    return statuses;
+  } finally {
+    await spray.close();
+  }
+}
+
 beforeAll(async () => {
   db = await migratedDatabase();
   t = await startApp({ db });
@@ -77,21 +94,9 @@ describe('failed-login rate limiting (counters in PostgreSQL)', () => {
   });
 
   it('password spraying from one address is limited across accounts', async () => {
-    const spray = await startApp({
-      db,
-      rateLimit: { policy: { perAddress: { points: 10, duration: 3600 } } },
-    });
-    try {
-      const ip = '203.0.113.77';
-      const statuses: number[] = [];
-      for (let i = 0; i < 12; i++) {
-        statuses.push((await loginForm(from(spray, ip), `user${i}@example.com`, 'Password1!')).status);
-      }
-      expect(statuses.slice(0, 10).every((s) => s === 303)).toBe(true);
-      expect(statuses.slice(10)).toEqual([429, 429]);
-    } finally {
-      await spray.close();
-    }
+    const statuses = await sprayStatuses(10, 12, () => '203.0.113.77', 'user');
+    expect(statuses.slice(0, 10).every((s) => s === 303)).toBe(true);
+    expect(statuses.slice(10)).toEqual([429, 429]);
   });
 
   it('distributed guessing is capped per account (documented: the owner then waits too)', async () => {
@@ -153,37 +158,14 @@ describe('failed-login rate limiting (counters in PostgreSQL)', () => {
     });
 
     it('password spraying over many accounts from one /64 is limited across accounts', async () => {
-      const spray = await startApp({
-        db,
-        rateLimit: { policy: { perAddress: { points: 10, duration: 3600 } } },
-      });
-      try {
-        const statuses: number[] = [];
-        for (let i = 0; i < 12; i++) {
-          const ip = inPrefix('2001:db8:bb:7', i);
-          statuses.push((await loginForm(from(spray, ip), `v6user${i}@example.com`, 'Password1!')).status);
-        }
-        expect(statuses.slice(0, 10).every((s) => s === 303)).toBe(true);
-        expect(statuses.slice(10)).toEqual([429, 429]);
-      } finally {
-        await spray.close();
-      }
+      const statuses = await sprayStatuses(10, 12, (i) => inPrefix('2001:db8:bb:7', i), 'v6user');
+      expect(statuses.slice(0, 10).every((s) => s === 303)).toBe(true);
+      expect(statuses.slice(10)).toEqual([429, 429]);
     });
 
     it('an IPv4-mapped IPv6 address counts as its IPv4 address', async () => {
-      const pair = await startApp({
-        db,
-        rateLimit: { policy: { perAddress: { points: 3, duration: 3600 } } },
-      });
-      try {
-        const forms = ['198.51.100.33', '::ffff:198.51.100.33', '::ffff:c633:6421'];
-        const statuses: number[] = [];
-        for (const [i, ip] of [...forms, '198.51.100.33'].entries())
-          statuses.push((await loginForm(from(pair, ip), `mapped${i}@example.com`, 'Password1!')).status);
-        expect(statuses).toEqual([303, 303, 303, 429]);
-      } finally {
-        await pair.close();
-      }
+      const forms = ['198.51.100.33', '::ffff:198.51.100.33', '::ffff:c633:6421', '198.51.100.33'];
+      expect(await sprayStatuses(3, forms.length, (i) => forms[i]!, 'mapped')).toEqual([303, 303, 303, 429]);
     });
   });
 
@@ -196,9 +178,9 @@ describe('failed-login rate limiting (counters in PostgreSQL)', () => {
 });
 
 describe('no user enumeration', () => {
-  it('known and unknown emails: same status, same body, no cookie, similar time', async () => {
-    // Real argon2id cost, and limits out of the way: this measures the login itself.
-    const app = await startApp({
+  /** Real argon2id cost, and limits out of the way: these tests measure the login itself. */
+  const timingApp = () =>
+    startApp({
       db,
       argon2: DEFAULT_ARGON2_PARAMS,
       rateLimit: {
@@ -209,6 +191,9 @@ describe('no user enumeration', () => {
         },
       },
     });
+
+  it('known and unknown emails: same status, same body, no cookie, similar time', async () => {
+    const app = await timingApp();
     try {
       await app.app.auth.users.create({ email: 'known@example.com', password: PASSWORD });
       const attempt = async (email: string) => {
@@ -261,17 +246,7 @@ describe('no user enumeration', () => {
   // account paid bcrypt's cost (cost-12: 359 ms median against 52 ms), so timing told which
   // accounts still have imported legacy hashes.
   it('argon2id, bcrypt-10 and bcrypt-12 accounts and unknown emails: failed-login medians within 1.5x', async () => {
-    const app = await startApp({
-      db,
-      argon2: DEFAULT_ARGON2_PARAMS,
-      rateLimit: {
-        policy: {
-          perAccountAddress: { points: 10_000, duration: 60 },
-          perAddress: { points: 10_000, duration: 60 },
-          perAccount: { points: 10_000, duration: 60 },
-        },
-      },
-    });
+    const app = await timingApp();
     try {
       const users = app.app.auth.users;
       await users.create({ email: 'timing-argon2@example.com', password: PASSWORD });

@@ -7,7 +7,7 @@
 import http from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { afterEach, describe, expect, it } from 'vitest';
-import session, { kSessionStore, type SessionRecord, type SessionStore, sign } from '../../src/index.js';
+import session, { kSessionStore, type SessionStore, sign } from '../../src/index.js';
 import {
   CachedSessionStore,
   DEFAULT_LAST_KNOWN_GOOD_MAX_AGE,
@@ -17,6 +17,7 @@ import {
 } from '../../src/stores/cache/index.js';
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
 import { listen } from '../helpers/http.js';
+import { HOUR, sessionRecord as record } from '../helpers/records.js';
 import { touchRecorder } from '../helpers/touch-recorder.js';
 
 class FakeSource implements InvalidationSource {
@@ -69,20 +70,6 @@ function failingStore() {
     fail(err: (() => Error) | undefined) {
       failure = err;
     },
-  };
-}
-
-const HOUR = 3_600_000;
-
-function record(userId: string | null = 'u1', extra: Record<string, unknown> = {}): SessionRecord {
-  const now = Date.now();
-  return {
-    data: { cookie: { originalMaxAge: HOUR, httpOnly: true, path: '/' }, userId, ...extra },
-    expiresAt: now + HOUR,
-    createdAt: now,
-    lastActiveAt: now,
-    userId,
-    version: 0,
   };
 }
 

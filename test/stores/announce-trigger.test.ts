@@ -9,44 +9,19 @@ import { hashId } from '../../src/core/id.js';
 import { dropAnnounceTriggers } from '../../src/stores/postgres/announce-trigger.js';
 import { ensureSchema, tableNames } from '../../src/stores/postgres/schema.js';
 import { PostgresSessionStore } from '../../src/stores/postgres/session-store.js';
-import type { SessionChange, SessionRecord } from '../../src/stores/types.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { sessionChange as change, HOUR, sessionRecord as record } from '../helpers/records.js';
 
 const channel = 'pgsession_trigger_test';
 let db: TestDatabase;
 let store: PostgresSessionStore;
 let listener: pg.Client;
 const payloads: string[] = [];
-const HOUR = 3_600_000;
 
 /** What was announced since the last call (a round trip on the listening connection delivers it all). */
 async function drain(): Promise<string[]> {
   await listener.query('SELECT 1');
   return payloads.splice(0);
-}
-
-function record(userId: string | null = 'u1', data: Record<string, unknown> = {}): SessionRecord {
-  const now = Date.now();
-  return {
-    data: { cookie: { originalMaxAge: HOUR }, userId, ...data },
-    expiresAt: now + HOUR,
-    createdAt: now,
-    lastActiveAt: now,
-    userId,
-    version: 0,
-  };
-}
-
-function change(set: Record<string, unknown>, userId: string | null = 'u1'): SessionChange {
-  return {
-    set,
-    unset: [],
-    data: { cookie: { originalMaxAge: HOUR }, userId, ...set },
-    expiresAt: Date.now() + HOUR,
-    lastActiveAt: Date.now(),
-    userId,
-    baseVersion: 0,
-  };
 }
 
 beforeAll(async () => {

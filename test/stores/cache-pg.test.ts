@@ -17,20 +17,15 @@ import {
 } from '../../src/stores/cache/index.js';
 import { PgStore } from '../../src/stores/postgres/pg-store.js';
 import { PostgresSessionStore } from '../../src/stores/postgres/session-store.js';
-import {
-  kSessionStore,
-  type SessionChange,
-  type SessionRecord,
-  type SessionStore,
-} from '../../src/stores/types.js';
+import { kSessionStore, type SessionStore } from '../../src/stores/types.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { Client, listen } from '../helpers/http.js';
+import { sessionChange as change, HOUR, sessionRecord as record } from '../helpers/records.js';
 
 // Two "servers" (two pools, two caches, two listeners) on one database, as two app processes.
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 const TABLE = 'sessions';
-const HOUR = 3_600_000;
 const FAST: PostgresCacheOptions = { healthCheckIntervalMs: 200, healthCheckTimeoutMs: 500 };
 
 let db: TestDatabase;
@@ -61,30 +56,6 @@ async function server(cache: PostgresCacheOptions = {}): Promise<Server> {
   await store.get('warm-up'); // the listener starts on first use
   expect(await store.listener.waitUntilListening(5000)).toBe(true);
   return { store, pool, sql: () => statements };
-}
-
-function record(userId: string | null = 'u1', extra: Record<string, unknown> = {}): SessionRecord {
-  const now = Date.now();
-  return {
-    data: { cookie: { originalMaxAge: HOUR, httpOnly: true, path: '/' }, userId, ...extra },
-    expiresAt: now + HOUR,
-    createdAt: now,
-    lastActiveAt: now,
-    userId,
-    version: 0,
-  };
-}
-
-function change(set: Record<string, unknown>, userId: string | null = 'u1'): SessionChange {
-  return {
-    set,
-    unset: [],
-    data: { cookie: { originalMaxAge: HOUR }, ...set },
-    expiresAt: Date.now() + HOUR,
-    lastActiveAt: Date.now(),
-    userId,
-    baseVersion: 0,
-  };
 }
 
 let seq = 0;

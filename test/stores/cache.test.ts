@@ -20,6 +20,7 @@ import {
   type SessionRecord,
   type SessionStore,
 } from '../../src/stores/types.js';
+import { HOUR, sessionRecord as record } from '../helpers/records.js';
 
 /** A source driven by the test. */
 class FakeSource implements InvalidationSource {
@@ -103,20 +104,6 @@ function innerStore() {
         d.resolve();
       };
     },
-  };
-}
-
-const HOUR = 3_600_000;
-
-function record(userId: string | null = 'u1', extra: Record<string, unknown> = {}): SessionRecord {
-  const now = Date.now();
-  return {
-    data: { cookie: { originalMaxAge: HOUR, httpOnly: true, path: '/' }, userId, ...extra },
-    expiresAt: now + HOUR,
-    createdAt: now,
-    lastActiveAt: now,
-    userId,
-    version: 0,
   };
 }
 
