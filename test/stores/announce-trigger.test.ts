@@ -186,4 +186,33 @@ describe('installing the triggers', () => {
     await ensureSchema(db.pool, { tableName: 'session', announceWrites: { channel } });
     expect(await triggers()).toHaveLength(3);
   });
+
+  it('a role that may not create them keeps working, with a warning saying how to install them', async () => {
+    const role = `pgsession_app_${process.pid}_${Date.now()}`;
+    await db.pool.query(`CREATE TABLE plain_session (LIKE session INCLUDING ALL)`);
+    await db.pool.query(`CREATE ROLE ${role} LOGIN PASSWORD 'app-password'`);
+    await db.pool.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON plain_session TO ${role}`);
+    const url = new URL(db.url);
+    url.username = role;
+    url.password = 'app-password';
+    const pool = new pg.Pool({ connectionString: url.toString() });
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      await expect(
+        ensureSchema(pool, { tableName: 'plain_session', createTable: false, announceWrites: { channel } }),
+      ).resolves.toMatchObject({ created: false });
+      await new Promise((r) => setImmediate(r));
+      expect(warnings.map((w) => w.message).join('\n')).toMatch(
+        /not allowed to install the triggers.*pgsession migrate/,
+      );
+    } finally {
+      process.off('warning', onWarning);
+      await pool.end();
+      await db.pool.query(`DROP TABLE plain_session`);
+      await db.pool.query(`DROP OWNED BY ${role}`);
+      await db.pool.query(`DROP ROLE ${role}`);
+    }
+  });
 });

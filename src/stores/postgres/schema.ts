@@ -254,7 +254,7 @@ export async function ensureSchema(
       result.addedIndexes.push(name === '' ? '(user_id)' : userIndexName);
     }
     const announce = options.announceWrites ?? { channel: DEFAULT_CHANNEL };
-    if (announce) await ensureAnnounceTriggers(client, names, announce.channel);
+    if (announce) await ensureAnnounceTriggersIfAllowed(client, names, announce.channel);
     await client.query('COMMIT');
     return result;
   } catch (err) {
@@ -265,5 +265,26 @@ export async function ensureSchema(
   } finally {
     // A connection whose ROLLBACK failed is in an unknown state: destroy it rather than reuse it.
     client.release(broken);
+  }
+}
+
+/**
+ * The announce triggers, unless this role may not create them (not the table's owner, no
+ * CREATE on the schema): then the store still works as before, other writers' changes are not
+ * announced, and a process warning says how to install them.
+ */
+async function ensureAnnounceTriggersIfAllowed(client: pg.PoolClient, names: TableNames, channel: string) {
+  await client.query('SAVEPOINT pgsession_announce');
+  try {
+    await ensureAnnounceTriggers(client, names, channel);
+    await client.query('RELEASE SAVEPOINT pgsession_announce');
+  } catch (err) {
+    if ((err as { code?: string }).code !== '42501') throw err;
+    await client.query('ROLLBACK TO SAVEPOINT pgsession_announce');
+    process.emitWarning(
+      `pgsession: not allowed to install the triggers that announce other writers' changes to ${names.qualified} ` +
+        `(${(err as Error).message}): run "pgsession migrate" (or ensureSchema) as the table's owner once.`,
+      { code: 'PGSESSION_ANNOUNCE_TRIGGERS' },
+    );
   }
 }
