@@ -50,15 +50,8 @@ async function main(): Promise<void> {
 
   // Timeouts and a per-client connection cap against slow clients (app/server.ts).
   const server = createDemoServer(app, config.server ?? DEFAULT_SERVER_LIMITS, app.get('trust proxy fn'));
-  server.listen(config.port, config.host);
-  server.on('error', (err) => fail(`cannot listen on ${config.host}:${config.port}: ${err.message}`));
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-  logger.info({ port, host: config.host, embeddedDatabase: db.embedded }, 'listening');
-  const existing = seeded.length > 0 ? [] : await demoAccountsPresent(app.auth.users);
-  process.stdout.write(startBanner(`http://${host}:${port}`, seeded, existing));
-
+  // Before the server listens and says so: a signal that arrives once the banner is out must
+  // find its handler (Node's default for SIGTERM kills the process without a graceful stop).
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) {
@@ -90,6 +83,15 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  server.listen(config.port, config.host);
+  server.on('error', (err) => fail(`cannot listen on ${config.host}:${config.port}: ${err.message}`));
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  logger.info({ port, host: config.host, embeddedDatabase: db.embedded }, 'listening');
+  const existing = seeded.length > 0 ? [] : await demoAccountsPresent(app.auth.users);
+  process.stdout.write(startBanner(`http://${host}:${port}`, seeded, existing));
+
 }
 
 main().catch((err: unknown) => {
