@@ -89,6 +89,14 @@ export function clientConfigOf(pool: pg.Pool): pg.ClientConfig {
   return config as pg.ClientConfig;
 }
 
+/**
+ * The listener keeps time by the real clock, whatever replaces the global timers later: an
+ * application's fake timers (sinon or vitest, in the test suite of an app that moved to
+ * pgsession) jumping days ahead must not fire its health checks, set-up timeouts and
+ * reconnects in a tight loop.
+ */
+const { setTimeout, clearTimeout } = globalThis;
+
 type Timer = ReturnType<typeof setTimeout>;
 
 /**
