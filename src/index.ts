@@ -51,11 +51,14 @@ export { toSessionStore } from './stores/engine-face.js';
 export { MemoryStore, type MemoryStoreOptions } from './stores/memory/memory-store.js';
 export {
   ensureSchema,
+  type PgPromiseLike,
   PgStore,
   type PgStoreInstance,
   type PgStoreOptions,
   PostgresSessionStore,
   type PostgresSessionStoreOptions,
+  type Queryable,
+  UnknownSessionKeyError,
 } from './stores/postgres/index.js';
 export {
   type CookieJSON,

@@ -1,9 +1,11 @@
 /**
  * Proves docs/migrating.md: an Express app on the REAL express-session + connect-pg-simple
  * (createTableIfMissing) logs users in and stores data; the same app code with only its imports
- * changed to pgsession serves the same cookies — still logged in, data intact, each row re-keyed
- * to the SHA-256 of its id on first use, the raw id gone from the table. Also the table upgrade
- * (extra nullable columns, connect-pg-simple still works on it) and both roll-back paths.
+ * changed to pgsession serves the same cookies — still logged in, data intact, rows left where
+ * connect-pg-simple reads them — and switching back and forth (connect-pg-simple → pgsession →
+ * connect-pg-simple → pgsession) logs out nobody who was logged in before the switch. Also the
+ * table upgrade (extra nullable columns, connect-pg-simple still works on it), the fully
+ * reversible path (hashIds: false) and `pgsession migrate --finish` (rows re-keyed to the hash).
  */
 import type { Server } from 'node:http';
 import { createRequire } from 'node:module';
@@ -12,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashId } from '../../src/core/id.js';
 import pgsession from '../../src/index.js';
 import pgsessionConnectPgSimple from '../../src/stores/postgres/connect-pg-simple.js';
+import { PostgresSessionStore } from '../../src/stores/postgres/session-store.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { Client, listen } from '../helpers/http.js';
 
@@ -24,7 +27,10 @@ const expressSession = require('express-session') as AnySession;
 const connectPgSimple = require('connect-pg-simple') as AnyFactory;
 
 type Req = express.Request & {
-  session: Record<string, unknown> & { regenerate(cb: (err?: unknown) => void): void };
+  session: Record<string, unknown> & {
+    regenerate(cb: (err?: unknown) => void): void;
+    destroy(cb: (err?: unknown) => void): void;
+  };
 };
 
 let db: TestDatabase;
@@ -75,6 +81,9 @@ async function startApp(
       r.session.cart = ['book'];
       res.send('ok');
     });
+  });
+  app.post('/logout', (req, res, next) => {
+    (req as Req).session.destroy((err) => (err ? next(err) : res.send('bye')));
   });
   app.get('/me', (req, res) => {
     const s = (req as Req).session;
@@ -137,49 +146,75 @@ async function rows(schemaName: string): Promise<Array<{ sid: string; id_hashed:
   return rows;
 }
 
+/** Log a new user in on a running app. */
+async function logIn(url: string, userId: number): Promise<Client> {
+  const client = new Client(url);
+  expect(await (await client.post('/login', { json: { userId } })).text()).toBe('ok');
+  return client;
+}
+
+/** Run `body` against a running app, then stop it (as a deploy would). */
+async function deployed<T>(
+  app: Promise<{ url: string; close(): Promise<void> }>,
+  body: (url: string) => Promise<T>,
+) {
+  const running = await app;
+  try {
+    return await body(running.url);
+  } finally {
+    await running.close();
+  }
+}
+
+/** `pgsession migrate --finish` on a table (the CLI calls this). */
+async function finish(schemaName: string): Promise<number> {
+  const store = new PostgresSessionStore({ pool: db.pool, schemaName, createTableIfMissing: false });
+  try {
+    return await store.rekey();
+  } finally {
+    await store.close();
+  }
+}
+
 describe('docs/migrating.md', () => {
   it('pgsession (ESM default export) carries express-session’s Store, so connectPgSimple(session) works', () => {
     // `import session from 'pgsession'; connectPgSimple(session)` — the step the guide prescribes.
     expect(typeof (pgsession as unknown as { Store?: unknown }).Store).toBe('function');
   });
 
-  it('steps 1–3: same cookies, still logged in, data intact, rows re-keyed to the hash on first use', async () => {
+  it('the switch: same cookies, still logged in, data intact, rows left where connect-pg-simple reads them', async () => {
     const { alice, bob } = await loginBefore('steps');
     const aliceId = rawId(alice.jar.get('sid')!);
     const bobId = rawId(bob.jar.get('sid')!);
     const { rows: legacy } = await db.pool.query<{ sid: string }>('SELECT sid FROM steps.session');
     expect(legacy.map((r) => r.sid).sort()).toEqual([aliceId, bobId].sort());
 
-    const app = await newApp('steps');
-    try {
-      const a = moveTo(alice, app.url);
+    await deployed(newApp('steps'), async (url) => {
+      const a = moveTo(alice, url);
       expect(await me(a)).toEqual({ userId: 1, cart: ['book'], views: 2 });
       expect(await me(a)).toEqual({ userId: 1, cart: ['book'], views: 3 });
-      // Alice's row now lives under the hash of her id; the raw id is gone. Bob's is untouched.
-      const now = await rows('steps');
-      expect(now).toContainEqual({ sid: hashId(aliceId), id_hashed: true });
-      expect(now).toContainEqual({ sid: bobId, id_hashed: false });
-      expect(now.map((r) => r.sid)).not.toContain(aliceId);
+      // Both rows are still under the raw ids; alice's has recorded its storage key.
+      const { rows: now } = await db.pool.query(`SELECT sid, id_hashed, key_hash FROM steps.session`);
+      expect(now).toContainEqual({ sid: aliceId, id_hashed: false, key_hash: hashId(aliceId) });
+      expect(now).toContainEqual({ sid: bobId, id_hashed: false, key_hash: null });
       // The cookie is the same one: no new Set-Cookie value for the same session.
       expect(a.jar.get('sid')).toBe(alice.jar.get('sid'));
-
-      const b = moveTo(bob, app.url);
-      expect(await me(b)).toEqual({ userId: 2, cart: ['book'], views: 1 });
-      expect((await rows('steps')).map((r) => r.sid).sort()).toEqual([hashId(aliceId), hashId(bobId)].sort());
-    } finally {
-      await app.close();
-    }
+      expect(await me(moveTo(bob, url))).toEqual({ userId: 2, cart: ['book'], views: 1 });
+      // A session created by pgsession is stored under the hash of its id.
+      const carol = await logIn(url, 3);
+      expect(await rows('steps')).toContainEqual({
+        sid: hashId(rawId(carol.jar.get('sid')!)),
+        id_hashed: true,
+      });
+    });
   });
 
   it('the table gains nullable/defaulted columns and indexes only; connect-pg-simple keeps working on it', async () => {
     const first = await loginBefore('upgraded');
-    const app = await newApp('upgraded');
-    try {
+    await deployed(newApp('upgraded'), async (url) => {
       // Upgraded on first use (or beforehand by `pgsession migrate`).
-      expect(await me(moveTo(first.alice, app.url))).toMatchObject({ userId: 1 });
-    } finally {
-      await app.close();
-    }
+      expect(await me(moveTo(first.alice, url))).toMatchObject({ userId: 1 });
+    });
     const { rows: columns } = await db.pool.query<{ column_name: string; is_nullable: string }>(
       `SELECT column_name, is_nullable FROM information_schema.columns
         WHERE table_schema = 'upgraded' AND table_name = 'session' ORDER BY ordinal_position`,
@@ -193,53 +228,81 @@ describe('docs/migrating.md', () => {
       'last_active_at',
       'version',
       'id_hashed',
+      'key_hash',
     ]);
     // connect-pg-simple on the upgraded table: logs a new user in and serves them.
     const { alice } = await loginBefore('upgraded');
     expect(alice.jar.has('sid')).toBe(true);
   });
 
-  it('roll back after re-keying: users not yet seen by pgsession stay logged in, re-keyed ones log in again', async () => {
-    const { alice, bob } = await loginBefore('rollback');
-    const app = await newApp('rollback');
-    try {
-      expect(await me(moveTo(alice, app.url))).toMatchObject({ userId: 1 });
-    } finally {
-      await app.close();
-    }
-    const old = await oldApp('rollback');
-    try {
-      expect(await me(moveTo(bob, old.url))).toMatchObject({ userId: 2 });
-      expect(await me(moveTo(alice, old.url))).toMatchObject({ userId: null });
-    } finally {
-      await old.close();
-    }
+  it('connect-pg-simple → pgsession → connect-pg-simple → pgsession: nobody logged in before the switch is logged out', async () => {
+    await db.pool.query('CREATE SCHEMA IF NOT EXISTS roundtrip');
+    // 1. connect-pg-simple: alice, bob and carol log in.
+    const [alice, bob, carol] = await deployed(oldApp('roundtrip'), async (url) => {
+      const users = [await logIn(url, 1), await logIn(url, 2), await logIn(url, 3)];
+      expect(await me(users[0]!)).toEqual({ userId: 1, cart: ['book'], views: 1 });
+      return users;
+    });
+    // 2. pgsession: alice keeps browsing, bob logs out.
+    const dave = await deployed(newApp('roundtrip'), async (url) => {
+      expect(await me(moveTo(alice!, url))).toEqual({ userId: 1, cart: ['book'], views: 2 });
+      expect(await (await moveTo(bob!, url).post('/logout')).text()).toBe('bye');
+      return logIn(url, 4);
+    });
+    // 3. Rolled back to connect-pg-simple: alice and carol are still logged in, with what
+    //    pgsession wrote; bob's logout held; a new user (erin) logs in.
+    const erin = await deployed(oldApp('roundtrip'), async (url) => {
+      expect(await me(moveTo(alice!, url))).toEqual({ userId: 1, cart: ['book'], views: 3 });
+      expect(await me(moveTo(carol!, url))).toEqual({ userId: 3, cart: ['book'], views: 1 });
+      expect(await me(moveTo(bob!, url))).toMatchObject({ userId: null });
+      // dave's session was created by pgsession, under the hash of its id: connect-pg-simple
+      // cannot find it (the price of the default; the fully reversible path avoids it).
+      expect(await me(moveTo(dave, url))).toMatchObject({ userId: null });
+      return logIn(url, 5);
+    });
+    // 4. pgsession again: everyone logged in under connect-pg-simple still is.
+    await deployed(newApp('roundtrip'), async (url) => {
+      expect(await me(moveTo(alice!, url))).toEqual({ userId: 1, cart: ['book'], views: 4 });
+      expect(await me(moveTo(carol!, url))).toEqual({ userId: 3, cart: ['book'], views: 2 });
+      expect(await me(moveTo(erin, url))).toEqual({ userId: 5, cart: ['book'], views: 1 });
+      expect(await me(moveTo(bob!, url))).toMatchObject({ userId: null });
+    });
+    // Once there is no going back: `pgsession migrate --finish` moves every row under the hash
+    // of its id. pgsession serves everyone as before; no raw id is left in the table.
+    expect(await finish('roundtrip')).toBeGreaterThanOrEqual(3);
+    expect((await rows('roundtrip')).every((r) => r.id_hashed)).toBe(true);
+    const ids = [alice!, carol!, erin].map((c) => rawId(c.jar.get('sid')!));
+    expect((await rows('roundtrip')).map((r) => r.sid)).not.toContain(ids[0]);
+    await deployed(newApp('roundtrip'), async (url) => {
+      expect(await me(moveTo(alice!, url))).toEqual({ userId: 1, cart: ['book'], views: 5 });
+      expect(await me(moveTo(erin, url))).toEqual({ userId: 5, cart: ['book'], views: 2 });
+    });
+    // …and that is the step after which connect-pg-simple no longer finds them.
+    await deployed(oldApp('roundtrip'), async (url) => {
+      expect(await me(moveTo(carol!, url))).toMatchObject({ userId: null });
+    });
   });
 
-  it('the reversible path: with hashIds: false nothing is re-keyed, and rolling back logs nobody out', async () => {
-    const { alice, bob } = await loginBefore('reversible');
-    const aliceId = rawId(alice.jar.get('sid')!);
-    const app = await newApp('reversible', false);
-    try {
-      expect(await me(moveTo(alice, app.url))).toEqual({ userId: 1, cart: ['book'], views: 2 });
-      expect(await rows('reversible')).toContainEqual({ sid: aliceId, id_hashed: false });
-    } finally {
-      await app.close();
-    }
-    const old = await oldApp('reversible');
-    try {
-      expect(await me(moveTo(alice, old.url))).toEqual({ userId: 1, cart: ['book'], views: 3 });
-      expect(await me(moveTo(bob, old.url))).toMatchObject({ userId: 2 });
-    } finally {
-      await old.close();
-    }
-    // Later, the default (hashIds on): re-keyed on first use, as in steps 1–3.
-    const hashed = await newApp('reversible');
-    try {
-      expect(await me(moveTo(alice, hashed.url))).toEqual({ userId: 1, cart: ['book'], views: 4 });
-      expect(await rows('reversible')).toContainEqual({ sid: hashId(aliceId), id_hashed: true });
-    } finally {
-      await hashed.close();
-    }
+  it('the fully reversible path: with hashIds: false even sessions created by pgsession survive a rollback', async () => {
+    const { alice } = await loginBefore('reversible');
+    const dave = await deployed(newApp('reversible', false), async (url) => {
+      expect(await me(moveTo(alice, url))).toEqual({ userId: 1, cart: ['book'], views: 2 });
+      const created = await logIn(url, 4);
+      // Stored under the raw id, as connect-pg-simple stores it.
+      expect(await rows('reversible')).toContainEqual({
+        sid: rawId(created.jar.get('sid')!),
+        id_hashed: false,
+      });
+      return created;
+    });
+    await deployed(oldApp('reversible'), async (url) => {
+      expect(await me(moveTo(alice, url))).toEqual({ userId: 1, cart: ['book'], views: 3 });
+      expect(await me(moveTo(dave, url))).toEqual({ userId: 4, cart: ['book'], views: 1 });
+    });
+    // Later, the default (hashIds on) finds every row, however it is stored.
+    await deployed(newApp('reversible'), async (url) => {
+      expect(await me(moveTo(alice, url))).toEqual({ userId: 1, cart: ['book'], views: 4 });
+      expect(await me(moveTo(dave, url))).toEqual({ userId: 4, cart: ['book'], views: 2 });
+    });
   });
 });

@@ -85,7 +85,17 @@ describe('ensureSchema', () => {
 
     const cols = await columns(db.pool, 'fresh');
     expect(Object.keys(cols).sort()).toEqual(
-      ['created_at', 'expire', 'id_hashed', 'last_active_at', 'sess', 'sid', 'user_id', 'version'].sort(),
+      [
+        'created_at',
+        'expire',
+        'id_hashed',
+        'key_hash',
+        'last_active_at',
+        'sess',
+        'sid',
+        'user_id',
+        'version',
+      ].sort(),
     );
     expect(cols.sid).toMatchObject({ data_type: 'character varying', is_nullable: 'NO' });
     expect(cols.sess).toMatchObject({ data_type: 'json', is_nullable: 'NO' });
@@ -99,6 +109,7 @@ describe('ensureSchema', () => {
       is_nullable: 'NO',
       column_default: 'false',
     });
+    expect(cols.key_hash).toMatchObject({ data_type: 'text', is_nullable: 'YES' });
 
     const { rows } = await db.pool.query(
       `SELECT conname FROM pg_constraint WHERE conrelid = 'fresh'::regclass AND contype = 'p'`,
@@ -107,6 +118,8 @@ describe('ensureSchema', () => {
     const idx = await indexes(db.pool, 'fresh');
     expect(idx.IDX_fresh_expire).toMatch(/\(expire\)/);
     expect(idx.IDX_fresh_user_id).toMatch(/\(user_id\) WHERE \(user_id IS NOT NULL\)/);
+    // Unique: two rows can never answer to the same storage key.
+    expect(idx.IDX_fresh_key_hash).toMatch(/UNIQUE INDEX .*\(key_hash\) WHERE \(key_hash IS NOT NULL\)/);
     const { rows: precision } = await db.pool.query(
       `SELECT datetime_precision FROM information_schema.columns WHERE table_name = 'fresh' AND column_name = 'expire'`,
     );
@@ -117,7 +130,12 @@ describe('ensureSchema', () => {
     const schema = 'defaults_here';
     await ensureSchema(db.pool, { schemaName: schema });
     const idx = await indexes(db.pool, 'session', schema);
-    expect(Object.keys(idx).sort()).toEqual(['IDX_session_expire', 'IDX_session_user_id', 'session_pkey']);
+    expect(Object.keys(idx).sort()).toEqual([
+      'IDX_session_expire',
+      'IDX_session_key_hash',
+      'IDX_session_user_id',
+      'session_pkey',
+    ]);
   });
 
   it('is idempotent', async () => {
@@ -137,7 +155,7 @@ describe('ensureSchema', () => {
         ),
       );
       expect(results.filter((r) => r.created)).toHaveLength(1);
-      expect(Object.keys(await indexes(db.pool, 'sessions', 'racing'))).toHaveLength(3);
+      expect(Object.keys(await indexes(db.pool, 'sessions', 'racing'))).toHaveLength(4);
     } finally {
       await Promise.all(pools.map((p) => p.end()));
     }
@@ -204,7 +222,7 @@ describe('ensureSchema', () => {
 });
 
 describe('upgrading a table created by connect-pg-simple', () => {
-  it('adds the columns in place, keeps connect-pg-simple working, and re-keys legacy rows on read', async () => {
+  it('adds the columns in place, keeps connect-pg-simple working, and leaves legacy rows where it reads them', async () => {
     const schema = 'legacy';
     await db.pool.query(`CREATE SCHEMA ${schema}`);
     const PGStore = connectPgSimple(session);
@@ -241,13 +259,16 @@ describe('upgrading a table created by connect-pg-simple', () => {
       expect(upgrade.addedColumns.sort()).toEqual([
         'created_at',
         'id_hashed',
+        'key_hash',
         'last_active_at',
         'user_id',
         'version',
       ]);
-      expect(upgrade.addedIndexes).toEqual(['IDX_session_user_id']); // the expire index was there already
+      // The expire index was there already.
+      expect(upgrade.addedIndexes).toEqual(['IDX_session_user_id', 'IDX_session_key_hash']);
       expect(Object.keys(await indexes(db.pool, 'session', schema)).sort()).toEqual([
         'IDX_session_expire',
+        'IDX_session_key_hash',
         'IDX_session_user_id',
         'session_pkey',
       ]);
@@ -268,17 +289,24 @@ describe('upgrading a table created by connect-pg-simple', () => {
       const record = await store.get(key, { legacyKey: sid });
       expect(record).toMatchObject({ data: { userId: 42 }, userId: '42', version: 0 });
       expect(record!.createdAt).toBeGreaterThan(Date.now() - 60_000);
-      // …and the row is now under the hash: the raw id (a replayable cookie value) is gone.
+      // …and the row stays where connect-pg-simple looks for it (a rollback keeps alice logged
+      // in), recording its storage key and owner for the calls that only know the key.
       const { rows } = await db.pool.query(
-        `SELECT sid, id_hashed, user_id FROM ${schema}.session ORDER BY sid`,
+        `SELECT sid, id_hashed, key_hash, user_id FROM ${schema}.session ORDER BY sid`,
       );
-      expect(rows).toContainEqual({ sid: key, id_hashed: true, user_id: '42' });
-      expect(rows.map((r) => r.sid)).not.toContain(sid);
+      expect(rows).toContainEqual({ sid, id_hashed: false, key_hash: key, user_id: '42' });
       expect(await store.get(key)).toMatchObject({ data: { userId: 42 } });
-      // A second legacy read finds the re-keyed row directly.
       expect(await store.get(key, { legacyKey: sid })).toMatchObject({ data: { userId: 42 } });
-      // The adopted row is listed for its user.
+      // Listed for its user, under its storage key (never the raw id).
       expect((await store.listByUser('42')).map((l) => l.key)).toContain(key);
+      expect(await (await alice.get('/me')).json()).toEqual({ userId: 42 });
+      // `pgsession migrate --finish` moves it under the hash; pgsession still finds it by key.
+      expect(await store.rekey()).toBe(2);
+      const { rows: after } = await db.pool.query(`SELECT sid, id_hashed, key_hash FROM ${schema}.session`);
+      expect(after).toContainEqual({ sid: key, id_hashed: true, key_hash: null });
+      expect(after).toContainEqual({ sid: hashId(bobSid), id_hashed: true, key_hash: null });
+      expect(await store.get(key)).toMatchObject({ data: { userId: 42 } });
+      expect(await store.countRaw()).toBe(0);
       await store.close();
     } finally {
       await app.close();

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { SerializationError } from '../../src/core/errors.js';
+import { hashId } from '../../src/core/id.js';
 import { PostgresSessionStore } from '../../src/stores/postgres/session-store.js';
 import type { SessionChange, SessionRecord } from '../../src/stores/types.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
@@ -264,12 +265,22 @@ describe('PostgresSessionStore', () => {
         [sid, JSON.stringify(sess), T0 + 60_000, idHashed],
       );
 
-    it('re-keys a raw-id row to the hash in the same statement', async () => {
+    it('keeps a raw-id row where it is, recording its storage key, so writes by key find it', async () => {
       await insertLegacy('raw-id', { cookie: { originalMaxAge: null }, userId: 'u1' });
       const r = await store.get('hashed', { legacyKey: 'raw-id' });
       expect(r).toMatchObject({ data: { userId: 'u1' }, userId: 'u1', createdAt: T0, lastActiveAt: T0 });
-      const { rows } = await db.pool.query('SELECT sid, id_hashed, user_id FROM sessions');
-      expect(rows).toEqual([{ sid: 'hashed', id_hashed: true, user_id: 'u1' }]);
+      // Still under the raw id, where connect-pg-simple looks (a rollback keeps the user).
+      const { rows } = await db.pool.query('SELECT sid, id_hashed, key_hash, user_id FROM sessions');
+      expect(rows).toEqual([{ sid: 'raw-id', id_hashed: false, key_hash: 'hashed', user_id: 'u1' }]);
+      // pgsession's middleware only knows the key after the first read: every call finds the row.
+      expect(await store.get('hashed')).toMatchObject({ data: { userId: 'u1' } });
+      expect(await store.touch('hashed', T0 + 90_000, T0 + 1)).toBe(true);
+      expect(await store.update('hashed', change({ n: 2 }, [], { userId: 'u1' }))).toMatchObject({
+        data: { userId: 'u1', n: 2 },
+      });
+      expect((await store.listByUser('u1')).map((l) => l.key)).toEqual(['hashed']);
+      expect(await store.remove('hashed')).toBe(true);
+      expect((await db.pool.query('SELECT count(*)::int AS n FROM sessions')).rows[0].n).toBe(0);
     });
 
     it('prefers the hashed row and does not adopt an expired legacy row', async () => {
@@ -290,6 +301,31 @@ describe('PostgresSessionStore', () => {
       expect((await db.pool.query('SELECT sid FROM sessions')).rows).toEqual([{ sid: 'the-hash' }]);
     });
 
+    it('never accepts a stored hash as a raw id: neither a hashed row’s sid nor a recorded key_hash', async () => {
+      await insertLegacy('raw-id', { cookie: {}, who: 'legacy' });
+      await store.get('hashed', { legacyKey: 'raw-id' }); // records key_hash = 'hashed'
+      await store.create('stored-hash', record({}, { who: 'new' }));
+      // Whatever a leaked table shows (`hashed`, `stored-hash`), sent as a cookie id, finds nothing.
+      expect(await store.get(hashId('hashed'), { legacyKey: 'hashed' })).toBeNull();
+      expect(await store.get(hashId('stored-hash'), { legacyKey: 'stored-hash' })).toBeNull();
+      const raw = new PostgresSessionStore({
+        pool: db.pool,
+        tableName: 'sessions',
+        idsHashed: false,
+        now: () => clock,
+      });
+      try {
+        expect(await raw.get('hashed')).toBeNull();
+        expect(await raw.get('stored-hash')).toBeNull();
+        // …while the raw id itself, and the hash route, still work in raw mode.
+        expect(await raw.get('raw-id')).toMatchObject({ data: { who: 'legacy' } });
+        // A middleware that hashes over a store told ids are raw is a configuration error.
+        await expect(raw.get('k', { legacyKey: 'id' })).rejects.toThrow(/hashIds: false on both/);
+      } finally {
+        await raw.close();
+      }
+    });
+
     it('serves both of two concurrent first reads of a legacy session', async () => {
       await insertLegacy('raw-id', { cookie: {}, n: 1 });
       const results = await whileRowLocked('raw-id', 2, () =>
@@ -299,7 +335,9 @@ describe('PostgresSessionStore', () => {
         ]),
       );
       expect(results.map((r) => r?.data.n)).toEqual([1, 1]);
-      expect((await db.pool.query('SELECT sid FROM sessions')).rows).toEqual([{ sid: 'hashed' }]);
+      expect((await db.pool.query('SELECT sid, key_hash FROM sessions')).rows).toEqual([
+        { sid: 'raw-id', key_hash: 'hashed' },
+      ]);
     });
 
     it('destroys a row still stored under the raw id', async () => {
@@ -324,7 +362,10 @@ describe('PostgresSessionStore', () => {
     await store.create('a', record({}, { n: 1 }));
     await store.create('b', record({}, { n: 2 }));
     expect(await store.count()).toBe(2);
-    expect((await store.keys()).sort()).toEqual(['a', 'b']);
+    expect((await store.keys()).sort((x, y) => x.key.localeCompare(y.key))).toEqual([
+      { key: 'a', rawId: undefined },
+      { key: 'b', rawId: undefined },
+    ]);
     expect((await store.all()).sort((x, y) => x.key.localeCompare(y.key)).map((s) => s.data.n)).toEqual([
       1, 2,
     ]);

@@ -142,17 +142,26 @@ export class CachedPostgresSessionStore extends PostgresSessionStore {
     expiresAt: number,
     lastActiveAt: number,
     userId?: string | null,
+    options?: { legacyKey?: string },
   ): Promise<boolean> {
     try {
-      return await super.replace(key, data, expiresAt, lastActiveAt, userId);
+      return await super.replace(key, data, expiresAt, lastActiveAt, userId, options);
     } finally {
       this.cache.invalidate([key]);
     }
   }
 
-  override async upsert(key: string, record: SessionRecord): Promise<void> {
+  override async upsert(key: string, record: SessionRecord, options?: { legacyKey?: string }): Promise<void> {
     try {
-      await super.upsert(key, record);
+      await super.upsert(key, record, options);
+    } finally {
+      this.cache.invalidate([key]);
+    }
+  }
+
+  override async remove(key: string, options?: { legacyKey?: string }): Promise<boolean> {
+    try {
+      return await super.remove(key, options);
     } finally {
       this.cache.invalidate([key]);
     }

@@ -7,12 +7,15 @@
  * app.use(session({ store: new PgSession({ pool }), secret, resave: false, saveUninitialized: false }));
  * ```
  *
- * Same options and defaults as connect-pg-simple (`createTableIfMissing` off, 15-minute jittered
- * pruning, `ttl` one day), same table — upgraded in place with nullable columns, so
- * connect-pg-simple can keep using it during a rolling deploy — plus hashed session ids
- * (`hashIds`, default true; existing rows are re-keyed on first read) and no resurrection of
- * destroyed sessions. The store also exposes `[Symbol.for('pgsession.store')]`, which
- * pgsession's own middleware uses.
+ * Same options and defaults as connect-pg-simple (`pool`, `pgPromise`, `conString`/`conObject`/
+ * `DATABASE_URL`, `createTableIfMissing` off, 15-minute jittered pruning started on first use,
+ * `ttl` one day, `disableTouch`, `errorLog`), the same semi-private members its users and tests
+ * reach for (`query`, `_asyncQuery`, `quotedTable`, `pruneSessions`, …), the same table —
+ * upgraded in place with nullable columns, so connect-pg-simple can keep using it (a rolling
+ * deploy, a rollback) — plus hashed ids for new sessions (`hashIds`, default true; rows
+ * connect-pg-simple wrote stay under their raw id until `pgsession migrate --finish`) and no
+ * resurrection of destroyed sessions. The store also exposes `[Symbol.for('pgsession.store')]`,
+ * which pgsession's own middleware uses.
  *
  * This entry has a single (default) export so the CommonJS build can be the factory itself
  * (`module.exports = factory`), as connect-pg-simple's is.
@@ -20,7 +23,7 @@
 import { ConfigError } from '../../core/errors.js';
 import { createPgStoreClass, type PgStoreInstance, type PgStoreOptions } from './pg-store.js';
 
-/** connect-pg-simple's options (without `pgPromise`), plus pgsession's `hashIds`. */
+/** connect-pg-simple's options, plus pgsession's (`hashIds`, `cache`, …). */
 export type ConnectPgSimpleOptions = PgStoreOptions;
 
 /** What the factory needs from express-session: its `Store` base class. */
@@ -54,6 +57,7 @@ function connectPgSimple<TStore extends AnyStoreConstructor>(
     name: 'PGStore',
     createTableIfMissing: false,
     legacyTableNameSyntax: true,
+    lazyPruning: true,
   });
   return Class as unknown as ConnectPgSimpleStoreConstructor<InstanceType<TStore>>;
 }
@@ -63,7 +67,7 @@ function connectPgSimple<TStore extends AnyStoreConstructor>(
  * the module is the function itself (`export =`) and cannot carry named type exports.
  */
 declare namespace connectPgSimple {
-  /** connect-pg-simple's options (without `pgPromise`), plus pgsession's `hashIds`. */
+  /** connect-pg-simple's options, plus pgsession's (`hashIds`, `cache`, …). */
   export type Options = ConnectPgSimpleOptions;
   /** The class the factory returns. */
   export type StoreConstructor<TBase extends object = object> = ConnectPgSimpleStoreConstructor<TBase>;

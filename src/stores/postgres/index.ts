@@ -5,11 +5,14 @@
  */
 export {
   createPgStoreClass,
+  type PgPromiseLike,
   PgStore,
   type PgStoreConstructor,
   type PgStoreFlavor,
   type PgStoreInstance,
   type PgStoreOptions,
+  type QueryCallback,
+  UnknownSessionKeyError,
 } from './pg-store.js';
 export { buildQueries, type Queries, type Statement } from './queries.js';
 export {
@@ -31,5 +34,9 @@ export {
   type PostgresSessionStoreOptions,
   type PruneOptions,
   type PruningScheduleOptions,
+  type Queryable,
+  type Row,
+  type RunStatement,
+  type StoredKey,
   type StoredSession,
 } from './session-store.js';

@@ -8,6 +8,24 @@ import type { TableNames } from './schema.js';
  * constructed: no SQL is assembled per request, and the only dynamic parts (table and index
  * names) come from {@link TableNames}, already quoted as identifiers.
  *
+ * Every statement returns at most one row (lists come back as one JSON or array value), so a
+ * store can run them through anything that yields "the first row": node-postgres, pg-promise's
+ * `any`, or connect-pg-simple's `store.query(sql, params, cb)`.
+ *
+ * ## Which row a session is
+ *
+ * A session is addressed by its storage key `h` (SHA-256 of its id) and, when the caller has it,
+ * its raw id `k` (else NULL). It is the row that is
+ * - stored under the hash: `sid = h AND id_hashed`, or
+ * - stored under its raw id by connect-pg-simple (or with `hashIds: false`) and already matched
+ *   once: `key_hash = h`, or
+ * - stored under its raw id: `sid = k AND NOT id_hashed`.
+ *
+ * Raw-id rows stay under their raw id (so connect-pg-simple can still read them after a
+ * rollback) until `pgsession migrate --finish` re-keys them. The `id_hashed` guards keep a leaked
+ * *hash* from ever being presented as a raw id: a hashed row only answers to the hash of what
+ * the client sent, a raw row only to what the client sent.
+ *
  * ## Time
  *
  * Times travel as JavaScript milliseconds (`Date.now()` of the app server, or the store's
@@ -24,13 +42,15 @@ import type { TableNames } from './schema.js';
  * ## Cache invalidation
  *
  * With a {@link NotifyTarget}, the statements that change or delete existing sessions (`update`,
- * `replace`, `upsert`, `destroy*`, `clear`) also `pg_notify` the storage keys they touched, from
- * a CTE of the same statement: other processes' caches hear of a change exactly when it commits.
- * `touch` does not notify (it is the most frequent write, and a cached copy with an older expiry
- * only makes the engine re-read), nor do `create` (nobody can have cached a new key), the legacy
- * re-key (the new key cannot be cached yet) and `pruneBatch` (caches check expiry themselves).
- * The announcing statements also set {@link MARK_ANNOUNCED}, so the table's triggers for other
- * writers (announce-trigger.ts) do not announce them a second time.
+ * `replace`, `upsert`, `destroy`, `clear`) also `pg_notify` the storage keys they touched, from a
+ * CTE of the same statement: other processes' caches hear of a change exactly when it commits.
+ * A raw-id row is announced by its `key_hash` when it has one (else as "everything"), so a raw
+ * id never leaves the database. `touch` does not notify (it is the most frequent write, and a
+ * cached copy with an older expiry only makes the engine re-read), nor do `create` (nobody can
+ * have cached a new key), `get` (recording `key_hash` changes no data) and the prune and re-key
+ * batches (caches check expiry themselves; a re-key keeps the storage key). The announcing
+ * statements (and `get`'s first match of a raw-id row) also set {@link MARK_ANNOUNCED}, so the
+ * table's triggers for other writers (announce-trigger.ts) do not announce them a second time.
  */
 
 /** A statement and, for hot paths, the prepared-statement name node-postgres caches it under. */
@@ -40,43 +60,46 @@ export interface Statement {
   readonly name?: string;
 }
 
-/** The statements of one session table. */
+/** The statements of one session table. `h` is a storage key, `k` a raw id or null (see above). */
 export interface Queries {
-  /** `$1` key, `$2` now → one record row. */
+  /** `$1` h, `$2` now, `$3` k → a record row (recording `key_hash` on a raw-id row's first match). */
   readonly get: Statement;
-  /** `$1` key, `$2` now, `$3` legacy key → a record row, or one row with `retry` true, or none. */
-  readonly getLegacy: Statement;
-  /** `$1` key, `$2` sess, `$3` expire, `$4` created, `$5` last active, `$6` user, `$7` version, `$8` id_hashed. */
+  /** `$1` sid, `$2` sess, `$3` expire, `$4` created, `$5` last active, `$6` user, `$7` version, `$8` id_hashed, `$9` key_hash. */
   readonly insert: Statement;
-  /** Same parameters as `insert`, plus `$9` now; replaces an existing row. */
+  /** The row of h/k overwritten, else inserted: `insert`'s nine, `$10` now, `$11` h, `$12` k → `written`. */
   readonly upsert: Statement;
-  /** `$1` key, `$2` sess, `$3` expire, `$4` last active, `$5` user, `$6` now → `version` when updated. */
+  /** `$1` h, `$2` sess, `$3` expire, `$4` last active, `$5` user, `$6` now, `$7` k → `version` when updated. */
   readonly replace: Statement;
-  /** `$1` key, `$2` unset keys, `$3` set object, `$4` expire, `$5` last active, `$6` user, `$7` now → record row. */
+  /** `$1` h, `$2` unset keys, `$3` set object, `$4` expire, `$5` last active, `$6` user, `$7` now, `$8` k → record row. */
   readonly update: Statement;
-  /** `$1` key, `$2` expire, `$3` last active, `$4` now → rowCount. */
+  /** `$1` h, `$2` expire, `$3` last active, `$4` now, `$5` k → `touched` when a live row was found. */
   readonly touch: Statement;
-  /** `$1` key. */
+  /** `$1` h, `$2` k → `deleted` (a count). */
   readonly destroy: Statement;
-  /** `$1` key, `$2` legacy (raw) key. */
-  readonly destroyLegacy: Statement;
-  /** `$1` user, `$2` now → `sid` + record rows. */
+  /** `$1` user, `$2` now → `sessions`: a JSON array of `{ sid, hashed, key_hash, …record columns }`, most recently active first. */
   readonly listByUser: Statement;
-  /** `$1` user, `$2` except key or null, `$3` now → `count` of live sessions deleted. */
+  /** `$1` user, `$2` except h or null, `$3` now, `$4` except k → `count` of live sessions deleted. */
   readonly destroyByUser: Statement;
-  /** `$1` cutoff, `$2` batch size → rowCount. */
+  /** `$1` cutoff, `$2` batch size → `deleted`. For a connection holding the prune lock. */
   readonly pruneBatch: Statement;
+  /** `$1` cutoff, `$2` batch size, `$3`, `$4` advisory-lock keys → `deleted`, `locked` (lock held for the statement only). */
+  readonly pruneBatchLocked: Statement;
   /** `$1`, `$2` advisory-lock keys → `locked`. */
   readonly pruneLock: Statement;
   /** `$1`, `$2` advisory-lock keys. */
   readonly pruneUnlock: Statement;
-  /** `$1` now → `sid`, `sess` rows. */
+  /** `$1` now → `sessions`: a JSON array of `{ sid, hashed, sess }`. */
   readonly all: Statement;
   /** `$1` now → `count`. */
   readonly count: Statement;
-  /** `$1` now → `sid` rows. */
+  /** `$1` now → `hashed`, `raw`: the `sid`s stored under hashes and under raw ids. */
   readonly keys: Statement;
+  /** → `deleted`. */
   readonly clear: Statement;
+  /** `$1` batch size → `rekeyed`: raw-id rows moved under the hash of their id (`pgsession migrate --finish`). */
+  readonly rekeyBatch: Statement;
+  /** → `raw`: how many rows are still stored under a raw id. */
+  readonly countRaw: Statement;
 }
 
 /** Milliseconds parameter → timestamp, as connect-pg-simple writes `expire`. */
@@ -85,8 +108,8 @@ const ts = (param: string): string => `to_timestamp(${param}::float8 / 1000)`;
 /** timestamp(tz) column → epoch milliseconds as a JS number (float8: exact for ms epochs). */
 const ms = (expr: string): string => `round(extract(epoch FROM ${expr}) * 1000)::float8`;
 
-/** The columns every record-returning statement selects, in the shape `rowToRecord` reads. */
-const RECORD_COLUMNS = [
+/** The record columns every record-returning statement selects, in the shape `toRecord` reads. */
+const RECORD = [
   'sess',
   // `expire` has no time zone: read it back through the connection's TimeZone, as it was written.
   `${ms('expire::timestamptz')} AS expires_ms`,
@@ -95,16 +118,39 @@ const RECORD_COLUMNS = [
   'user_id',
   'version',
 ].join(', ');
+/** The names of those columns, to select them again from a CTE. */
+const RECORD_NAMES = 'sess, expires_ms, created_ms, active_ms, user_id, version';
 
 /**
- * The user a legacy row belongs to, derived in SQL from the same keys as `userIdOf()`
- * (`userId`, then Passport's `passport.user`) when the row is adopted, so listing and
- * revocation find sessions written by connect-pg-simple.
+ * The session's row (see "Which row a session is"). A hashed row is preferred by the callers
+ * that can see two (a raw row shadowed by a hashed one with the same key cannot be created by
+ * pgsession, but a table is shared with other code).
+ */
+const match = (h: string, k: string): string =>
+  `((sid = ${h} AND id_hashed) OR key_hash = ${h} OR (sid = ${k} AND NOT id_hashed))`;
+
+/** Keep `key_hash` right on every write that found the row: `h` for a raw-id row, NULL for a hashed one. */
+const keyHash = (h: string): string => `key_hash = CASE WHEN id_hashed THEN NULL ELSE ${h} END`;
+
+/**
+ * SHA-256 of a text column, base64url without padding: exactly `hashId()` (a 32-byte digest is
+ * 44 base64 characters, so `encode` adds no line break). Used only to re-key raw-id rows.
+ */
+const sqlHash = (column: string): string =>
+  `rtrim(translate(encode(sha256(convert_to(${column}, 'UTF8')), 'base64'), '+/', '-_'), '=')`;
+
+/**
+ * The user a raw-id row belongs to, derived in SQL from the same keys as `userIdOf()` (`userId`,
+ * then Passport's `passport.user`) when the row is first matched, so listing and revocation find
+ * sessions written by connect-pg-simple.
  */
 const DERIVED_USER_ID = `CASE
       WHEN json_typeof(sess->'userId') IN ('string', 'number') THEN sess->>'userId'
       WHEN json_typeof(sess->'passport'->'user') IN ('string', 'number') THEN sess->'passport'->>'user'
     END`;
+
+/** What a changed row is announced as: its storage key, or (a raw-id row never matched by hash) "everything". */
+const ANNOUNCED = 'coalesce(key_hash, sid) AS sid, (id_hashed OR key_hash IS NOT NULL) AS id_hashed';
 
 /**
  * Build the statements for one table.
@@ -116,26 +162,17 @@ const DERIVED_USER_ID = `CASE
  */
 export function buildQueries(names: TableNames, prepare = true, notify?: NotifyTarget): Queries {
   const t = names.qualified;
-  const notifySql = notify === undefined ? undefined : notifyKeysSql('w', notify);
-
-  /**
-   * A write, with `RETURNING returning` (if any); with notifications on, wrapped as a CTE whose
-   * rows are announced and then returned (the main query reads the notify CTE, or it would not run).
-   */
-  const announced = (write: string, returning: string): string => {
-    if (notifySql === undefined) return returning ? `${write}\nRETURNING ${returning}` : write;
-    return `WITH w AS (
-${write}
-RETURNING sid, id_hashed${returning ? `, ${returning}` : ''}
-), n AS (
-${notifySql}
-)
-SELECT w.* FROM w CROSS JOIN (SELECT count(*) FROM n) AS notified`;
-  };
   const live = (nowParam: string) => `expire >= ${ts(nowParam)}`;
+
+  // With notifications on, a write's rows (a CTE `w` with `RETURNING ${ANNOUNCED}`) are announced
+  // by the CTE `n`, which only runs if the main query reads it: `notified` in its select list.
+  const notifyCte = notify === undefined ? '' : `, n AS (\n${notifyKeysSql('w', notify)}\n)`;
+  const notified = notify === undefined ? '' : ', (SELECT count(*) FROM n) AS notified';
+  const written = (write: string, returning = ''): string =>
+    `WITH w AS (\n${write}\nRETURNING ${ANNOUNCED}${returning ? `, ${returning}` : ''}\n)${notifyCte}`;
   // Statements that announce their own changes say so before they change a row (the triggers'
   // conditions are checked as each row changes): see announce-trigger.ts.
-  const marked = notifySql === undefined ? '' : `\n  AND ${MARK_ANNOUNCED} IS NOT NULL`;
+  const marked = notify === undefined ? '' : `\n  AND ${MARK_ANNOUNCED} IS NOT NULL`;
 
   // Names are derived from the text itself, so two stores on different tables sharing a pool
   // never collide (node-postgres rejects one name used for two texts on a connection), and two
@@ -146,136 +183,175 @@ SELECT w.* FROM w CROSS JOIN (SELECT count(*) FROM n) AS notified`;
       : { text };
   const plain = (text: string): Statement => ({ text });
 
-  const insertColumns = 'sid, sess, expire, created_at, last_active_at, user_id, version, id_hashed';
-  const insertValues = `$1, $2::json, ${ts('$3')}, ${ts('$4')}, ${ts('$5')}, $6, $7, $8`;
+  const insertColumns =
+    'sid, sess, expire, created_at, last_active_at, user_id, version, id_hashed, key_hash';
+  // Cast: in `INSERT … SELECT` the parameters' types cannot be taken from the target columns.
+  const insertValues = `$1::text, $2::json, ${ts('$3')}, ${ts('$4')}, ${ts('$5')}, $6::text, $7::integer, $8::boolean, $9::text`;
 
   return {
-    get: named(`SELECT ${RECORD_COLUMNS} FROM ${t} WHERE sid = $1 AND ${live('$2')}`),
-
-    // One round trip for "the hashed key, else adopt the legacy row": the UPDATE re-keys a row
-    // written by connect-pg-simple under the raw id, so the raw id (a replayable cookie value)
-    // leaves the table the first time it is used. `id_hashed = false` keeps a leaked *hash* from
-    // being presented as a legacy raw id. The NOT EXISTS guard avoids a primary-key clash with
-    // an (expired, unpruned) row already under the new key. When a concurrent request adopts the
-    // same row first, our UPDATE finds the row re-keyed and matches nothing, while `seen` (same
-    // snapshot) still shows the legacy row: the `retry` row tells the caller to read the new key.
-    getLegacy: named(`WITH hit AS (
-  SELECT ${RECORD_COLUMNS} FROM ${t} WHERE sid = $1 AND ${live('$2')}
+    // One round trip. A raw-id row matched for the first time records `key_hash` (and the
+    // metadata connect-pg-simple never wrote), so the calls that only know the storage key —
+    // every write of pgsession's own middleware — find it, while the row stays where
+    // connect-pg-simple looks for it. Two concurrent first reads: the second UPDATE finds
+    // `key_hash` already set, matches nothing, and the row comes from `found`.
+    get: named(`WITH found AS (
+  SELECT ${RECORD}, id_hashed, key_hash FROM ${t}
+  WHERE ${match('$1', '$3')} AND ${live('$2')}
+  ORDER BY id_hashed DESC LIMIT 1
 ), adopted AS (
   UPDATE ${t} SET
-    sid = $1,
-    id_hashed = true,
+    key_hash = $1,
     created_at = coalesce(created_at, ${ts('$2')}),
     last_active_at = coalesce(last_active_at, ${ts('$2')}),
     user_id = coalesce(user_id, ${DERIVED_USER_ID})
-  WHERE sid = $3 AND id_hashed = false AND ${live('$2')}
-    AND NOT EXISTS (SELECT 1 FROM ${t} WHERE sid = $1)
-  RETURNING ${RECORD_COLUMNS}
-), seen AS (
-  SELECT 1 FROM ${t} WHERE sid = $3 AND id_hashed = false AND ${live('$2')}
+  WHERE sid = $3 AND NOT id_hashed AND key_hash IS NULL AND ${live('$2')}
+    AND EXISTS (SELECT 1 FROM found WHERE NOT found.id_hashed AND found.key_hash IS NULL)${marked}
+  RETURNING ${RECORD}
 )
-SELECT *, false AS retry FROM hit
+SELECT ${RECORD_NAMES} FROM adopted
 UNION ALL
-SELECT *, false AS retry FROM adopted
-UNION ALL
-SELECT NULL::json, NULL::float8, NULL::float8, NULL::float8, NULL::text, NULL::integer, true
-WHERE NOT EXISTS (SELECT 1 FROM hit) AND NOT EXISTS (SELECT 1 FROM adopted) AND EXISTS (SELECT 1 FROM seen)`),
+SELECT ${RECORD_NAMES} FROM found WHERE NOT EXISTS (SELECT 1 FROM adopted)`),
 
     insert: plain(`INSERT INTO ${t} (${insertColumns}) VALUES (${insertValues})`),
 
-    // Only for express-session's `set` of a session this process never loaded (a new id): an
-    // upsert is what connect-pg-simple does. A row that had already expired is a new session.
-    upsert: plain(
-      announced(
-        `INSERT INTO ${t} AS s (${insertColumns}) VALUES (${insertValues})
-ON CONFLICT (sid) DO UPDATE SET
-  sess = EXCLUDED.sess,
-  expire = EXCLUDED.expire,
-  created_at = CASE WHEN s.expire < ${ts('$9')} THEN EXCLUDED.created_at
-    ELSE coalesce(s.created_at, EXCLUDED.created_at) END,
-  last_active_at = EXCLUDED.last_active_at,
-  user_id = EXCLUDED.user_id,
-  version = s.version + 1,
-  id_hashed = EXCLUDED.id_hashed${notifySql === undefined ? '' : `\nWHERE ${MARK_ANNOUNCED} IS NOT NULL`}`,
-        '',
-      ),
-    ),
+    // express-session's `set` of a session this process never loaded: an upsert, as
+    // connect-pg-simple does, onto the session's row wherever it is stored (a raw-id row stays
+    // raw); a row that had already expired is a new session.
+    upsert: plain(`WITH u AS (
+  UPDATE ${t} SET
+    sess = $2::json,
+    expire = ${ts('$3')},
+    created_at = CASE WHEN expire < ${ts('$10')} THEN ${ts('$4')} ELSE coalesce(created_at, ${ts('$4')}) END,
+    last_active_at = ${ts('$5')},
+    user_id = $6,
+    version = version + 1,
+    ${keyHash('$11')}
+  WHERE ${match('$11', '$12')}${marked}
+  RETURNING ${ANNOUNCED}
+), i AS (
+  INSERT INTO ${t} AS s (${insertColumns})
+  SELECT ${insertValues} WHERE NOT EXISTS (SELECT 1 FROM u)
+  ON CONFLICT (sid) DO UPDATE SET
+    sess = EXCLUDED.sess,
+    expire = EXCLUDED.expire,
+    created_at = CASE WHEN s.expire < ${ts('$10')} THEN EXCLUDED.created_at
+      ELSE coalesce(s.created_at, EXCLUDED.created_at) END,
+    last_active_at = EXCLUDED.last_active_at,
+    user_id = EXCLUDED.user_id,
+    version = s.version + 1,
+    id_hashed = EXCLUDED.id_hashed,
+    key_hash = EXCLUDED.key_hash${notify === undefined ? '' : `\n  WHERE ${MARK_ANNOUNCED} IS NOT NULL`}
+  RETURNING ${ANNOUNCED}
+), w AS (SELECT * FROM u UNION ALL SELECT * FROM i)${notifyCte}
+SELECT count(*)::integer AS written${notified} FROM w`),
 
     // UPDATE-only whole-session write (express-session's `set` of a loaded session): a session
     // destroyed meanwhile stays destroyed.
-    replace: plain(
-      announced(
-        `UPDATE ${t} SET
+    replace: plain(`${written(
+      `UPDATE ${t} SET
   sess = $2::json,
   expire = ${ts('$3')},
   last_active_at = ${ts('$4')},
   user_id = $5,
-  version = version + 1
-WHERE sid = $1 AND ${live('$6')}${marked}`,
-        'version',
-      ),
-    ),
+  version = version + 1,
+  ${keyHash('$1')}
+WHERE ${match('$1', '$7')} AND ${live('$6')}${marked}`,
+      'version',
+    )}
+SELECT max(version) AS version${notified} FROM w`),
 
     // Key-level merge: two requests that changed different keys both keep their change, because
     // each applies only its own keys to whatever the row holds when it gets the row lock. Never
     // inserts: a row deleted by a concurrent logout matches nothing and stays deleted.
-    update: plain(
-      announced(
-        `UPDATE ${t} SET
+    update: plain(`${written(
+      `UPDATE ${t} SET
   sess = ((sess::jsonb - $2::text[]) || $3::jsonb)::json,
   expire = ${ts('$4')},
   last_active_at = ${ts('$5')},
   user_id = $6,
-  version = version + 1
-WHERE sid = $1 AND ${live('$7')}${marked}`,
-        RECORD_COLUMNS,
-      ),
-    ),
+  version = version + 1,
+  ${keyHash('$1')}
+WHERE ${match('$1', '$8')} AND ${live('$7')}${marked}`,
+      `${RECORD}, id_hashed AS hashed`,
+    )}
+SELECT ${RECORD_NAMES}${notified} FROM w ORDER BY hashed DESC LIMIT 1`),
 
     // Never writes `sess`: a touch racing a data write cannot undo it.
-    touch: named(`UPDATE ${t} SET expire = ${ts('$2')}, last_active_at = ${ts('$3')}
-WHERE sid = $1 AND ${live('$4')}`),
+    touch: named(`UPDATE ${t} SET expire = ${ts('$2')}, last_active_at = ${ts('$3')}, ${keyHash('$1')}
+WHERE ${match('$1', '$5')} AND ${live('$4')}
+RETURNING true AS touched`),
 
-    destroy: named(announced(`DELETE FROM ${t} WHERE sid = $1${marked}`, '')),
-    // A logout must also remove a row connect-pg-simple stored under the raw id that no read
-    // has re-keyed yet (a store used directly, without a `get` first).
-    destroyLegacy: plain(
-      announced(`DELETE FROM ${t} WHERE (sid = $1 OR (sid = $2 AND id_hashed = false))${marked}`, ''),
-    ),
+    // A logout also removes a row connect-pg-simple stored under the raw id.
+    destroy: named(`${written(`DELETE FROM ${t} WHERE ${match('$1', '$2')}${marked}`)}
+SELECT count(*)::integer AS deleted${notified} FROM w`),
 
-    listByUser: plain(`SELECT sid, ${RECORD_COLUMNS} FROM ${t}
-WHERE user_id = $1 AND ${live('$2')}
-ORDER BY last_active_at DESC NULLS LAST, sid`),
+    listByUser:
+      plain(`SELECT coalesce(json_agg(x ORDER BY x.active_ms DESC NULLS LAST, x.sid), '[]'::json) AS sessions
+FROM (
+  SELECT sid, id_hashed AS hashed, key_hash, ${RECORD} FROM ${t} WHERE user_id = $1 AND ${live('$2')}
+) x`),
 
     // Expired rows of the user go too (they are garbage), but only live ones are counted.
-    destroyByUser: plain(`WITH w AS (
-  DELETE FROM ${t} WHERE user_id = $1 AND ($2::text IS NULL OR sid <> $2)${marked} RETURNING sid, id_hashed, expire
-)${notifySql === undefined ? '' : `, n AS (\n${notifySql}\n)`}
-SELECT count(*) FILTER (WHERE expire >= ${ts('$3')})::integer AS count${
-      notifySql === undefined ? '' : ', (SELECT count(*) FROM n) AS notified'
-    } FROM w`),
+    destroyByUser: plain(`${written(
+      `DELETE FROM ${t} WHERE user_id = $1
+  AND ($2::text IS NULL OR NOT coalesce(${match('$2', '$4')}, false))${marked}`,
+      'expire',
+    )}
+SELECT count(*) FILTER (WHERE expire >= ${ts('$3')})::integer AS count${notified} FROM w`),
 
     // Bounded batches keep each statement's locks and WAL short on a big backlog. The inner
     // SELECT walks the expire index; rows re-checked by ctid that a concurrent touch extended
     // meanwhile are skipped (their new version has another ctid and a later expire).
-    pruneBatch: plain(`DELETE FROM ${t}
+    pruneBatch: plain(`WITH d AS (
+DELETE FROM ${t}
 WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${t} WHERE expire < ${ts('$1')} LIMIT $2))
-  AND expire < ${ts('$1')}`),
+  AND expire < ${ts('$1')}
+RETURNING 1
+) SELECT count(*)::integer AS deleted FROM d`),
+
+    // For pools that cannot lend a dedicated connection (a query-only wrapper, pg-promise): the
+    // lock is transaction-scoped, so it is held for this one statement. The one-time filter on
+    // `l` runs before anything is deleted; a process that finds the lock taken deletes nothing.
+    pruneBatchLocked: plain(`WITH l AS (SELECT pg_try_advisory_xact_lock($3, $4) AS locked), d AS (
+DELETE FROM ${t}
+WHERE (SELECT locked FROM l)
+  AND ctid = ANY(ARRAY(SELECT ctid FROM ${t} WHERE expire < ${ts('$1')} LIMIT $2))
+  AND expire < ${ts('$1')}
+RETURNING 1
+) SELECT (SELECT count(*) FROM d)::integer AS deleted, (SELECT locked FROM l) AS locked`),
 
     // Session-level (not transaction-level) so the lock spans the batches, each of which
     // commits on its own; `try` so a second pruner gives up at once instead of queueing.
     pruneLock: plain('SELECT pg_try_advisory_lock($1, $2) AS locked'),
     pruneUnlock: plain('SELECT pg_advisory_unlock($1, $2)'),
 
-    all: plain(`SELECT sid, sess FROM ${t} WHERE ${live('$1')}`),
+    all: plain(`SELECT coalesce(json_agg(json_build_object('sid', sid, 'hashed', id_hashed, 'sess', sess)), '[]'::json) AS sessions
+FROM ${t} WHERE ${live('$1')}`),
     count: plain(`SELECT count(*)::integer AS count FROM ${t} WHERE ${live('$1')}`),
-    keys: plain(`SELECT sid FROM ${t} WHERE ${live('$1')}`),
+    keys: plain(`SELECT coalesce(array_agg(sid) FILTER (WHERE id_hashed), '{}') AS hashed,
+  coalesce(array_agg(sid) FILTER (WHERE NOT id_hashed), '{}') AS raw
+FROM ${t} WHERE ${live('$1')}`),
     // Announced as "everything" (every row's key is reported as `*`, collapsed to one payload).
     clear: plain(
       notify === undefined
-        ? `DELETE FROM ${t}`
-        : `WITH w AS (DELETE FROM ${t} WHERE ${MARK_ANNOUNCED} IS NOT NULL RETURNING sid, false AS id_hashed), n AS (\n${notifySql}\n)
-SELECT (SELECT count(*) FROM n) AS notified`,
+        ? `WITH w AS (DELETE FROM ${t} RETURNING 1) SELECT count(*)::integer AS deleted FROM w`
+        : `WITH w AS (DELETE FROM ${t} WHERE ${MARK_ANNOUNCED} IS NOT NULL RETURNING sid, false AS id_hashed)${notifyCte}
+SELECT count(*)::integer AS deleted${notified} FROM w`,
     ),
+
+    // The hash is recomputed from `sid` (not taken from `key_hash`), so a row can only ever move
+    // to the hash of its own id. A row whose hash is already taken stays raw (it is skipped, not
+    // retried, so the loop ends) and is counted by `countRaw`.
+    rekeyBatch: plain(`WITH b AS (
+  SELECT s.ctid, ${sqlHash('s.sid')} AS h FROM ${t} s
+  WHERE NOT s.id_hashed
+    AND NOT EXISTS (SELECT 1 FROM ${t} o WHERE o.sid = ${sqlHash('s.sid')})
+  LIMIT $1
+), u AS (
+  UPDATE ${t} AS r SET sid = b.h, id_hashed = true, key_hash = NULL
+  FROM b WHERE r.ctid = b.ctid AND NOT r.id_hashed
+  RETURNING 1
+) SELECT count(*)::integer AS rekeyed FROM u`),
+    countRaw: plain(`SELECT count(*)::integer AS raw FROM ${t} WHERE NOT id_hashed`),
   };
 }

@@ -27,6 +27,8 @@ export interface TableNames {
   readonly expireIndex: string;
   /** Unqualified name of the partial user_id index (`IDX_<table>_user_id`). */
   readonly userIndex: string;
+  /** Unqualified name of the partial unique key_hash index (`IDX_<table>_key_hash`). */
+  readonly keyHashIndex: string;
   /** A stable identity for advisory-lock keys. */
   readonly identity: string;
 }
@@ -61,6 +63,7 @@ export function tableNames(options: TableOptions = {}): TableNames {
     qualified: schema === undefined ? table : `${schema}.${table}`,
     expireIndex: quoteIdent(`IDX_${tableName}_expire`),
     userIndex: quoteIdent(`IDX_${tableName}_user_id`),
+    keyHashIndex: quoteIdent(`IDX_${tableName}_key_hash`),
     identity: `${schemaName ?? ''}\0${tableName}`,
   };
 }
@@ -85,7 +88,16 @@ export const EXTRA_COLUMNS: ReadonlyArray<readonly [name: string, definition: st
   ['version', 'integer NOT NULL DEFAULT 0'],
   // Rows written by connect-pg-simple are keyed by the raw id (false); ours by its hash (true).
   ['id_hashed', 'boolean NOT NULL DEFAULT false'],
+  // A raw-id row's storage key, recorded when pgsession first matches it, so the row can stay
+  // where connect-pg-simple looks for it (rollback) until `pgsession migrate --finish`.
+  ['key_hash', 'text'],
 ];
+
+/** The partial indexes pgsession adds: `user_id` (listing, revocation) and `key_hash` (raw-id rows by storage key). */
+const EXTRA_INDEXES = [
+  { column: 'user_id', unique: false },
+  { column: 'key_hash', unique: true },
+] as const;
 
 /** Options for {@link ensureSchema}. */
 export interface EnsureSchemaOptions extends TableOptions {
@@ -101,6 +113,7 @@ export interface EnsureSchemaOptions extends TableOptions {
    * Announce changes made by other writers (hand-written SQL, scripts, connect-pg-simple) to
    * every cache, with triggers on the table sending on this channel (see announce-trigger.ts).
    * Default: on, on the default channel; `false` installs nothing (and leaves existing ones).
+   * (Only on a pool that lends a connection: the triggers are installed in the transaction.)
    */
   announceWrites?: { channel: string } | false | undefined;
 }
@@ -119,33 +132,87 @@ interface CatalogRow {
   exists: boolean;
   schema_exists: boolean;
   columns: string[] | null;
-  has_expire_index: boolean;
-  has_user_index: boolean;
-  expire_name_taken: boolean;
-  user_name_taken: boolean;
+  /** Columns that have an index starting with them. */
+  indexed: string[] | null;
+  /** Which of the index names asked about (`$2`) are already taken in the table's schema. */
+  taken: string[] | null;
 }
 
-/** One query answering everything ensureSchema needs to decide. `$1` qualified name, `$2`/`$3` index names, `$4` schema. */
+/** One query answering everything ensureSchema needs to decide. `$1` qualified name, `$2` index names, `$3` schema. */
 const CATALOG_SQL = `WITH rel AS (SELECT to_regclass($1::text) AS oid),
 ns AS (
   SELECT coalesce(
     (SELECT c.relnamespace FROM pg_class c, rel WHERE c.oid = rel.oid),
-    (SELECT oid FROM pg_namespace WHERE nspname = $4::text),
+    (SELECT oid FROM pg_namespace WHERE nspname = $3::text),
     (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
   ) AS oid
 )
 SELECT
   rel.oid IS NOT NULL AS exists,
-  ($4::text IS NULL OR EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $4::text)) AS schema_exists,
+  ($3::text IS NULL OR EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $3::text)) AS schema_exists,
   (SELECT array_agg(attname::text) FROM pg_attribute
     WHERE attrelid = rel.oid AND attnum > 0 AND NOT attisdropped) AS columns,
-  EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-    WHERE i.indrelid = rel.oid AND a.attname = 'expire') AS has_expire_index,
-  EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-    WHERE i.indrelid = rel.oid AND a.attname = 'user_id') AS has_user_index,
-  EXISTS (SELECT 1 FROM pg_class c, ns WHERE c.relnamespace = ns.oid AND c.relname = $2::text) AS expire_name_taken,
-  EXISTS (SELECT 1 FROM pg_class c, ns WHERE c.relnamespace = ns.oid AND c.relname = $3::text) AS user_name_taken
+  (SELECT array_agg(DISTINCT a.attname::text) FROM pg_index i
+    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+    WHERE i.indrelid = rel.oid) AS indexed,
+  (SELECT array_agg(c.relname::text) FROM pg_class c, ns
+    WHERE c.relnamespace = ns.oid AND c.relname = ANY($2::text[])) AS taken
 FROM rel`;
+
+/** The quoted name pgsession gives the index on `column`. */
+function indexName(names: TableNames, column: string): string {
+  return column === 'expire'
+    ? names.expireIndex
+    : column === 'user_id'
+      ? names.userIndex
+      : names.keyHashIndex;
+}
+
+/** `CREATE [UNIQUE] INDEX` for one of pgsession's indexes (`name` '' lets PostgreSQL choose). */
+function indexSql(names: TableNames, column: string, name: string, ifNotExists = false): string {
+  const unique = EXTRA_INDEXES.some((x) => x.column === column && x.unique) ? 'UNIQUE ' : '';
+  // Partial: anonymous sessions (most rows on many sites) and hashed rows stay out.
+  const where = column === 'expire' ? '' : ` WHERE ${quoteIdent(column)} IS NOT NULL`;
+  const exists = ifNotExists ? 'IF NOT EXISTS ' : '';
+  return `CREATE ${unique}INDEX ${exists}${name} ON ${names.qualified} (${quoteIdent(column)})${where}`;
+}
+
+/** connect-pg-simple's `table.sql`, column for column, plus pgsession's columns. */
+function createTableStatement(names: TableNames, ifNotExists = false): string {
+  // The primary key is left unnamed so PostgreSQL names it `<table>_pkey` (truncating long
+  // names and avoiding clashes).
+  const columns = [
+    'sid varchar NOT NULL COLLATE "default" PRIMARY KEY',
+    'sess json NOT NULL',
+    'expire timestamp(6) NOT NULL',
+    ...EXTRA_COLUMNS.map(([name, def]) => `${quoteIdent(name)} ${def}`),
+  ];
+  return `CREATE TABLE ${ifNotExists ? 'IF NOT EXISTS ' : ''}${names.qualified} (\n  ${columns.join(',\n  ')}\n)`;
+}
+
+/**
+ * The whole table — columns and indexes — as one script of statements without parameters,
+ * for connect-pg-simple's `createTableIfMissing` step (`_rawEnsureSessionStoreTable`), which
+ * runs DDL through the store's own `query()`. Sent as one simple-protocol query, it runs as one
+ * implicit transaction, serialised with {@link ensureSchema} by the same advisory lock.
+ */
+export function createTableSql(names: TableNames): string {
+  const [k1, k2] = advisoryLockKeys('schema', names);
+  return [
+    `SELECT pg_advisory_xact_lock(${k1}, ${k2})`,
+    ...(names.schema === undefined ? [] : [`CREATE SCHEMA IF NOT EXISTS ${names.schema}`]),
+    createTableStatement(names, true),
+    ...['expire', ...EXTRA_INDEXES.map((x) => x.column)].map((column) =>
+      indexSql(names, column, indexName(names, column), true),
+    ),
+  ].join(';\n');
+}
+
+/** What {@link ensureSchema} needs of a pool: `query`, and `connect` for a transaction when it has one. */
+export interface SchemaPool {
+  query(text: string, values?: unknown[]): Promise<{ rows: unknown[] }>;
+  connect?(): Promise<pg.PoolClient>;
+}
 
 /** PostgreSQL truncates identifiers to 63 bytes; compare index names the way it stores them. */
 function storedName(name: string): string {
@@ -160,42 +227,47 @@ function storedName(name: string): string {
 /**
  * Make sure the session table exists and has pgsession's columns and indexes.
  *
- * - Missing table: created exactly as connect-pg-simple's `table.sql` does (`sid varchar` primary
- *   key, `sess json`, `expire timestamp(6)`, index `IDX_<table>_expire`), then upgraded like any
- *   existing table — one code path for both.
+ * - Missing table: created with connect-pg-simple's columns as its `table.sql` has them (`sid
+ *   varchar` primary key, `sess json`, `expire timestamp(6)`, index `IDX_<table>_expire`) and
+ *   pgsession's.
  * - Existing table (including one created by connect-pg-simple): the extra columns are added
  *   (nullable or with constant defaults, so it is a catalog-only change and connect-pg-simple
- *   can keep reading and writing the table) plus a partial index on `user_id`.
+ *   can keep reading and writing the table) plus partial indexes on `user_id` and `key_hash`.
  *
  * Idempotent, and safe to run from many processes at once: everything happens in one
  * transaction under a transaction-scoped advisory lock, so concurrent callers run one after
  * another and later ones find nothing to do. DDL waits at most `lockTimeoutMs` for its table
  * lock, so a long-running query cannot make start-up queue every other session query behind it.
+ * (Given a pool without `connect()`, the steps run one by one, outside a transaction.)
  */
 export async function ensureSchema(
-  pool: pg.Pool,
+  pool: pg.Pool | SchemaPool,
   options: EnsureSchemaOptions = {},
 ): Promise<EnsureSchemaResult> {
   const names = tableNames(options);
   const createTable = options.createTable ?? true;
   const lockTimeoutMs = Math.max(0, Math.floor(options.lockTimeoutMs ?? 10_000));
   const [k1, k2] = advisoryLockKeys('schema', names);
-  const expireIndexName = storedName(`IDX_${names.tableName}_expire`);
-  const userIndexName = storedName(`IDX_${names.tableName}_user_id`);
+  const columnsToIndex = ['expire', ...EXTRA_INDEXES.map((x) => x.column)];
   const result: EnsureSchemaResult = { created: false, addedColumns: [], addedIndexes: [] };
 
-  const client = await pool.connect();
+  // A pool that cannot lend a connection (a query-only wrapper, pg-promise) gets each statement
+  // on its own: no transaction, but every step is idempotent and re-checked on the next call.
+  const client = typeof pool.connect === 'function' ? await pool.connect() : undefined;
+  const query = async <R>(text: string, values?: unknown[]): Promise<R[]> =>
+    ((await (client ?? (pool as SchemaPool)).query(text, values)) as { rows: R[] }).rows;
   let broken: Error | undefined;
   try {
-    await client.query('BEGIN');
-    await client.query('SELECT pg_advisory_xact_lock($1, $2)', [k1, k2]);
-    await client.query(`SET LOCAL lock_timeout = ${lockTimeoutMs}`);
+    if (client) {
+      await query('BEGIN');
+      await query('SELECT pg_advisory_xact_lock($1, $2)', [k1, k2]);
+      await query(`SET LOCAL lock_timeout = ${lockTimeoutMs}`);
+    }
 
     const catalog = async (): Promise<CatalogRow> => {
-      const { rows } = await client.query<CatalogRow>(CATALOG_SQL, [
+      const rows = await query<CatalogRow>(CATALOG_SQL, [
         names.qualified,
-        expireIndexName,
-        userIndexName,
+        columnsToIndex.map((column) => storedName(unquote(indexName(names, column)))),
         names.schemaName ?? null,
       ]);
       return rows[0]!;
@@ -209,15 +281,9 @@ export async function ensureSchema(
         );
       }
       if (names.schema !== undefined && !state.schema_exists) {
-        await client.query(`CREATE SCHEMA IF NOT EXISTS ${names.schema}`);
+        await query(`CREATE SCHEMA IF NOT EXISTS ${names.schema}`);
       }
-      // connect-pg-simple's table.sql, column for column. The primary key is left unnamed so
-      // PostgreSQL names it `<table>_pkey` (truncating long names and avoiding clashes).
-      await client.query(`CREATE TABLE ${names.qualified} (
-  sid varchar NOT NULL COLLATE "default" PRIMARY KEY,
-  sess json NOT NULL,
-  expire timestamp(6) NOT NULL
-)`);
+      await query(createTableStatement(names, !client));
       result.created = true;
       state = await catalog();
     }
@@ -229,7 +295,7 @@ export async function ensureSchema(
       // it catalog-only (PostgreSQL 11+), no table rewrite even on a large table.
       const clauses = missing.map(([name, def]) => `ADD COLUMN IF NOT EXISTS ${quoteIdent(name)} ${def}`);
       try {
-        await client.query(`ALTER TABLE ${names.qualified} ${clauses.join(', ')}`);
+        await query(`ALTER TABLE ${names.qualified} ${clauses.join(', ')}`);
       } catch (err) {
         throw new Error(
           `pgsession: cannot add columns ${missing.map(([n]) => n).join(', ')} to session table ${names.qualified} ` +
@@ -240,32 +306,37 @@ export async function ensureSchema(
       if (!result.created) result.addedColumns = missing.map(([name]) => name);
     }
 
-    if (!state.has_expire_index) {
-      // connect-pg-simple's index name; if another table already took it (connect-pg-simple
-      // always names it IDX_session_expire, whatever the table), let PostgreSQL choose one.
-      const name = state.expire_name_taken ? '' : names.expireIndex;
-      await client.query(`CREATE INDEX ${name} ON ${names.qualified} (expire)`);
-      result.addedIndexes.push(name === '' ? '(expire)' : expireIndexName);
-    }
-    if (!state.has_user_index) {
-      const name = state.user_name_taken ? '' : names.userIndex;
-      // Partial: anonymous sessions (most rows on many sites) stay out of the index.
-      await client.query(`CREATE INDEX ${name} ON ${names.qualified} (user_id) WHERE user_id IS NOT NULL`);
-      result.addedIndexes.push(name === '' ? '(user_id)' : userIndexName);
+    const indexed = new Set(state.indexed ?? []);
+    const taken = new Set(state.taken ?? []);
+    for (const column of columnsToIndex) {
+      if (indexed.has(column)) continue;
+      // pgsession's name; if another table already took it (connect-pg-simple always names its
+      // index IDX_session_expire, whatever the table), let PostgreSQL choose one.
+      const stored = storedName(unquote(indexName(names, column)));
+      const name = taken.has(stored) ? '' : indexName(names, column);
+      await query(indexSql(names, column, name));
+      result.addedIndexes.push(name === '' ? `(${column})` : stored);
     }
     const announce = options.announceWrites ?? { channel: DEFAULT_CHANNEL };
-    if (announce) await ensureAnnounceTriggersIfAllowed(client, names, announce.channel);
-    await client.query('COMMIT');
+    if (announce && client) await ensureAnnounceTriggersIfAllowed(client, names, announce.channel);
+    if (client) await query('COMMIT');
     return result;
   } catch (err) {
-    await client.query('ROLLBACK').catch((rollbackError: Error) => {
-      broken = rollbackError;
-    });
+    if (client) {
+      await client.query('ROLLBACK').catch((rollbackError: Error) => {
+        broken = rollbackError;
+      });
+    }
     throw err;
   } finally {
     // A connection whose ROLLBACK failed is in an unknown state: destroy it rather than reuse it.
-    client.release(broken);
+    client?.release(broken);
   }
+}
+
+/** The name inside a quoted identifier. */
+function unquote(quoted: string): string {
+  return quoted.slice(1, -1).replaceAll('""', '"');
 }
 
 /**

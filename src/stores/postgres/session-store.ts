@@ -1,5 +1,6 @@
 import pg from 'pg';
-import { SerializationError } from '../../core/errors.js';
+import { ConfigError, SerializationError } from '../../core/errors.js';
+import { hashId } from '../../core/id.js';
 import { POOL_DEFAULTS } from '../../db/pool.js';
 import type { NotifyTarget } from '../cache/protocol.js';
 import {
@@ -11,29 +12,63 @@ import {
   userIdOf,
 } from '../types.js';
 import { buildQueries, type Queries, type Statement } from './queries.js';
-import { advisoryLockKeys, ensureSchema, type TableNames, type TableOptions, tableNames } from './schema.js';
+import {
+  advisoryLockKeys,
+  ensureSchema,
+  type SchemaPool,
+  type TableNames,
+  type TableOptions,
+  tableNames,
+} from './schema.js';
+
+/**
+ * What the store needs of a pool: node-postgres's promise `query(textOrConfig, values)`. Any
+ * pool-like object with it works (a wrapper, a mock, another pg-compatible pool); `connect()`
+ * (a dedicated connection, for the schema upgrade's transaction and the prune lock) and named
+ * prepared statements are used only when the pool has `connect()`, as node-postgres pools do.
+ */
+export interface Queryable {
+  query(textOrConfig: string | pg.QueryConfig, values?: unknown[]): Promise<{ rows: unknown[] }>;
+  connect?(): Promise<pg.PoolClient>;
+}
+
+/** One row of a statement's result. */
+export type Row = Record<string, unknown>;
+
+/**
+ * Runs one of the store's statements and resolves with its first row (every statement returns
+ * at most one). `PgStore` routes them through its own `query()`, as connect-pg-simple does.
+ */
+export type RunStatement = (statement: Statement, values: unknown[]) => Promise<Row | undefined>;
 
 /** Options for {@link PostgresSessionStore}. */
 export interface PostgresSessionStoreOptions extends TableOptions {
-  /** The pool to use. The store never ends a pool it was given. */
-  pool?: pg.Pool | undefined;
+  /** The pool to use (see {@link Queryable}). The store never ends a pool it was given, unless `ownsPool`. */
+  pool?: pg.Pool | Queryable | undefined;
+  /** End `pool` in {@link PostgresSessionStore.close} (for a pool made for this store alone). Default false. */
+  ownsPool?: boolean | undefined;
   /**
-   * Used only when `pool` is absent: the store creates its own pool from this configuration
-   * (adding connection, statement and query timeouts unless set) and ends it in
+   * Used only when `pool` and `db` are absent: the store creates its own pool from this
+   * configuration (adding connection, statement and query timeouts unless set) and ends it in
    * {@link PostgresSessionStore.close}.
    */
   poolConfig?: pg.PoolConfig | undefined;
+  /** Where statements and schema changes go when there is no pool (pg-promise: `PgStore`'s adapter). */
+  db?: Queryable | undefined;
+  /** How statements run; default: on `pool` (or `db`). */
+  run?: RunStatement | undefined;
   /**
    * Create the table when it is missing (default true). Either way an existing table is
-   * upgraded with pgsession's columns on first use (see `ensureSchema`).
+   * upgraded with pgsession's columns when a statement first finds them missing (see `ensureSchema`).
    */
   createTableIfMissing?: boolean | undefined;
-  /** The clock, in epoch milliseconds. Default `Date.now`; tests inject a fake one. */
+  /** The clock, in epoch milliseconds. Default `Date.now` (looked up at each call); tests inject a fake one. */
   now?: (() => number) | undefined;
   /**
-   * The value written to `id_hashed` for new rows: true when keys are hashes of session ids
-   * (pgsession's default), false when they are raw ids. Only rows with `id_hashed = false` can
-   * be adopted through `legacyKey`. Default true.
+   * Whether the keys this store is given are hashes of session ids (true, pgsession's default)
+   * or the ids themselves (false, for a switch that must stay reversible: new rows are then
+   * stored under raw ids, as connect-pg-simple stores them). Either way every row is found,
+   * whichever way it is stored. Default true.
    */
   idsHashed?: boolean | undefined;
   /** Use named prepared statements for the hot paths (default true; turn off behind PgBouncer in transaction mode). */
@@ -55,13 +90,13 @@ export interface PostgresSessionStoreOptions extends TableOptions {
   errorLog?: ((...args: unknown[]) => void) | undefined;
 }
 
-/** Options for {@link PostgresSessionStore.prune}. */
+/** Options for {@link PostgresSessionStore.prune} and {@link PostgresSessionStore.rekey}. */
 export interface PruneOptions {
-  /** Rows deleted per statement; default the store's `pruneBatchSize` (5000). */
+  /** Rows per statement; default the store's `pruneBatchSize` (5000). */
   batchSize?: number | undefined;
   /** Called after each non-empty batch with the running total (e.g. for a CLI progress bar); awaited. */
-  onProgress?: ((deletedSoFar: number) => void | Promise<void>) | undefined;
-  /** Stop after the current batch when aborted; the rows deleted so far stay deleted. */
+  onProgress?: ((doneSoFar: number) => void | Promise<void>) | undefined;
+  /** Stop after the current batch when aborted; the rows handled so far stay handled. */
   signal?: AbortSignal | undefined;
 }
 
@@ -79,12 +114,21 @@ export interface PruningScheduleOptions {
   onError?: ((err: unknown) => void) | undefined;
   /** Batch size for each prune. */
   batchSize?: number | undefined;
+  /** What each run does; default {@link PostgresSessionStore.prune}. (`PgStore` runs its `pruneSessions()`.) */
+  run?: (() => Promise<unknown>) | undefined;
 }
 
 /** A session as returned by {@link PostgresSessionStore.all}. */
-export interface StoredSession {
-  key: string;
+export interface StoredSession extends StoredKey {
   data: SessionJSON;
+}
+
+/** How a stored session can be named, from {@link PostgresSessionStore.keys}. */
+export interface StoredKey {
+  /** The key this store's methods take for it (in `idsHashed` mode: the storage key). */
+  key: string;
+  /** The session id itself, for a row still stored under it (connect-pg-simple's, or `hashIds: false`). */
+  rawId: string | undefined;
 }
 
 /** Fifteen minutes: connect-pg-simple's default prune interval. */
@@ -95,6 +139,34 @@ export const DEFAULT_PRUNE_BATCH_SIZE = 5000;
 /** connect-pg-simple's randomizer: between 50% and 150% of the interval. */
 export const defaultPruneJitter = (delay: number): number => Math.ceil(delay / 2 + delay * Math.random());
 
+/** The pool settings pgsession adds to a pool it creates, unless the configuration sets them. */
+const OWN_POOL_DEFAULTS = {
+  // Timeouts so a database outage never turns into hung requests (see `POOL_DEFAULTS`):
+  // connecting, the statement on the server, and the wait for an answer on the client.
+  connectionTimeoutMillis: POOL_DEFAULTS.connectionTimeoutMillis,
+  statement_timeout: POOL_DEFAULTS.statement_timeout,
+  query_timeout: POOL_DEFAULTS.query_timeout,
+  keepAlive: true,
+} as const satisfies pg.PoolConfig;
+
+/**
+ * A pool for a store that was given a configuration rather than a pool. `pg.Pool` gets the
+ * configuration exactly as given (connect-pg-simple's behaviour, which its tests check); the
+ * defaults go into the pool's `options` afterwards, where node-postgres reads them each time it
+ * opens a client, and only for settings the configuration leaves unset.
+ */
+export function createOwnPool(config: pg.PoolConfig, errorLog: (...args: unknown[]) => void): pg.Pool {
+  const pool = new pg.Pool(config);
+  const options = (pool as unknown as { options?: unknown }).options;
+  if (options && typeof options === 'object') {
+    const settings = options as Record<string, unknown>;
+    for (const [key, value] of Object.entries(OWN_POOL_DEFAULTS)) settings[key] ??= value;
+  }
+  // Without a listener, an idle client's error (server restart) would crash the process.
+  pool.on('error', (err) => errorLog('pgsession: PostgreSQL pool error:', err));
+  return pool;
+}
+
 interface RecordRow {
   sess: SessionJSON | string;
   expires_ms: number;
@@ -104,9 +176,15 @@ interface RecordRow {
   version: number | null;
 }
 
-function parseSess(sess: SessionJSON | string): SessionJSON {
+interface ListedRow extends RecordRow {
+  sid: string;
+  hashed: boolean;
+  key_hash: string | null;
+}
+
+function parseJson<T>(value: T | string): T {
   // node-postgres parses `json` columns itself, unless the application replaced the type parser.
-  return typeof sess === 'string' ? (JSON.parse(sess) as SessionJSON) : sess;
+  return typeof value === 'string' ? (JSON.parse(value) as T) : value;
 }
 
 function serialize(value: unknown): string {
@@ -119,6 +197,12 @@ function serialize(value: unknown): string {
   }
 }
 
+/** Undefined table or column: the table is missing or predates pgsession's columns. */
+function isSchemaMissing(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === '42P01' || code === '42703';
+}
+
 /**
  * Session records in PostgreSQL, in connect-pg-simple's table (upgraded in place), keyed by
  * storage key (the hash of the session id). This is the promise-based face the pgsession engine
@@ -127,12 +211,14 @@ function serialize(value: unknown): string {
  * Every method rejects on a database fault: a fault never reads as "no session".
  */
 export class PostgresSessionStore implements SessionStore {
-  /** The pool queries run on. */
-  readonly pool: pg.Pool;
   /** The table's quoted names. */
   readonly names: TableNames;
   /** `touch` records `lastActiveAt` (the `last_active_at` column), so the engine can enforce idle timeouts. */
   readonly tracksActivity = true;
+  readonly #pool: pg.Pool | Queryable | undefined;
+  /** Where schema changes and (by default) statements go. */
+  readonly #db: Queryable;
+  readonly #run: RunStatement;
   readonly #queries: Queries;
   readonly #ownsPool: boolean;
   readonly #createTable: boolean;
@@ -153,7 +239,7 @@ export class PostgresSessionStore implements SessionStore {
     this.#createTable = options.createTableIfMissing ?? true;
     this.#announce =
       options.notify && options.announceOtherWriters !== false ? { channel: options.notify.channel } : false;
-    this.#now = options.now ?? Date.now;
+    this.#now = options.now ?? (() => Date.now());
     this.#idsHashed = options.idsHashed ?? true;
     this.#pruneBatchSize = positiveInteger(
       options.pruneBatchSize ?? DEFAULT_PRUNE_BATCH_SIZE,
@@ -161,22 +247,25 @@ export class PostgresSessionStore implements SessionStore {
     );
     this.#errorLog = options.errorLog ?? console.error.bind(console);
     if (options.pool) {
-      this.pool = options.pool;
+      this.#pool = options.pool;
+      this.#ownsPool = options.ownsPool === true;
+    } else if (options.db) {
+      this.#pool = undefined;
       this.#ownsPool = false;
     } else {
-      // Timeouts so a database outage never turns into hung requests (see `POOL_DEFAULTS`):
-      // connecting, the statement on the server, and the wait for an answer on the client.
-      this.pool = new pg.Pool({
-        connectionTimeoutMillis: POOL_DEFAULTS.connectionTimeoutMillis,
-        statement_timeout: POOL_DEFAULTS.statement_timeout,
-        query_timeout: POOL_DEFAULTS.query_timeout,
-        keepAlive: true,
-        ...options.poolConfig,
-      });
-      // Without a listener, an idle client's error (server restart) would crash the process.
-      this.pool.on('error', (err) => this.#errorLog('pgsession: PostgreSQL pool error:', err));
+      this.#pool = createOwnPool({ ...options.poolConfig }, this.#errorLog);
       this.#ownsPool = true;
     }
+    const db = this.#pool ?? options.db;
+    if (!db) throw new ConfigError('pgsession: the store needs a pool');
+    this.#db = db;
+    this.#run = options.run ?? ((statement, values) => this.#runOnPool(statement, values));
+  }
+
+  /** The pool queries run on (the one given, or the one the store created). */
+  get pool(): pg.Pool {
+    if (!this.#pool) throw new ConfigError('pgsession: this store runs on pg-promise and has no pg pool');
+    return this.#pool as pg.Pool;
   }
 
   /** Whether rows this store writes are keyed by hashed ids (the `idsHashed` option). */
@@ -186,12 +275,12 @@ export class PostgresSessionStore implements SessionStore {
 
   /**
    * Create or upgrade the table if needed (once; retried on the next call after a failure, so a
-   * database that is down at start-up does not disable the store for good). Every method calls
-   * it; call it at start-up to fail fast.
+   * database that is down at start-up does not disable the store for good). Statements that find
+   * the table or a column missing call it and run again; call it at start-up to fail fast.
    */
   ready(): Promise<void> {
     if (this.#schemaReady) return Promise.resolve();
-    this.#schemaPromise ??= ensureSchema(this.pool, {
+    this.#schemaPromise ??= ensureSchema(this.#db as SchemaPool, {
       schemaName: this.names.schemaName,
       tableName: this.names.tableName,
       createTable: this.#createTable,
@@ -208,16 +297,54 @@ export class PostgresSessionStore implements SessionStore {
     return this.#schemaPromise;
   }
 
-  async #query<R extends pg.QueryResultRow>(
-    statement: Statement,
-    values: unknown[],
-  ): Promise<pg.QueryResult<R>> {
-    if (!this.#schemaReady) await this.ready();
-    return this.pool.query<R>({ text: statement.text, name: statement.name, values });
+  /**
+   * Run `work` on a current schema. On a pool that lends connections the schema is made current
+   * once, before the first statement (columns, indexes and the announce triggers, in one
+   * transaction). On any other pool (a query-only wrapper, pg-promise without its pool, a test
+   * double of the store's `query`) no schema query is spent up front: a statement that finds the
+   * table or one of pgsession's columns missing creates or upgrades it and runs once more.
+   */
+  async #withSchema<T>(work: () => Promise<T>): Promise<T> {
+    if (!this.#schemaReady && typeof this.#db.connect === 'function') await this.ready();
+    try {
+      return await work();
+    } catch (err) {
+      if (this.#schemaReady || !isSchemaMissing(err)) throw err;
+      await this.ready();
+      return work();
+    }
+  }
+
+  async #runOnPool(statement: Statement, values: unknown[]): Promise<Row | undefined> {
+    // Prepared statements only on node-postgres pools (they lend connections); a query-only
+    // object gets node-postgres's plain `(text, values)` call.
+    const { rows } =
+      statement.name !== undefined && typeof this.#db.connect === 'function'
+        ? await this.#db.query({ text: statement.text, name: statement.name, values })
+        : await this.#db.query(statement.text, values);
+    return rows[0] as Row | undefined;
+  }
+
+  #query<R>(statement: Statement, values: unknown[]): Promise<R | undefined> {
+    return this.#withSchema(async () => (await this.#run(statement, values)) as R | undefined);
+  }
+
+  /**
+   * The storage key `h` and raw id `k` (or null) of a session, as the statements take them.
+   * With `idsHashed`, keys are hashes and the raw id is known only when the caller passes it.
+   */
+  #address(key: string, legacyKey?: string): [h: string, k: string | null] {
+    if (!this.#idsHashed) return [hashId(key), key];
+    return [key, legacyKey === undefined || legacyKey === key ? null : legacyKey];
+  }
+
+  /** How a new row is stored: its `sid`, `id_hashed` and `key_hash`. */
+  #newRow(key: string): [sid: string, hashed: boolean, keyHash: string | null] {
+    return this.#idsHashed ? [key, true, null] : [key, false, hashId(key)];
   }
 
   #toRecord(row: RecordRow, now: number): SessionRecord {
-    const data = parseSess(row.sess);
+    const data = parseJson(row.sess);
     return {
       data,
       expiresAt: row.expires_ms,
@@ -230,44 +357,40 @@ export class PostgresSessionStore implements SessionStore {
   }
 
   /**
-   * Load a live session. With `legacyKey`, a row stored under that raw id by connect-pg-simple
-   * (`id_hashed = false`) is re-keyed to `key` in the same statement, so the raw id leaves the
-   * table the first time it is seen. (`fresh` is accepted for caching layers; this store always
-   * reads the table.)
+   * Load a live session, wherever its row is stored (see queries.ts, "Which row a session is").
+   * `legacyKey` is the raw id, for a row connect-pg-simple stored under it; such a row stays
+   * where it is (so a rollback to connect-pg-simple keeps the user logged in) and records its
+   * storage key, so later calls that only know the key find it. (`fresh` is accepted for
+   * caching layers; this store always reads the table.)
    */
   async get(key: string, options?: { legacyKey?: string; fresh?: boolean }): Promise<SessionRecord | null> {
-    const now = this.#now();
     const legacyKey = options?.legacyKey;
-    if (legacyKey === undefined || legacyKey === key) {
-      const { rows } = await this.#query<RecordRow>(this.#queries.get, [key, now]);
-      return rows[0] ? this.#toRecord(rows[0], now) : null;
+    if (!this.#idsHashed && legacyKey !== undefined && legacyKey !== key) {
+      // The middleware hashes ids but this store was told they are raw: its rows would be
+      // stored under hashes marked as raw ids, which a leaked table could then replay.
+      throw new ConfigError(
+        'pgsession: the store keeps raw session ids (hashIds: false) but the middleware hashes them: set hashIds: false on both, or on neither',
+      );
     }
-    const { rows } = await this.#query<RecordRow & { retry: boolean }>(this.#queries.getLegacy, [
-      key,
-      now,
-      legacyKey,
-    ]);
-    const row = rows[0];
-    if (!row) return null;
-    if (row.retry) {
-      // A concurrent request adopted the legacy row first; it is now under `key`.
-      const again = await this.#query<RecordRow>(this.#queries.get, [key, now]);
-      return again.rows[0] ? this.#toRecord(again.rows[0], now) : null;
-    }
-    return this.#toRecord(row, now);
+    const now = this.#now();
+    const [h, k] = this.#address(key, legacyKey);
+    const row = await this.#query<RecordRow>(this.#queries.get, [h, now, k]);
+    return row ? this.#toRecord(row, now) : null;
   }
 
   /** Insert a new session; an existing row with the same key is an error (unique violation). */
   async create(key: string, record: SessionRecord): Promise<void> {
+    const [sid, hashed, keyHash] = this.#newRow(key);
     await this.#query(this.#queries.insert, [
-      key,
+      sid,
       serialize(record.data),
       record.expiresAt,
       record.createdAt,
       record.lastActiveAt,
       record.userId,
       record.version,
-      this.#idsHashed,
+      hashed,
+      keyHash,
     ]);
   }
 
@@ -279,17 +402,19 @@ export class PostgresSessionStore implements SessionStore {
    */
   async update(key: string, change: SessionChange): Promise<SessionRecord | null> {
     const now = this.#now();
+    const [h, k] = this.#address(key);
     try {
-      const { rows } = await this.#query<RecordRow>(this.#queries.update, [
-        key,
+      const row = await this.#query<RecordRow>(this.#queries.update, [
+        h,
         change.unset,
         serialize(change.set),
         change.expiresAt,
         change.lastActiveAt,
         change.userId,
         now,
+        k,
       ]);
-      return rows[0] ? this.#toRecord(rows[0], now) : null;
+      return row ? this.#toRecord(row, now) : null;
     } catch (err) {
       // The merge goes through jsonb, which cannot hold "\u0000" although the json column can
       // (22P05). Such a session is still saved, whole: it loses the key-level merge, not the write.
@@ -302,8 +427,7 @@ export class PostgresSessionStore implements SessionStore {
         change.userId,
       );
       if (!written) return null;
-      const { rows } = await this.#query<RecordRow>(this.#queries.get, [key, now]);
-      return rows[0] ? this.#toRecord(rows[0], now) : null;
+      return this.get(key);
     }
   }
 
@@ -317,40 +441,56 @@ export class PostgresSessionStore implements SessionStore {
     expiresAt: number,
     lastActiveAt: number,
     userId: string | null = userIdOf(data),
+    options?: { legacyKey?: string },
   ): Promise<boolean> {
-    const result = await this.#query(this.#queries.replace, [
-      key,
+    const [h, k] = this.#address(key, options?.legacyKey);
+    const row = await this.#query<{ version: number | null }>(this.#queries.replace, [
+      h,
       serialize(data),
       expiresAt,
       lastActiveAt,
       userId,
       this.#now(),
+      k,
     ]);
-    return (result.rowCount ?? 0) > 0;
+    return row?.version !== null && row?.version !== undefined;
   }
 
   /**
-   * Insert, or overwrite an existing row (connect-pg-simple's `set`). Only for ids this process
-   * has never loaded, i.e. brand-new sessions: for loaded ones use {@link replace} or {@link update}.
+   * Write a session whether or not it exists (connect-pg-simple's `set`): its row is overwritten
+   * wherever it is stored, else a row is inserted. Only for ids this process has never loaded,
+   * i.e. brand-new sessions: for loaded ones use {@link replace} or {@link update}.
    */
-  async upsert(key: string, record: SessionRecord): Promise<void> {
+  async upsert(key: string, record: SessionRecord, options?: { legacyKey?: string }): Promise<void> {
+    const [h, k] = this.#address(key, options?.legacyKey);
+    const [sid, hashed, keyHash] = this.#newRow(key);
     await this.#query(this.#queries.upsert, [
-      key,
+      sid,
       serialize(record.data),
       record.expiresAt,
       record.createdAt,
       record.lastActiveAt,
       record.userId,
       record.version,
-      this.#idsHashed,
+      hashed,
+      keyHash,
       this.#now(),
+      h,
+      k,
     ]);
   }
 
   /** Extend a live session's expiry without touching `sess`. False when it is gone or expired. */
   async touch(key: string, expiresAt: number, lastActiveAt: number): Promise<boolean> {
-    const result = await this.#query(this.#queries.touch, [key, expiresAt, lastActiveAt, this.#now()]);
-    return (result.rowCount ?? 0) > 0;
+    const [h, k] = this.#address(key);
+    const row = await this.#query<{ touched: boolean }>(this.#queries.touch, [
+      h,
+      expiresAt,
+      lastActiveAt,
+      this.#now(),
+      k,
+    ]);
+    return row?.touched === true;
   }
 
   /**
@@ -358,46 +498,72 @@ export class PostgresSessionStore implements SessionStore {
    * by connect-pg-simple goes too.
    */
   async destroy(key: string, options?: { legacyKey?: string }): Promise<void> {
-    const legacyKey = options?.legacyKey;
-    if (legacyKey === undefined || legacyKey === key) await this.#query(this.#queries.destroy, [key]);
-    else await this.#query(this.#queries.destroyLegacy, [key, legacyKey]);
+    await this.#remove(key, options);
+  }
+
+  /** {@link destroy}, resolving with whether a session was there to delete (admin tools). */
+  remove(key: string, options?: { legacyKey?: string }): Promise<boolean> {
+    return this.#remove(key, options);
+  }
+
+  async #remove(key: string, options?: { legacyKey?: string }): Promise<boolean> {
+    const [h, k] = this.#address(key, options?.legacyKey);
+    const row = await this.#query<{ deleted: number }>(this.#queries.destroy, [h, k]);
+    return (row?.deleted ?? 0) > 0;
+  }
+
+  /** The key the engine knows a listed row by, and its raw id if it is stored under one. */
+  #keyOf(row: { sid: string; hashed: boolean; key_hash?: string | null }): StoredKey {
+    if (row.hashed) return { key: row.sid, rawId: undefined };
+    return { key: this.#idsHashed ? (row.key_hash ?? hashId(row.sid)) : row.sid, rawId: row.sid };
   }
 
   /** The user's live sessions, most recently active first. */
   async listByUser(userId: string): Promise<SessionListing[]> {
     const now = this.#now();
-    const { rows } = await this.#query<RecordRow & { sid: string }>(this.#queries.listByUser, [userId, now]);
-    return rows.map((row) => ({ key: row.sid, record: this.#toRecord(row, now) }));
+    const row = await this.#query<{ sessions: ListedRow[] | string }>(this.#queries.listByUser, [
+      userId,
+      now,
+    ]);
+    return parseJson(row?.sessions ?? []).map((listed) => ({
+      key: this.#keyOf(listed).key,
+      record: this.#toRecord(listed, now),
+    }));
   }
 
   /** Delete every session of the user except `exceptKey`; returns how many live sessions went. */
   async destroyByUser(userId: string, exceptKey?: string): Promise<number> {
-    const { rows } = await this.#query<{ count: number }>(this.#queries.destroyByUser, [
+    const [h, k] = exceptKey === undefined ? [null, null] : this.#address(exceptKey);
+    const row = await this.#query<{ count: number }>(this.#queries.destroyByUser, [
       userId,
-      exceptKey ?? null,
+      h,
       this.#now(),
+      k,
     ]);
-    return rows[0]?.count ?? 0;
+    return row?.count ?? 0;
   }
 
   /** Every live session (express-session's `all`). Loads the whole table: for admin tools and tests. */
   async all(): Promise<StoredSession[]> {
-    const { rows } = await this.#query<{ sid: string; sess: SessionJSON | string }>(this.#queries.all, [
-      this.#now(),
-    ]);
-    return rows.map((row) => ({ key: row.sid, data: parseSess(row.sess) }));
+    const row = await this.#query<{
+      sessions: Array<{ sid: string; hashed: boolean; sess: SessionJSON }> | string;
+    }>(this.#queries.all, [this.#now()]);
+    return parseJson(row?.sessions ?? []).map((s) => ({ ...this.#keyOf(s), data: parseJson(s.sess) }));
   }
 
   /** Number of live sessions. */
   async count(): Promise<number> {
-    const { rows } = await this.#query<{ count: number }>(this.#queries.count, [this.#now()]);
-    return rows[0]?.count ?? 0;
+    const row = await this.#query<{ count: number }>(this.#queries.count, [this.#now()]);
+    return row?.count ?? 0;
   }
 
-  /** Storage keys of all live sessions. */
-  async keys(): Promise<string[]> {
-    const { rows } = await this.#query<{ sid: string }>(this.#queries.keys, [this.#now()]);
-    return rows.map((row) => row.sid);
+  /** The keys of all live sessions. */
+  async keys(): Promise<StoredKey[]> {
+    const row = await this.#query<{ hashed: string[]; raw: string[] }>(this.#queries.keys, [this.#now()]);
+    return [
+      ...(row?.hashed ?? []).map((sid) => this.#keyOf({ sid, hashed: true })),
+      ...(row?.raw ?? []).map((sid) => this.#keyOf({ sid, hashed: false })),
+    ];
   }
 
   /** Delete every session in the table. */
@@ -405,52 +571,104 @@ export class PostgresSessionStore implements SessionStore {
     await this.#query(this.#queries.clear, []);
   }
 
+  /** How many rows are still stored under a raw session id (connect-pg-simple's, or `hashIds: false`). */
+  async countRaw(): Promise<number> {
+    const row = await this.#query<{ raw: number }>(this.#queries.countRaw, []);
+    return row?.raw ?? 0;
+  }
+
+  /**
+   * Finish a switch from connect-pg-simple (`pgsession migrate --finish`): move every row still
+   * stored under a raw id to the hash of that id, in batches. Users stay logged in (pgsession
+   * finds them either way); connect-pg-simple no longer would, so this is the step after which
+   * a rollback logs those users out. Rows keep their storage key, so caches stay valid.
+   *
+   * @returns how many rows were re-keyed (rows whose hash is already taken stay, see `countRaw`).
+   */
+  async rekey(options: PruneOptions = {}): Promise<number> {
+    const batchSize = positiveInteger(options.batchSize ?? this.#pruneBatchSize, 'batchSize');
+    let total = 0;
+    for (;;) {
+      const row = await this.#query<{ rekeyed: number }>(this.#queries.rekeyBatch, [batchSize]);
+      const done = row?.rekeyed ?? 0;
+      total += done;
+      if (done > 0) await options.onProgress?.(total);
+      if (done === 0 || options.signal?.aborted) return total;
+    }
+  }
+
   /**
    * Delete expired sessions in batches of `batchSize` rows (each its own short statement, so no
    * long-held locks or giant transactions), until a batch comes back short. Only one process
-   * prunes a table at a time: the others get 0 at once instead of queueing up behind it (a
-   * session-level `pg_try_advisory_lock` on a dedicated connection, released at the end).
+   * prunes a table at a time: the others get 0 at once instead of queueing up behind it. On a
+   * pool that lends connections that is a session-level `pg_try_advisory_lock` on a dedicated
+   * connection, released at the end; otherwise (a query-only pool, pg-promise) each batch takes
+   * the lock for its own statement.
    *
    * @returns the number of rows deleted by this call.
    */
   async prune(options: PruneOptions = {}): Promise<number> {
     const batchSize = positiveInteger(options.batchSize ?? this.#pruneBatchSize, 'batchSize');
-    if (!this.#schemaReady) await this.ready();
     // One cutoff for the whole run: rows expiring while we work wait for the next run, which
     // also bounds the loop.
     const cutoff = this.#now();
     const [k1, k2] = advisoryLockKeys('prune', this.names);
-    const client = await this.pool.connect();
-    let broken: Error | undefined;
-    let locked = false;
-    try {
-      const { rows } = await client.query<{ locked: boolean }>(this.#queries.pruneLock.text, [k1, k2]);
-      locked = rows[0]?.locked === true;
-      if (!locked) return 0;
+    const batches = async (batch: () => Promise<number | null>): Promise<number> => {
       let total = 0;
       for (;;) {
-        const result = await client.query(this.#queries.pruneBatch.text, [cutoff, batchSize]);
-        const deleted = result.rowCount ?? 0;
+        const deleted = await batch();
+        if (deleted === null) return total;
         total += deleted;
         if (deleted > 0) await options.onProgress?.(total);
-        if (deleted < batchSize || options.signal?.aborted) break;
+        if (deleted < batchSize || options.signal?.aborted) return total;
       }
-      return total;
-    } finally {
-      if (locked) {
-        await client.query(this.#queries.pruneUnlock.text, [k1, k2]).catch((err: Error) => {
-          // Destroying the connection releases its session-level lock.
-          broken = err;
-        });
-      }
-      client.release(broken);
+    };
+    if (typeof this.#db.connect !== 'function') {
+      return batches(async () => {
+        const row = await this.#query<{ deleted: number; locked: boolean }>(this.#queries.pruneBatchLocked, [
+          cutoff,
+          batchSize,
+          k1,
+          k2,
+        ]);
+        // Another process holds the lock (a mock or wrapper that answers nothing: nothing to do).
+        if (row && row.locked === false) return null;
+        return row?.deleted ?? 0;
+      });
     }
+    const connect = this.#db.connect.bind(this.#db);
+    return this.#withSchema(async () => {
+      const client = await connect();
+      let broken: Error | undefined;
+      let locked = false;
+      try {
+        const { rows } = await client.query<{ locked: boolean }>(this.#queries.pruneLock.text, [k1, k2]);
+        locked = rows[0]?.locked === true;
+        if (!locked) return 0;
+        return await batches(async () => {
+          const { rows: done } = await client.query<{ deleted: number }>(this.#queries.pruneBatch.text, [
+            cutoff,
+            batchSize,
+          ]);
+          return done[0]?.deleted ?? 0;
+        });
+      } finally {
+        if (locked) {
+          await client.query(this.#queries.pruneUnlock.text, [k1, k2]).catch((err: Error) => {
+            // Destroying the connection releases its session-level lock.
+            broken = err;
+          });
+        }
+        client.release(broken);
+      }
+    });
   }
 
   /**
    * Prune in the background every `intervalMs` (with jitter), until {@link stopPruning} or
-   * {@link close}. The timer is `unref()`ed: it never keeps the process alive. Calling it again
-   * restarts the schedule with the new options.
+   * {@link close}. The timer is `unref()`ed: it never keeps the process alive, and it is re-armed
+   * after each run ends, so runs never overlap. Calling it again restarts the schedule with the
+   * new options.
    */
   startPruning(options: PruningScheduleOptions = {}): void {
     if (this.#closed) return;
@@ -464,10 +682,13 @@ export class PostgresSessionStore implements SessionStore {
           : defaultPruneJitter;
     const onError =
       options.onError ?? ((err: unknown) => this.#errorLog('pgsession: failed to prune sessions:', err));
+    const run = options.run ?? (() => this.prune({ batchSize: options.batchSize }));
     const schedule = () => {
+      // The global setTimeout, looked up at each arming (fake timers in tests replace it).
       const timer = setTimeout(
         () => {
-          this.#pruneRun = this.prune({ batchSize: options.batchSize })
+          this.#pruneRun = Promise.resolve()
+            .then(run)
             .then(
               () => {},
               (err: unknown) => {
@@ -486,7 +707,7 @@ export class PostgresSessionStore implements SessionStore {
         },
         Math.max(0, jitter(interval)),
       );
-      timer.unref();
+      timer.unref?.();
       this.#pruneTimer = timer;
     };
     schedule();
@@ -495,6 +716,11 @@ export class PostgresSessionStore implements SessionStore {
   /** Whether background pruning is scheduled. */
   get pruning(): boolean {
     return this.#pruneTimer !== undefined;
+  }
+
+  /** Whether {@link close} has been called. */
+  get closed(): boolean {
+    return this.#closed;
   }
 
   /** Stop background pruning (a prune already running finishes). */
@@ -512,7 +738,7 @@ export class PostgresSessionStore implements SessionStore {
     if (this.#closed) return;
     this.#closed = true;
     await this.#pruneRun;
-    if (this.#ownsPool) await this.pool.end();
+    if (this.#ownsPool) await (this.#pool as pg.Pool).end();
   }
 }
 
