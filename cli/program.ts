@@ -239,9 +239,21 @@ export function createProgram({ io, signal }: RunOptions): Command {
     .description(
       'create or upgrade the session table and apply the auth migrations (users, login counters); prints what it applied',
     )
-    .action(async (_opts: unknown, cmd: Command) => {
+    .option(
+      '--finish',
+      'after switching from connect-pg-simple for good: move the sessions it stored under raw ids under the hash of their id (a rollback would then log those users out)',
+    )
+    .option(
+      '--batch-size <n>',
+      'rows moved per statement (with --finish)',
+      positiveInteger('--batch-size'),
+      5000,
+    )
+    .action(async (opts: { finish?: boolean; batchSize: number }, cmd: Command) => {
       const { migrate } = await maintenanceCommands();
-      return db(cmd, (ctx) => migrate(ctx));
+      return db(cmd, (ctx) =>
+        migrate(ctx, { finish: opts.finish === true, batchSize: opts.batchSize, signal }),
+      );
     });
 
   return program;

@@ -50,7 +50,15 @@ export async function pruneNotices(ctx: Context, olderThan: string): Promise<voi
   );
 }
 
-export async function migrate(ctx: Context): Promise<void> {
+/**
+ * `pgsession migrate [--finish]`: the session table and the auth migrations; with `--finish`,
+ * then every session still stored under its raw id (connect-pg-simple's rows) is moved under the
+ * hash of its id — the step after which a rollback to connect-pg-simple would log those users out.
+ */
+export async function migrate(
+  ctx: Context,
+  options: { finish?: boolean; batchSize?: number; signal?: AbortSignal } = {},
+): Promise<void> {
   const { stdout } = ctx.io;
   const { table, schema } = ctx.options;
   const qualified = schema ? `${schema}.${table}` : table;
@@ -74,9 +82,52 @@ export async function migrate(ctx: Context): Promise<void> {
   // The auth layer's SQL migrations (users, login rate-limit counters).
   for (const id of await runAuthMigrations(ctx.pool)) changes.push(`applied ${id}`);
   for (const line of changes) stdout.write(`${line}\n`);
+  if (!options.finish) {
+    stdout.write(
+      changes.length === 0
+        ? 'Nothing to apply: the database is up to date.\n'
+        : `Done: ${plural(changes.length, 'change')}.\n`,
+    );
+    const raw = await (await ctx.store()).countRaw();
+    if (raw > 0) {
+      stdout.write(
+        `${plural(raw, 'session')} still stored under ${raw === 1 ? 'its' : 'their'} raw id, where connect-pg-simple reads ${raw === 1 ? 'it' : 'them'} (a rollback keeps ${raw === 1 ? 'that user' : 'those users'} logged in). ` +
+          'Once you will not switch back: pgsession migrate --finish\n',
+      );
+    }
+    return;
+  }
+  await finish(ctx, options);
+}
+
+/** Move raw-id rows under the hash of their id, with progress (see {@link migrate}). */
+async function finish(ctx: Context, options: { batchSize?: number; signal?: AbortSignal }): Promise<void> {
+  const { stdout, stderr } = ctx.io;
+  const store = await ctx.store();
+  const raw = await store.countRaw();
+  if (raw === 0) {
+    stdout.write('Every session is stored under the hash of its id: nothing to finish.\n');
+    return;
+  }
+  const progress = new Progress(stderr, raw, 'Moving sessions under the hash of their id');
+  let moved: number;
+  try {
+    moved = await store.rekey({
+      batchSize: options.batchSize,
+      signal: options.signal,
+      onProgress: (n) => progress.update(n),
+    });
+  } finally {
+    progress.done();
+  }
+  const left = await store.countRaw();
   stdout.write(
-    changes.length === 0
-      ? 'Nothing to apply: the database is up to date.\n'
-      : `Done: ${plural(changes.length, 'change')}.\n`,
+    `Moved ${plural(moved, 'session')} under the hash of ${moved === 1 ? 'its' : 'their'} id: pgsession finds ${moved === 1 ? 'it' : 'them'} as before; connect-pg-simple no longer would.\n`,
   );
+  if (left > 0) {
+    const why = options.signal?.aborted
+      ? 'interrupted: run it again for the rest'
+      : 'their hash is already taken by another row, or they were written meanwhile: run it again';
+    stdout.write(`${plural(left, 'session')} left under a raw id (${why}).\n`);
+  }
 }

@@ -75,6 +75,36 @@ describe('migrate', () => {
     expect(second.code).toBe(0);
     expect(second.stdout).toBe('Nothing to apply: the database is up to date.\n');
   });
+
+  it('--finish moves the sessions connect-pg-simple stored under raw ids under the hash of their id', async () => {
+    await db.pool.query(
+      `INSERT INTO session (sid, sess, expire) SELECT 'raw-' || g, '{"cookie":{}}', now()::timestamp + interval '1 hour'
+         FROM generate_series(1, 3) g`,
+    );
+    const told = await cli(['migrate']);
+    expect(told.code).toBe(0);
+    expect(told.stdout).toBe(
+      'Nothing to apply: the database is up to date.\n' +
+        '3 sessions still stored under their raw id, where connect-pg-simple reads them (a rollback keeps those users logged in). ' +
+        'Once you will not switch back: pgsession migrate --finish\n',
+    );
+    const finished = await cli(['migrate', '--finish', '--batch-size', '2']);
+    expect(finished.code).toBe(0);
+    expect(finished.stdout).toBe(
+      'Moved 3 sessions under the hash of their id: pgsession finds them as before; connect-pg-simple no longer would.\n',
+    );
+    expect(finished.stderr).toMatch(/Moving sessions under the hash of their id: 2\/3\n.*3\/3/s);
+    const { rows } = await db.pool.query<{ sid: string; id_hashed: boolean }>(
+      'SELECT sid, id_hashed FROM session WHERE sess::text = \'{"cookie":{}}\'',
+    );
+    const bySid = (a: { sid: string }, b: { sid: string }) => (a.sid < b.sid ? -1 : 1);
+    expect(rows.sort(bySid)).toEqual(
+      ['raw-1', 'raw-2', 'raw-3'].map((id) => ({ sid: hashId(id), id_hashed: true })).sort(bySid),
+    );
+    const again = await cli(['migrate', '--finish']);
+    expect(again.stdout).toBe('Every session is stored under the hash of its id: nothing to finish.\n');
+    await db.pool.query('TRUNCATE session');
+  });
 });
 
 describe('user add', () => {
