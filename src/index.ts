@@ -6,7 +6,11 @@
  */
 import { Cookie } from './core/cookie.js';
 import { Session } from './core/session.js';
-import { session } from './express/middleware.js';
+import {
+  session as createSessionMiddleware,
+  type SessionOptions as MiddlewareOptions,
+  type SessionMiddleware,
+} from './express/middleware.js';
 import { Store } from './stores/connect-store.js';
 import { MemoryStore } from './stores/memory/memory-store.js';
 
@@ -31,12 +35,7 @@ export {
 } from './core/session.js';
 export { type Secret, sign, unsign } from './core/signature.js';
 export { type CreatePoolOptions, createPool, runMigrations } from './db/index.js';
-export {
-  resolveOptions,
-  type SessionMiddleware,
-  type SessionOptions,
-  session,
-} from './express/middleware.js';
+export { resolveOptions, type SessionMiddleware, type SessionOptions } from './express/middleware.js';
 export {
   CachedSessionStore,
   type CachedSessionStoreOptions,
@@ -73,16 +72,22 @@ export {
 } from './stores/types.js';
 
 /**
- * The default export: the middleware factory carrying express-session's static members
- * (`session.Store`, `session.MemoryStore`, `session.Cookie`, `session.Session`), so code written
- * for express-session — `require('connect-pg-simple')(session)`, `class X extends session.Store` —
- * works unchanged.
+ * The middleware factory, express-session's API (`session(options)`), and the default export.
+ * Like express-session's, it carries `session.Store`, `session.MemoryStore`, `session.Cookie` and
+ * `session.Session`, so code written for express-session — `require('connect-pg-simple')(session)`,
+ * `class X extends session.Store` — works unchanged; `require('pgsession')` is this function
+ * with every named export on it. Its type namespace (`session.SessionOptions`,
+ * `session.SessionData`, `session.Store`, … every named export) is added to the published
+ * declarations by scripts/fix-dts.mjs.
  */
-const defaultExport: typeof session & {
-  Store: typeof Store;
-  MemoryStore: typeof MemoryStore;
-  Cookie: typeof Cookie;
-  Session: typeof Session;
-} = Object.assign(session, { Store, MemoryStore, Cookie, Session });
+function session(options: MiddlewareOptions): SessionMiddleware {
+  return createSessionMiddleware(options);
+}
+// Assigned rather than declared as properties: the published declarations type them in the
+// function's namespace (scripts/fix-dts.mjs), alongside every other export.
+Object.assign(session, { Store, MemoryStore, Cookie, Session });
+// Bundlers may rename it (the middleware module's factory has the same name).
+Object.defineProperty(session, 'name', { value: 'session' });
 
-export default defaultExport;
+export { session };
+export default session;

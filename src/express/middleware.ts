@@ -75,11 +75,65 @@ export interface SessionOptions {
 
 declare global {
   namespace Express {
-    interface Request {
-      session: Session & Partial<SessionData>;
+    // `session` comes from the interface below, typed by express-session's declarations when
+    // they are in the program; `sessionStore` from Node's IncomingMessage (see there).
+    interface Request extends PgsessionRequest {
       sessionID: string;
-      sessionStore: ConnectStore | HasSessionStore;
     }
+  }
+}
+
+/**
+ * Whether express-session's declarations (`@types/express-session`, which
+ * `@types/connect-pg-simple` pulls in) are in the program: they give Express's Request a
+ * `sessionStore`, which pgsession declares elsewhere. Only the member's presence is tested, so
+ * the types below can depend on it without referring to themselves.
+ */
+type WithExpressSessionTypes = Express.Request extends { sessionStore: unknown } ? true : false;
+
+/** The type express-session's declarations give `req[K]`. */
+type ExpressSessionOwn<K extends 'session' | 'sessionStore'> = Express.Request extends { [P in K]: infer T }
+  ? T
+  : never;
+
+/**
+ * express-session's `SessionData` (with the app's augmentations) when its declarations are in the
+ * program — read off its store's `set`, the one place it names the interface — else nothing.
+ */
+type ExpressSessionDataBase = WithExpressSessionTypes extends true
+  ? ExpressSessionOwn<'sessionStore'> extends {
+      set(sid: string, session: infer D, ...rest: never[]): unknown;
+    }
+    ? D
+    : {}
+  : {};
+
+// pgsession's SessionData takes in express-session's, so `session.SessionData` (and Fastify's and
+// Hono's `session`) see what an app declared with `declare module 'express-session'`.
+declare module '../core/session.js' {
+  interface SessionData extends ExpressSessionDataBase {}
+}
+
+/**
+ * `req.session`: express-session's own type when its declarations are in the program (so the two
+ * declarations cannot clash, and an app's `declare module 'express-session' { interface
+ * SessionData { … } }` keeps typing `req.session` after the switch), else pgsession's.
+ */
+interface PgsessionRequest {
+  session: WithExpressSessionTypes extends true
+    ? ExpressSessionOwn<'session'>
+    : Session & Partial<SessionData>;
+}
+
+declare module 'http' {
+  interface IncomingMessage {
+    /**
+     * On Node's request, which Express's extends, because on Express's Request it would hide
+     * whether express-session's declarations are there.
+     */
+    sessionStore: WithExpressSessionTypes extends true
+      ? ExpressSessionOwn<'sessionStore'>
+      : ConnectStore | HasSessionStore;
   }
 }
 

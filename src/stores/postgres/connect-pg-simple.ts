@@ -73,6 +73,10 @@ declare namespace connectPgSimple {
   export type StoreConstructor<TBase extends object = object> = ConnectPgSimpleStoreConstructor<TBase>;
   /** An instance of that class. */
   export type Store<TBase extends object = object> = TBase & PgStoreInstance;
+  /** `@types/connect-pg-simple`'s name for {@link Options}. */
+  export type PGStoreOptions = ConnectPgSimpleOptions;
+  /** `@types/connect-pg-simple`'s name for a store instance. */
+  export type PGStore<TBase extends object = object> = TBase & PgStoreInstance;
 }
 
 export default connectPgSimple;
