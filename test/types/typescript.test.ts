@@ -279,6 +279,15 @@ const storeOnly = (mode: Mode, file: string) =>
       { expressSessionTypes: true },
     ),
   );
+// A tsconfig that restricts `types`: the augmented module must be in the program (docs/migrating.md).
+const restricted = () =>
+  job('restricted types', () =>
+    compile(
+      { ...modes[0]!, compilerOptions: { ...modes[0]!.compilerOptions, types: ['node'] } },
+      { 'app.ts': `import type {} from 'express-session';\n${app('default', 'express-session')}` },
+      { expressSessionTypes: true },
+    ),
+  );
 // Without the @ts-expect-error comments, every wrong type is reported.
 const unchecked = () =>
   job('unchecked', () =>
@@ -299,6 +308,7 @@ describe('TypeScript apps after the import switch (tsc --strict, built package)'
     void storeOnly(modes[0]!, 'app.ts').catch(() => {});
     void storeOnly(modes[3]!, 'app.mts').catch(() => {});
     void unchecked().catch(() => {});
+    void restricted().catch(() => {});
   });
 
   for (const mode of modes) {
@@ -314,6 +324,10 @@ describe('TypeScript apps after the import switch (tsc --strict, built package)'
   it('only the store switched: real express-session with pgsession/connect-pg-simple', async () => {
     expect(await storeOnly(modes[0]!, 'app.ts')).toBe('');
     expect(await storeOnly(modes[3]!, 'app.mts')).toBe('');
+  }, 300_000);
+
+  it("a tsconfig restricting `types`: import type {} from 'express-session' next to the augmentation", async () => {
+    expect(await restricted()).toBe('');
   }, 300_000);
 
   it('the checks bite: a wrong type for a declared key fails the compile', async () => {
