@@ -17,6 +17,7 @@
 //    tsup's bundle moves to index.api.d.cts and index.d.cts becomes a wrapper around it.
 //
 // Idempotent; a declaration layout it does not recognise is an error (the build changed).
+import { existsSync } from 'node:fs';
 import { readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
@@ -130,11 +131,7 @@ export = session;
   );
 }
 
+/** The file's text; undefined when a partial build (one entry) did not produce it. */
 async function readIfPresent(file) {
-  try {
-    return await readFile(file, 'utf8');
-  } catch (err) {
-    if (err?.code === 'ENOENT') return undefined;
-    throw err;
-  }
+  return existsSync(file) ? readFile(file, 'utf8') : undefined;
 }

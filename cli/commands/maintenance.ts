@@ -20,17 +20,9 @@ export async function prune(
     stdout.write('No expired sessions to delete.\n');
     return;
   }
-  const progress = new Progress(stderr, expired, 'Deleting expired sessions');
-  let deleted: number;
-  try {
-    deleted = await store.prune({
-      batchSize: options.batchSize,
-      signal: options.signal,
-      onProgress: (n) => progress.update(n),
-    });
-  } finally {
-    progress.done();
-  }
+  const deleted = await withProgress(stderr, expired, 'Deleting expired sessions', (onProgress) =>
+    store.prune({ batchSize: options.batchSize, signal: options.signal, onProgress }),
+  );
   if (deleted === 0) {
     // prune() gives up at once when another process holds the prune lock.
     stdout.write('Deleted 0 expired sessions: another prune (an app server or a second CLI) is running.\n');
@@ -109,17 +101,9 @@ async function finish(ctx: Context, options: { batchSize?: number; signal?: Abor
     stdout.write('Every session is stored under the hash of its id: nothing to finish.\n');
     return;
   }
-  const progress = new Progress(stderr, raw, 'Moving sessions under the hash of their id');
-  let moved: number;
-  try {
-    moved = await store.rekey({
-      batchSize: options.batchSize,
-      signal: options.signal,
-      onProgress: (n) => progress.update(n),
-    });
-  } finally {
-    progress.done();
-  }
+  const moved = await withProgress(stderr, raw, 'Moving sessions under the hash of their id', (onProgress) =>
+    store.rekey({ batchSize: options.batchSize, signal: options.signal, onProgress }),
+  );
   const left = await store.countRaw();
   stdout.write(
     `Moved ${plural(moved, 'session')} under the hash of ${moved === 1 ? 'its' : 'their'} id: pgsession finds ${moved === 1 ? 'it' : 'them'} as before; connect-pg-simple no longer would.\n`,
@@ -129,5 +113,20 @@ async function finish(ctx: Context, options: { batchSize?: number; signal?: Abor
       ? 'interrupted: run it again for the rest'
       : 'their hash is already taken by another row, or they were written meanwhile: run it again';
     stdout.write(`${plural(left, 'session')} left under a raw id (${why}).\n`);
+  }
+}
+
+/** A batched job (prune, re-key) with a progress bar or lines on stderr, cleared when it ends. */
+async function withProgress<T>(
+  stderr: Context['io']['stderr'],
+  total: number,
+  label: string,
+  run: (onProgress: (done: number) => void) => Promise<T>,
+): Promise<T> {
+  const progress = new Progress(stderr, total, label);
+  try {
+    return await run((done) => progress.update(done));
+  } finally {
+    progress.done();
   }
 }
