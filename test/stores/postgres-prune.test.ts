@@ -153,6 +153,34 @@ describe('background pruning', () => {
     expect(failing.pruning).toBe(false);
   });
 
+  it('stopPruning() also stops a run the timer started that has not deleted anything yet', async () => {
+    await seed('dead', 5, NOW - 1);
+    // A pool whose connect() waits for a gate: the timer's run is in flight but has not deleted.
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    let connecting!: () => void;
+    const reached = new Promise<void>((resolve) => {
+      connecting = resolve;
+    });
+    const slow = {
+      query: db.pool.query.bind(db.pool),
+      connect: async () => {
+        connecting();
+        await gate;
+        return db.pool.connect();
+      },
+    };
+    const s = new PostgresSessionStore({ pool: slow, tableName: 'sessions', now: () => NOW });
+    s.startPruning({ intervalMs: 10, jitter: false });
+    await reached;
+    s.stopPruning();
+    open();
+    await s.close(); // waits for the run
+    expect(await keys()).toHaveLength(5);
+  });
+
   it('jitters between 50% and 150% of the interval by default', async () => {
     const delays: number[] = [];
     const spy = vi.spyOn(globalThis, 'setTimeout');

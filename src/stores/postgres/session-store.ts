@@ -231,6 +231,7 @@ export class PostgresSessionStore implements SessionStore {
   #schemaPromise: Promise<void> | undefined;
   #pruneTimer: NodeJS.Timeout | undefined;
   #pruneRun: Promise<void> | undefined;
+  #stopRun: (() => void) | undefined;
   #closed = false;
 
   constructor(options: PostgresSessionStoreOptions) {
@@ -616,6 +617,8 @@ export class PostgresSessionStore implements SessionStore {
     const batches = async (batch: () => Promise<number | null>): Promise<number> => {
       let total = 0;
       for (;;) {
+        // Stopped (or the CLI interrupted) before this batch: the rows stay for the next run.
+        if (options.signal?.aborted) return total;
         const deleted = await batch();
         if (deleted === null) return total;
         total += deleted;
@@ -682,7 +685,10 @@ export class PostgresSessionStore implements SessionStore {
           : defaultPruneJitter;
     const onError =
       options.onError ?? ((err: unknown) => this.#errorLog('pgsession: failed to prune sessions:', err));
-    const run = options.run ?? (() => this.prune({ batchSize: options.batchSize }));
+    // stopPruning() also stops a default run that has not deleted anything yet.
+    const stopped = new AbortController();
+    this.#stopRun = () => stopped.abort();
+    const run = options.run ?? (() => this.prune({ batchSize: options.batchSize, signal: stopped.signal }));
     const schedule = () => {
       // The global setTimeout, looked up at each arming (fake timers in tests replace it).
       const timer = setTimeout(
@@ -723,10 +729,12 @@ export class PostgresSessionStore implements SessionStore {
     return this.#closed;
   }
 
-  /** Stop background pruning (a prune already running finishes). */
+  /** Stop background pruning (a prune already deleting finishes its batch). */
   stopPruning(): void {
     if (this.#pruneTimer) clearTimeout(this.#pruneTimer);
     this.#pruneTimer = undefined;
+    this.#stopRun?.();
+    this.#stopRun = undefined;
   }
 
   /**
