@@ -38,6 +38,15 @@ async function seed(prefix: string, count: number, expiresAt: number): Promise<v
   );
 }
 
+/** A promise and the function that settles it. */
+function latch(): { promise: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const promise = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { promise, open };
+}
+
 async function keys(): Promise<string[]> {
   const { rows } = await db.pool.query<{ sid: string }>('SELECT sid FROM sessions ORDER BY sid');
   return rows.map((r) => r.sid);
@@ -58,14 +67,8 @@ describe('prune', () => {
 
   it('returns 0 at once while another process prunes, and releases its lock afterwards', async () => {
     await seed('dead', 30, NOW - 1);
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    let firstBatchDone!: () => void;
-    const holding = new Promise<void>((resolve) => {
-      firstBatchDone = resolve;
-    });
+    const { promise: gate, open: release } = latch();
+    const { promise: holding, open: firstBatchDone } = latch();
     // A second store instance stands for another server on the same table.
     const other = new PostgresSessionStore({ pool: db.pool, tableName: 'sessions', now: () => NOW });
     const first = store.prune({
@@ -156,14 +159,8 @@ describe('background pruning', () => {
   it('stopPruning() also stops a run the timer started that has not deleted anything yet', async () => {
     await seed('dead', 5, NOW - 1);
     // A pool whose connect() waits for a gate: the timer's run is in flight but has not deleted.
-    let open!: () => void;
-    const gate = new Promise<void>((resolve) => {
-      open = resolve;
-    });
-    let connecting!: () => void;
-    const reached = new Promise<void>((resolve) => {
-      connecting = resolve;
-    });
+    const { promise: gate, open } = latch();
+    const { promise: reached, open: connecting } = latch();
     const slow = {
       query: db.pool.query.bind(db.pool),
       connect: async () => {
