@@ -91,7 +91,6 @@ async function main(): Promise<void> {
   logger.info({ port, host: config.host, embeddedDatabase: db.embedded }, 'listening');
   const existing = seeded.length > 0 ? [] : await demoAccountsPresent(app.auth.users);
   process.stdout.write(startBanner(`http://${host}:${port}`, seeded, existing));
-
 }
 
 main().catch((err: unknown) => {
