@@ -6,8 +6,8 @@ import { defineConfig } from 'tsup';
 const entry = {
   index: 'src/index.ts',
   'connect-pg-simple': 'src/stores/postgres/connect-pg-simple.ts',
-  fastify: 'src/fastify/index.ts',
-  hono: 'src/hono/index.ts',
+  fastify: 'src/adapters/fastify/index.ts',
+  hono: 'src/adapters/hono/index.ts',
   metrics: 'src/metrics/index.ts',
   auth: 'src/auth/index.ts',
 };

@@ -53,13 +53,14 @@ for (const file of files) {
   const text = before
     // The augmentation block (up to its closing brace at the start of a line).
     .replace(
-      /^declare module ['"]\.\.\/core\/session\.js['"] \{\n([\s\S]*?)^\}/gm,
+      /^declare module ['"](?:\.\.\/)+core\/session\.js['"] \{\n([\s\S]*?)^\}/gm,
       (_all, body) =>
         `declare module '${from}' {\n${body.replace(/^( {4}interface )SessionData\b/gm, `$1${alias}`)}}`,
     )
     .replace(/^import ([A-Za-z_$][\w$]*) from 'pg';$/gm, "import * as $1 from 'pg';")
-    // `export { type X }`: an import alias (the namespace below) cannot name a type-only export.
-    // In a declaration file the modifier changes nothing else.
+    // `export { type X }` and `export type { X }`: an import alias (the namespace below) cannot
+    // name a type-only export. In a declaration file the modifier changes nothing else.
+    .replace(/^export type \{/gm, 'export {')
     .replace(
       /^export \{([^}]*)\}/gm,
       (_all, specs) => `export {${specs.replace(/(^|,)(\s*)type /g, '$1$2')}}`,

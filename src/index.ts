@@ -4,19 +4,29 @@
  * The default export is the express-session–compatible middleware factory; everything else is a
  * named export. `require('pgsession')` returns the same function with the named exports on it.
  */
-import { Cookie } from './core/cookie.js';
-import { Session } from './core/session.js';
+
 import {
   session as createSessionMiddleware,
   type SessionOptions as MiddlewareOptions,
   type SessionMiddleware,
-} from './express/middleware.js';
+} from './adapters/express/middleware.js';
+import { Cookie } from './core/cookie.js';
+import { Session } from './core/session.js';
 import { Store } from './stores/connect-store.js';
 import { MemoryStore } from './stores/memory/memory-store.js';
 
+// What an app uses, and nothing else (docs/api.md justifies each). The engine, the cache and
+// the stores' internals are not exported: adapters and stores live in this repository, one
+// folder each (docs/architecture.md), and store authors get the contract suite from
+// `pgsession/testing`.
+
+// express-session's API: the middleware (below), its options, and the classes it carries.
+export type { SessionMiddleware, SessionOptions } from './adapters/express/middleware.js';
 export { Cookie, type CookieOptions } from './core/cookie.js';
+// Checking configuration the way the middleware will (an app's own start-up checks).
 export { parseDuration } from './core/duration.js';
-export { type EngineOptions, RequestSession, SessionEngine, type SessionEvent } from './core/engine.js';
+export type { SessionEvent } from './core/engine.js';
+// Errors, each with a stable `code`; and the one question an app asks of any error.
 export {
   ConfigError,
   PgSessionError,
@@ -24,41 +34,10 @@ export {
   SessionStateError,
   StoreUnavailableError,
 } from './core/errors.js';
-export { generateId, hashId } from './core/id.js';
 export { GENERATE_SECRET_COMMAND, MIN_PRODUCTION_SECRET_LENGTH, normalizeSecrets } from './core/secrets.js';
-export {
-  type RegenerateOptions,
-  Session,
-  type SessionController,
-  type SessionData,
-  type SessionHost,
-} from './core/session.js';
-export { type Secret, sign, unsign } from './core/signature.js';
-export { type CreatePoolOptions, createPool, runMigrations } from './db/index.js';
-export { resolveOptions, type SessionMiddleware, type SessionOptions } from './express/middleware.js';
-export {
-  CachedSessionStore,
-  type CachedSessionStoreOptions,
-  type CacheStats,
-  isConnectionError,
-  PgInvalidationListener,
-  type PgInvalidationListenerOptions,
-} from './stores/cache/index.js';
-export { fromConnectStore } from './stores/connect-adapter.js';
-export { type Callback, type ConnectStore, Store, type StoreConstructor } from './stores/connect-store.js';
-export { toSessionStore } from './stores/engine-face.js';
-export { MemoryStore, type MemoryStoreOptions } from './stores/memory/memory-store.js';
-export {
-  ensureSchema,
-  type PgPromiseLike,
-  PgStore,
-  type PgStoreInstance,
-  type PgStoreOptions,
-  PostgresSessionStore,
-  type PostgresSessionStoreOptions,
-  type Queryable,
-  UnknownSessionKeyError,
-} from './stores/postgres/index.js';
+export { type RegenerateOptions, Session, type SessionData } from './core/session.js';
+export type { Secret } from './core/signature.js';
+// Writing a store with pgsession's own guarantees (docs/stores.md): the port the engine talks to.
 export {
   type CookieJSON,
   type HasSessionStore,
@@ -68,8 +47,20 @@ export {
   type SessionListing,
   type SessionRecord,
   type SessionStore,
-  userIdOf,
-} from './stores/types.js';
+  type StoreCallOptions,
+} from './core/store.js';
+export { type CreatePoolOptions, createPool, runMigrations } from './db/index.js';
+export { isConnectionError } from './stores/cache/unreachable.js';
+export { type Callback, type ConnectStore, Store, type StoreConstructor } from './stores/connect-store.js';
+export { MemoryStore, type MemoryStoreOptions } from './stores/memory/memory-store.js';
+// The PostgreSQL store (connect-pg-simple's table), and a pool to give it.
+export {
+  type PgPromiseLike,
+  PgStore,
+  type PgStoreInstance,
+  type PgStoreOptions,
+  UnknownSessionKeyError,
+} from './stores/postgres/index.js';
 
 /**
  * The middleware factory, express-session's API (`session(options)`), and the default export.

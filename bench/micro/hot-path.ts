@@ -18,11 +18,11 @@
 import { IncomingMessage, ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 import express from 'express';
-import { session } from '../../src/express/middleware.js';
+import { session } from '../../src/adapters/express/middleware.js';
+import { kSessionStore } from '../../src/core/store.js';
 import { CachedSessionStore } from '../../src/stores/cache/cached-store.js';
 import type { InvalidationSource } from '../../src/stores/cache/types.js';
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
-import { kSessionStore } from '../../src/stores/types.js';
 import { COOKIE_NAME, MAX_AGE_MS, SECRET, USER_AGENT } from '../lib/config.js';
 
 const arg = (name: string, fallback: number): number => {

@@ -1,6 +1,6 @@
 import Bowser from 'bowser';
 import { ConfigError } from '../core/errors.js';
-import type { SessionStore } from '../stores/types.js';
+import type { SessionStore } from '../core/store.js';
 import type { AuthRequest } from './request.js';
 import type { SessionMeta } from './types.js';
 

@@ -1,6 +1,6 @@
 import { serialize } from 'cookie';
-import type { CookieJSON } from '../stores/types.js';
 import { ConfigError } from './errors.js';
+import type { CookieJSON } from './store.js';
 
 /** Cookie options, as express-session takes them. */
 export interface CookieOptions {
@@ -211,11 +211,67 @@ export class Cookie {
   }
 }
 
-/** RFC 6265 cookie-name token characters. */
+/** RFC 6265 cookie-name token characters (stricter than the serializer, which is the point: a name that passes is one every browser takes). */
 const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-/** What the `cookie` serializer accepts as Domain and Path (it would throw per request otherwise). */
-const DOMAIN = /^([.]?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)([.][a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
-const PATH = /^[\u0020-\u003A\u003C-\u007E]*$/;
+
+/**
+ * The cookie-name prefix browsers enforce, if any (RFC 6265bis §4.1.3, matched
+ * case-insensitively, as browsers do): `__Secure-` needs `Secure`; `__Host-` needs `Secure`,
+ * `Path=/` and no `Domain`.
+ */
+export function cookiePrefix(name: string): '__Host-' | '__Secure-' | null {
+  if (/^__host-/i.test(name)) return '__Host-';
+  if (/^__secure-/i.test(name)) return '__Secure-';
+  return null;
+}
+
+/** True when browsers accept a cookie of this name only with `Secure` (a `__Host-`/`__Secure-` prefix). */
+export function hasSecurePrefix(name: string): boolean {
+  return cookiePrefix(name) !== null;
+}
+
+/**
+ * `secure: 'auto'` and `sameSite: 'auto'` as one request resolves them: Secure exactly when the
+ * request came over HTTPS, and SameSite=None there (Lax otherwise). Returns a copy, keys in
+ * their order (the Cookie constructor applies them in order).
+ */
+export function resolveAuto(options: CookieOptions, secureRequest: boolean): CookieOptions {
+  if (options.secure !== 'auto' && options.sameSite !== 'auto') return options;
+  const resolved = { ...options };
+  if (resolved.secure === 'auto') resolved.secure = secureRequest;
+  if (resolved.sameSite === 'auto') resolved.sameSite = secureRequest ? 'none' : 'lax';
+  return resolved;
+}
+
+/**
+ * A Set-Cookie value that deletes the cookie in the browser. It carries the attributes the
+ * cookie was set with, as this request resolves them: browsers ignore a deletion of a prefixed
+ * or `SameSite=None` cookie that lacks `Secure`.
+ */
+export function clearCookieHeader(name: string, options: CookieOptions, secureRequest: boolean): string {
+  const c = resolveAuto(options, secureRequest);
+  const secure = c.secure === true || hasSecurePrefix(name);
+  const cookie = new Cookie({
+    path: c.path ?? '/',
+    domain: c.domain,
+    httpOnly: c.httpOnly ?? true,
+    secure,
+    sameSite: c.sameSite === 'none' && !secure ? undefined : c.sameSite,
+    partitioned: c.partitioned,
+    expires: new Date(0),
+  });
+  return cookie.serialize(name, '');
+}
+
+/** Whether the `cookie` serializer takes this attribute: the same check that would run per request. */
+function serializable(option: 'domain' | 'path', value: string): boolean {
+  try {
+    serialize('n', 'v', { [option]: value });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Validate a cookie name: a non-empty RFC 6265 token. */
 export function validateCookieName(name: unknown): string {
@@ -268,15 +324,15 @@ export function validateCookieOptions(name: string, options: unknown): CookieOpt
   if (c.priority !== undefined && !oneOf(c.priority, ['low', 'medium', 'high'])) {
     bad('priority', "'low', 'medium' or 'high'");
   }
-  if (c.domain !== undefined && (typeof c.domain !== 'string' || !DOMAIN.test(c.domain))) {
+  if (c.domain !== undefined && (typeof c.domain !== 'string' || !serializable('domain', c.domain))) {
     bad('domain', 'a domain name');
   }
-  if (c.path !== undefined && (typeof c.path !== 'string' || !PATH.test(c.path))) {
-    bad('path', 'a URL path');
+  if (c.path !== undefined && (typeof c.path !== 'string' || !serializable('path', c.path))) {
+    bad('path', 'a URL path (no ";" or control characters)');
   }
-  const host = /^__host-/i.test(name);
-  if (host || /^__secure-/i.test(name)) {
-    const prefix = host ? '__Host-' : '__Secure-';
+  const prefix = cookiePrefix(name);
+  const host = prefix === '__Host-';
+  if (prefix) {
     if (c.secure === false) {
       throw new ConfigError(`a ${prefix} cookie must be Secure: set cookie.secure to true or 'auto'`);
     }

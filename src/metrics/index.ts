@@ -17,8 +17,8 @@
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { SessionEvent } from '../core/engine.js';
+import { type HasSessionStore, kSessionStore, type SessionStore } from '../core/store.js';
 import { keepNativeMark } from '../stores/engine-face.js';
-import { type HasSessionStore, kSessionStore, type SessionStore } from '../stores/types.js';
 
 /** Options of {@link createSessionMetrics}. */
 export interface SessionMetricsOptions {

@@ -1,12 +1,12 @@
 import { Cookie } from '../core/cookie.js';
-import type { ConnectStore } from './connect-store.js';
 import {
   ConnectStoreError,
   type SessionJSON,
   type SessionRecord,
   type SessionStore,
   userIdOf,
-} from './types.js';
+} from '../core/store.js';
+import type { ConnectStore } from './connect-store.js';
 
 /**
  * Times that express-session stores have no columns for travel inside the stored JSON under this

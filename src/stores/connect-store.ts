@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { Cookie } from '../core/cookie.js';
 import { Session, type SessionHost } from '../core/session.js';
-import type { SessionJSON } from './types.js';
+import type { SessionJSON } from '../core/store.js';
 
 /** Node-style callback used by the express-session store API. */
 export type Callback<T = void> = (err?: unknown, result?: T) => void;

@@ -18,8 +18,7 @@
  * of replacing the whole session, so key-level merges and "never resurrect a destroyed session"
  * still hold, and the engine learns whether the session was gone.
  */
-import { callStore, fromConnectStore, isNotFound, toConnectSession } from './connect-adapter.js';
-import type { ConnectStore } from './connect-store.js';
+
 import {
   type HasSessionStore,
   kSessionStore,
@@ -27,7 +26,9 @@ import {
   type SessionRecord,
   type SessionStore,
   userIdOf,
-} from './types.js';
+} from '../core/store.js';
+import { callStore, fromConnectStore, isNotFound, toConnectSession } from './connect-adapter.js';
+import type { ConnectStore } from './connect-store.js';
 
 /** The engine face of any store: pgsession's own stores expose one (watched); others are adapted. */
 export function toSessionStore(

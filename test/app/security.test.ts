@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { safeNext } from '../../app/create-app.js';
-import { generateId, hashId, sign } from '../../src/index.js';
+import { generateId, hashId } from '../../src/core/id.js';
+import { sign } from '../../src/core/signature.js';
 import {
   csrfFrom,
   csrfOf,

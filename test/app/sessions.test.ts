@@ -1,7 +1,7 @@
 import bcrypt from 'bcryptjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sign } from '../../src/core/signature.js';
 import { createPool } from '../../src/db/index.js';
-import { sign } from '../../src/index.js';
 import type { Client } from '../helpers/http.js';
 import {
   csrfFrom,

@@ -9,10 +9,10 @@ import { SessionEngine } from '../../src/core/engine.js';
 import { SerializationError } from '../../src/core/errors.js';
 import { generateId } from '../../src/core/id.js';
 import type { SessionHost } from '../../src/core/session.js';
+import { kSessionStore, type SessionStore } from '../../src/core/store.js';
 import { CachedSessionStore } from '../../src/stores/cache/cached-store.js';
 import type { InvalidationSource } from '../../src/stores/cache/types.js';
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
-import { kSessionStore, type SessionStore } from '../../src/stores/types.js';
 
 const SECRET = 'engine-changes-test-secret-0123456789abcdef';
 const listening: InvalidationSource = { listening: true, subscribe: () => () => {}, close: async () => {} };

@@ -27,8 +27,8 @@ const work = path.join(root, 'node_modules', '.cache', `pgsession-doc-examples-$
 const ENTRIES: Record<string, string> = {
   pgsession: 'src/index.ts',
   'pgsession/connect-pg-simple': 'src/stores/postgres/connect-pg-simple.ts',
-  'pgsession/fastify': 'src/fastify/index.ts',
-  'pgsession/hono': 'src/hono/index.ts',
+  'pgsession/fastify': 'src/adapters/fastify/index.ts',
+  'pgsession/hono': 'src/adapters/hono/index.ts',
   'pgsession/metrics': 'src/metrics/index.ts',
   'pgsession/auth': 'src/auth/index.ts',
 };

@@ -3,12 +3,12 @@ import type { AddressInfo } from 'node:net';
 import express from 'express';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { type SessionOptions, session } from '../../src/adapters/express/middleware.js';
+import { pgsessionFastify } from '../../src/adapters/fastify/index.js';
 import { hashId } from '../../src/core/id.js';
 import { unsign } from '../../src/core/signature.js';
-import { type SessionOptions, session } from '../../src/express/middleware.js';
-import { pgsessionFastify } from '../../src/fastify/index.js';
+import { type HasSessionStore, kSessionStore, type SessionStore } from '../../src/core/store.js';
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
-import { type HasSessionStore, kSessionStore, type SessionStore } from '../../src/stores/types.js';
 import { Client, listen } from '../helpers/http.js';
 import { touchRecorder } from '../helpers/touch-recorder.js';
 

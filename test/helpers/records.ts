@@ -1,4 +1,4 @@
-import type { SessionChange, SessionRecord } from '../../src/stores/types.js';
+import type { SessionChange, SessionRecord } from '../../src/core/store.js';
 
 /** One hour, the lifetime of the records below. */
 export const HOUR = 3_600_000;

@@ -1,5 +1,5 @@
+import { type HasSessionStore, kSessionStore, type SessionStore } from '../../src/core/store.js';
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
-import { type HasSessionStore, kSessionStore, type SessionStore } from '../../src/stores/types.js';
 
 /** A touch the engine wrote: which session, and the activity time it recorded. */
 export interface RecordedTouch {

@@ -4,13 +4,17 @@ import express from 'express';
 import { type Context, Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { type SessionOptions, session } from '../../src/adapters/express/middleware.js';
+import {
+  type PgSessionEnv,
+  type PgSessionHonoOptions,
+  pgsessionHono,
+} from '../../src/adapters/hono/index.js';
 import { StoreUnavailableError } from '../../src/core/errors.js';
 import { hashId } from '../../src/core/id.js';
 import { unsign } from '../../src/core/signature.js';
-import { type SessionOptions, session } from '../../src/express/middleware.js';
-import { type PgSessionEnv, type PgSessionHonoOptions, pgsessionHono } from '../../src/hono/index.js';
+import { type HasSessionStore, kSessionStore, type SessionStore } from '../../src/core/store.js';
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
-import { type HasSessionStore, kSessionStore, type SessionStore } from '../../src/stores/types.js';
 import { Client, listen } from '../helpers/http.js';
 import { touchRecorder } from '../helpers/touch-recorder.js';
 

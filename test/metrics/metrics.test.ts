@@ -2,12 +2,12 @@ import http from 'node:http';
 import express from 'express';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { session } from '../../src/express/middleware.js';
+import { session } from '../../src/adapters/express/middleware.js';
+import { kSessionStore, type SessionRecord, type SessionStore } from '../../src/core/store.js';
 import { createSessionMetrics, instrumentStore } from '../../src/metrics/index.js';
 import { CachedSessionStore } from '../../src/stores/cache/cached-store.js';
 import type { InvalidationHandlers, InvalidationSource } from '../../src/stores/cache/types.js';
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
-import { kSessionStore, type SessionRecord, type SessionStore } from '../../src/stores/types.js';
 import { Client, listen } from '../helpers/http.js';
 
 const SECRET = 'metrics-test-secret-0123456789abcdefghij';

@@ -7,7 +7,8 @@
 import http from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { afterEach, describe, expect, it } from 'vitest';
-import session, { kSessionStore, type SessionStore, sign } from '../../src/index.js';
+import { sign } from '../../src/core/signature.js';
+import session, { kSessionStore, type SessionStore } from '../../src/index.js';
 import {
   CachedSessionStore,
   DEFAULT_LAST_KNOWN_GOOD_MAX_AGE,

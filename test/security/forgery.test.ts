@@ -5,7 +5,7 @@
  * state behind the user's back; `next` never sends anyone to another site.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashId } from '../../src/index.js';
+import { hashId } from '../../src/core/id.js';
 import { csrfOf, loginForm, PASSWORD, type RunningApp, sessionCookie, startApp } from '../app/harness.js';
 import type { Client } from '../helpers/http.js';
 import { NO_LIMITS, parseCookieValue, setCookieOf } from './support.js';

@@ -5,7 +5,8 @@
  * what the table does hold cannot be turned back into a working cookie.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashId, sign } from '../../src/index.js';
+import { hashId } from '../../src/core/id.js';
+import { sign } from '../../src/core/signature.js';
 import {
   csrfOf,
   loginForm,

@@ -6,8 +6,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../app/config.js';
+import { generateId, hashId } from '../../src/core/id.js';
+import { sign } from '../../src/core/signature.js';
 import { createPool } from '../../src/db/index.js';
-import { generateId, hashId, sign } from '../../src/index.js';
 import { PgStore } from '../../src/stores/postgres/index.js';
 import {
   csrfOf,

@@ -12,7 +12,7 @@ import {
   type SecurityNoticeMessage,
   WindowCounter,
 } from '../../src/auth/index.js';
-import { hashId } from '../../src/index.js';
+import { hashId } from '../../src/core/id.js';
 import { loginForm, PASSWORD, type RunningApp, sessionCookie, startApp } from '../app/harness.js';
 import type { Client } from '../helpers/http.js';
 import { csrfOn, parseCookieValue } from './support.js';

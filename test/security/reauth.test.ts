@@ -14,7 +14,8 @@ import {
   ReauthenticationRequiredError,
   requireRecentAuth,
 } from '../../src/auth/index.js';
-import { ConfigError, hashId } from '../../src/index.js';
+import { hashId } from '../../src/core/id.js';
+import { ConfigError } from '../../src/index.js';
 import { csrfFrom, loginForm, PASSWORD, type RunningApp, sessionCookie, startApp } from '../app/harness.js';
 import type { Client } from '../helpers/http.js';
 import { parseCookieValue, refusedWithin, replay, secondServer, sleep } from './support.js';

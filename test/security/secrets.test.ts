@@ -5,7 +5,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../app/config.js';
 import { UserRepository } from '../../src/auth/index.js';
-import { ConfigError, MemoryStore, session, unsign } from '../../src/index.js';
+import { unsign } from '../../src/core/signature.js';
+import { ConfigError, MemoryStore, session } from '../../src/index.js';
 import { migratedDatabase, PASSWORD } from '../app/harness.js';
 import { fetchSeen, startPg } from '../express/support.js';
 import type { TestDatabase } from '../helpers/db.js';

@@ -3,7 +3,7 @@
  * from Set-Cookie headers, where the server accepts a token from, and where it never shows it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashId } from '../../src/index.js';
+import { hashId } from '../../src/core/id.js';
 import { csrfOf, loginForm, PASSWORD, type RunningApp, sessionCookie, startApp } from '../app/harness.js';
 import { parseCookieValue, replay, setCookieOf } from './support.js';
 

@@ -5,9 +5,10 @@ import { fileURLToPath } from 'node:url';
 import express from 'express';
 import type pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { session } from '../../src/adapters/express/middleware.js';
 import { hashId } from '../../src/core/id.js';
+import { kSessionStore, type SessionStore } from '../../src/core/store.js';
 import { createPool } from '../../src/db/pool.js';
-import { session } from '../../src/express/middleware.js';
 import { createSessionMetrics } from '../../src/metrics/index.js';
 import {
   CachedPostgresSessionStore,
@@ -17,7 +18,6 @@ import {
 } from '../../src/stores/cache/index.js';
 import { PgStore } from '../../src/stores/postgres/pg-store.js';
 import { PostgresSessionStore } from '../../src/stores/postgres/session-store.js';
-import { kSessionStore, type SessionStore } from '../../src/stores/types.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { Client, listen } from '../helpers/http.js';
 import { sessionChange as change, HOUR, sessionRecord as record } from '../helpers/records.js';
@@ -354,7 +354,7 @@ describe('process exit', () => {
   it('close() lets the process exit with no handles left', async () => {
     const script = `
       import { PgStore } from './src/stores/postgres/pg-store.ts';
-      import { kSessionStore } from './src/stores/types.ts';
+      import { kSessionStore } from './src/core/store.ts';
       const store = new PgStore({ conString: process.env.URL, tableName: '${TABLE}' });
       await store.get('anything');
       if (!(await store[kSessionStore].listener.waitUntilListening(5000))) process.exit(3);

@@ -3,6 +3,12 @@ import { runInNewContext } from 'node:vm';
 import { describe, expect, it, vi } from 'vitest';
 import { hashId } from '../../src/core/id.js';
 import {
+  kSessionStore,
+  type SessionChange,
+  type SessionRecord,
+  type SessionStore,
+} from '../../src/core/store.js';
+import {
   ALL_KEYS,
   CachedSessionStore,
   decodePayload,
@@ -14,12 +20,6 @@ import {
   MAX_PAYLOAD_BYTES,
 } from '../../src/stores/cache/index.js';
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
-import {
-  kSessionStore,
-  type SessionChange,
-  type SessionRecord,
-  type SessionStore,
-} from '../../src/stores/types.js';
 import { HOUR, sessionRecord as record } from '../helpers/records.js';
 
 /** A source driven by the test. */

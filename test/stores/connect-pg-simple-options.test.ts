@@ -10,9 +10,9 @@ import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ConfigError } from '../../src/core/errors.js';
 import { hashId } from '../../src/core/id.js';
+import { kSessionStore, type SessionJSON } from '../../src/core/store.js';
 import connectPgSimple from '../../src/stores/postgres/connect-pg-simple.js';
 import type { PgStoreInstance, QueryCallback } from '../../src/stores/postgres/pg-store.js';
-import { kSessionStore, type SessionJSON } from '../../src/stores/types.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 
 const require = createRequire(import.meta.url);

@@ -8,9 +8,9 @@ import { promisify } from 'node:util';
 import express from 'express';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { hashId } from '../../src/core/id.js';
+import { kSessionStore } from '../../src/core/store.js';
 import connectPgSimple from '../../src/stores/postgres/connect-pg-simple.js';
 import { PostgresSessionStore } from '../../src/stores/postgres/session-store.js';
-import { kSessionStore } from '../../src/stores/types.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { Client, listen } from '../helpers/http.js';
 

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { hashId, kSessionStore, MemoryStore, type SessionJSON, type SessionRecord } from '../../src/index.js';
+import { hashId } from '../../src/core/id.js';
+import { kSessionStore, MemoryStore, type SessionJSON, type SessionRecord } from '../../src/index.js';
 
 const T0 = Date.UTC(2030, 0, 1);
 let stores: MemoryStore[] = [];

@@ -4,10 +4,10 @@ import express from 'express';
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { hashId } from '../../src/core/id.js';
+import { kSessionStore, type SessionJSON } from '../../src/core/store.js';
 import { Store } from '../../src/stores/connect-store.js';
 import { PgStore, UnknownSessionKeyError } from '../../src/stores/postgres/pg-store.js';
 import { PostgresSessionStore } from '../../src/stores/postgres/session-store.js';
-import { kSessionStore, type SessionJSON } from '../../src/stores/types.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { Client, listen } from '../helpers/http.js';
 

@@ -2,8 +2,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { SerializationError } from '../../src/core/errors.js';
 import { hashId } from '../../src/core/id.js';
+import type { SessionChange, SessionRecord } from '../../src/core/store.js';
 import { PostgresSessionStore } from '../../src/stores/postgres/session-store.js';
-import type { SessionChange, SessionRecord } from '../../src/stores/types.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 
 let db: TestDatabase;

@@ -1,5 +1,11 @@
 import { LRUCache } from 'lru-cache';
-import type { SessionChange, SessionJSON, SessionListing, SessionRecord, SessionStore } from '../types.js';
+import type {
+  SessionChange,
+  SessionJSON,
+  SessionListing,
+  SessionRecord,
+  SessionStore,
+} from '../../core/store.js';
 import { ALL_KEYS } from './protocol.js';
 import type { InvalidationHandlers, InvalidationSource } from './types.js';
 import { isConnectionError } from './unreachable.js';

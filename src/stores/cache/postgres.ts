@@ -1,6 +1,6 @@
 import type pg from 'pg';
+import type { SessionChange, SessionJSON, SessionRecord, SessionStore } from '../../core/store.js';
 import { PostgresSessionStore, type PostgresSessionStoreOptions } from '../postgres/session-store.js';
-import type { SessionChange, SessionJSON, SessionRecord, SessionStore } from '../types.js';
 import { CachedSessionStore, type CacheStats } from './cached-store.js';
 import { clientConfigOf, type ListenerStats, PgInvalidationListener } from './pg-listener.js';
 import { DEFAULT_CHANNEL, generateNodeId } from './protocol.js';

@@ -1,7 +1,5 @@
 import { LRUCache } from 'lru-cache';
 import { hashId } from '../../core/id.js';
-import { type Callback, Store } from '../connect-store.js';
-import { markNativeStoreMethods, plannedWrite } from '../engine-face.js';
 import {
   kSessionStore,
   type SessionJSON,
@@ -9,7 +7,9 @@ import {
   type SessionRecord,
   type SessionStore,
   userIdOf,
-} from '../types.js';
+} from '../../core/store.js';
+import { type Callback, Store } from '../connect-store.js';
+import { markNativeStoreMethods, plannedWrite } from '../engine-face.js';
 
 /** Options for {@link MemoryStore}. */
 export interface MemoryStoreOptions {

@@ -4,12 +4,12 @@ import { LRUCache } from 'lru-cache';
 import type pg from 'pg';
 import { ConfigError, PgSessionError } from '../../core/errors.js';
 import { hashId } from '../../core/id.js';
+import { type HasSessionStore, kSessionStore, type SessionJSON, userIdOf } from '../../core/store.js';
 import { clientConfigOf } from '../cache/pg-listener.js';
 import { CachedPostgresSessionStore, type PostgresCacheOptions } from '../cache/postgres.js';
 import { DEFAULT_CHANNEL, generateNodeId, type NotifyTarget } from '../cache/protocol.js';
 import { type Store, Store as StoreBase } from '../connect-store.js';
 import { markNativeStoreMethods, plannedWrite } from '../engine-face.js';
-import { type HasSessionStore, kSessionStore, type SessionJSON, userIdOf } from '../types.js';
 import type { Statement } from './queries.js';
 import { createTableSql, type TableNames, tableNames } from './schema.js';
 import {

@@ -1,8 +1,6 @@
 import pg from 'pg';
 import { ConfigError, SerializationError } from '../../core/errors.js';
 import { hashId } from '../../core/id.js';
-import { POOL_DEFAULTS } from '../../db/pool.js';
-import type { NotifyTarget } from '../cache/protocol.js';
 import {
   type SessionChange,
   type SessionJSON,
@@ -10,7 +8,9 @@ import {
   type SessionRecord,
   type SessionStore,
   userIdOf,
-} from '../types.js';
+} from '../../core/store.js';
+import { POOL_DEFAULTS } from '../../db/pool.js';
+import type { NotifyTarget } from '../cache/protocol.js';
 import { buildQueries, type Queries, type Statement } from './queries.js';
 import {
   advisoryLockKeys,

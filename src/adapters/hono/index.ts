@@ -23,11 +23,18 @@
  */
 import type { Context, MiddlewareHandler } from 'hono';
 import { HTTPException } from 'hono/http-exception';
-import type { RequestSession, SessionEngine, SessionEvent } from '../core/engine.js';
-import { ConfigError, StoreUnavailableError } from '../core/errors.js';
-import { kController, type Session, type SessionController, type SessionData } from '../core/session.js';
-import { resolveOptions, type SessionOptions } from '../express/middleware.js';
-import type { SessionStore } from '../stores/types.js';
+import type { SessionEvent } from '../../core/engine.js';
+import { ConfigError, StoreUnavailableError } from '../../core/errors.js';
+import type { RequestSession } from '../../core/request-session.js';
+import { kController, type Session, type SessionController, type SessionData } from '../../core/session.js';
+import {
+  attachHandle,
+  forwardedHttps,
+  resolveSessionOptions,
+  type SessionHandle,
+  type SessionOptions,
+  sessionHeaders,
+} from '../http.js';
 
 /** The context variables the middleware sets: `c.get('session')`, `c.get('sessionID')`. */
 export interface PgSessionVariables {
@@ -59,11 +66,7 @@ declare module 'hono' {
  * Options of {@link pgsessionHono}: the Express middleware's, except that the callbacks that
  * take a request get Hono's `Context`, and `proxy` is a plain switch (Hono has no `trust proxy`).
  */
-export interface PgSessionHonoOptions extends Omit<SessionOptions, 'genid' | 'onEvent' | 'proxy'> {
-  /** Generates session ids (the session variables are not set yet). Default: 32 random bytes, base64url. */
-  genid?: (c: Context<PgSessionEnv>) => string;
-  /** Lifecycle events (created, renewed, destroyed, expired…) for audit logs and metrics. */
-  onEvent?: (event: SessionEvent, c: Context<PgSessionEnv>) => void;
+export interface PgSessionHonoOptions extends Omit<SessionOptions<Context<PgSessionEnv>>, 'proxy'> {
   /**
    * Trust `X-Forwarded-Proto` to decide whether the request came over HTTPS (for `Secure` and
    * `cookie.secure: 'auto'`). Set it only behind a proxy that sets the header. Default false:
@@ -72,19 +75,8 @@ export interface PgSessionHonoOptions extends Omit<SessionOptions, 'genid' | 'on
   proxy?: boolean;
 }
 
-/** The middleware, with the engine exposed for tests and shutdown. */
-export interface PgSessionHonoMiddleware extends MiddlewareHandler<PgSessionEnv> {
-  /** The engine behind the middleware. */
-  readonly engine: SessionEngine;
-  /** The store's engine face (what the engine reads and writes). */
-  readonly store: SessionStore;
-  /**
-   * Wait for background writes. Call `flush({ touches: true })` on shutdown: it first writes the
-   * activity touch throttling deferred, so sessions active since their last write do not look
-   * idle after the restart.
-   */
-  flush(options?: { touches?: boolean }): Promise<void>;
-}
+/** The middleware, with the engine exposed for tests and shutdown (`flush({ touches: true })`). */
+export interface PgSessionHonoMiddleware extends MiddlewareHandler<PgSessionEnv>, SessionHandle {}
 
 type SessionContext = Context<PgSessionEnv>;
 
@@ -109,19 +101,10 @@ class ContextHost {
   }
 }
 
-/** The engine hands callbacks its host; ours is a {@link ContextHost}. */
-function contextOf(req: unknown): SessionContext {
-  return (req as ContextHost).context;
-}
-
+/** The scheme of the request: `X-Forwarded-Proto` when trusted (`proxy: true`), else the URL's. */
 function isSecure(c: SessionContext, proxy: boolean): boolean {
-  if (proxy) {
-    const value = c.req.header('x-forwarded-proto');
-    if (value) {
-      const comma = value.indexOf(',');
-      return (comma === -1 ? value : value.slice(0, comma)).trim().toLowerCase() === 'https';
-    }
-  }
+  const forwarded = proxy ? c.req.header('x-forwarded-proto') : undefined;
+  if (forwarded) return forwardedHttps(forwarded);
   return c.req.url.startsWith('https:');
 }
 
@@ -153,12 +136,16 @@ export function pgsessionHono(options: PgSessionHonoOptions): PgSessionHonoMiddl
   if (!options || typeof options !== 'object') {
     throw new ConfigError('pgsessionHono(options): options object required');
   }
-  const { genid, onEvent, proxy, ...rest } = options;
-  const { engine, sessionStore, cookiePath } = resolveOptions({
+  const { genid, onEvent, cookie, proxy, ...rest } = options;
+  // The engine hands callbacks its host, a ContextHost: the app's callbacks get the context.
+  const { engine, sessionStore, cookiePath } = resolveSessionOptions<ContextHost>({
     ...rest,
-    genid: genid ? (req) => genid(contextOf(req)) : undefined,
-    onEvent: onEvent ? (event, req) => onEvent(event, contextOf(req)) : undefined,
-  } as SessionOptions);
+    ...(genid ? { genid: (host) => genid(host.context) } : {}),
+    ...(onEvent ? { onEvent: (event: SessionEvent, host) => onEvent(event, host.context) } : {}),
+    ...(cookie !== undefined
+      ? { cookie: typeof cookie === 'function' ? (host) => cookie(host.context) : cookie }
+      : {}),
+  });
   const trustProxy = proxy === true;
 
   const middleware: MiddlewareHandler<PgSessionEnv> = async (c, next) => {
@@ -180,20 +167,13 @@ export function pgsessionHono(options: PgSessionHonoOptions): PgSessionHonoMiddl
     } catch (err) {
       throw toHttpError(err);
     }
-    const header = ctx.setCookieHeader();
-    if (header) {
-      c.header('Set-Cookie', header, { append: true });
-      // A response that sets a session cookie must never be stored by a shared cache.
-      c.header('Cache-Control', 'no-store');
+    const headers = sessionHeaders(ctx);
+    if (headers) {
+      c.header('Set-Cookie', headers.setCookie, { append: true });
+      c.header('Cache-Control', headers.cacheControl);
     }
   };
-
-  Object.defineProperty(middleware, 'engine', { value: engine });
-  Object.defineProperty(middleware, 'store', { value: sessionStore });
-  Object.defineProperty(middleware, 'flush', {
-    value: (flushOptions?: { touches?: boolean }) => engine.flush(flushOptions),
-  });
-  return middleware as PgSessionHonoMiddleware;
+  return attachHandle(middleware, engine, sessionStore) as PgSessionHonoMiddleware;
 }
 
 export default pgsessionHono;

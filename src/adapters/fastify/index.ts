@@ -19,13 +19,19 @@
  * @module
  */
 import type { IncomingMessage } from 'node:http';
-import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import type { RequestSession, SessionEngine } from '../core/engine.js';
-import { StoreUnavailableError } from '../core/errors.js';
-import type { Session, SessionData, SessionHost } from '../core/session.js';
-import { resolveOptions, type SessionOptions } from '../express/middleware.js';
-import type { SessionStore } from '../stores/types.js';
+import type { RequestSession } from '../../core/request-session.js';
+import type { Session, SessionData, SessionHost } from '../../core/session.js';
+import {
+  attachHandle,
+  isSecureRequest,
+  pathnameOf,
+  resolveSessionOptions,
+  retryAfterOf,
+  type SessionHandle,
+  type SessionOptions,
+  sessionHeaders,
+} from '../http.js';
 
 /**
  * Options of {@link pgsessionFastify}: exactly the Express middleware's. Callbacks that take a
@@ -34,19 +40,12 @@ import type { SessionStore } from '../stores/types.js';
  */
 export type PgSessionFastifyOptions = SessionOptions;
 
-/** What the plugin adds to the Fastify instance as `fastify.pgsession`. */
-export interface PgSessionFastifyHandle {
-  /** The engine behind the plugin. */
-  readonly engine: SessionEngine;
-  /** The store's engine face (what the engine reads and writes). */
-  readonly store: SessionStore;
-  /**
-   * Wait for background writes. With `{ touches: true }`, first write the activity touch
-   * throttling deferred. Done with `{ touches: true }` automatically in `onClose`, so a graceful
-   * shutdown keeps every session's last activity.
-   */
-  flush(options?: { touches?: boolean }): Promise<void>;
-}
+/**
+ * What the plugin adds to the Fastify instance as `fastify.pgsession`: the engine, the store's
+ * engine face, and `flush()`, which `onClose` calls with `{ touches: true }`, so a graceful
+ * shutdown keeps every session's last activity.
+ */
+export type PgSessionFastifyHandle = SessionHandle;
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -76,29 +75,15 @@ interface RequestState {
 
 const states = new WeakMap<FastifyRequest, RequestState>();
 
-function pathnameOf(url: string): string {
-  const q = url.indexOf('?');
-  return q === -1 ? url : url.slice(0, q);
-}
-
-function isSecure(request: FastifyRequest, proxy: boolean | undefined): boolean {
-  if ((request.raw.socket as TLSSocket | undefined)?.encrypted) return true;
-  if (proxy === false) return false;
-  if (proxy !== true) return request.protocol === 'https';
-  const header = request.headers['x-forwarded-proto'];
-  const value = (Array.isArray(header) ? header[0] : header) ?? '';
-  const comma = value.indexOf(',');
-  return (comma === -1 ? value : value.slice(0, comma)).trim().toLowerCase() === 'https';
-}
-
 /** Store faults are 503s with Retry-After (fastify's error handler reads `status`). */
 function toReplyError(reply: FastifyReply, err: unknown): unknown {
-  if (err instanceof StoreUnavailableError) reply.header('retry-after', String(err.retryAfter));
+  const retryAfter = retryAfterOf(err);
+  if (retryAfter !== undefined) reply.header('retry-after', retryAfter);
   return err;
 }
 
 const plugin: FastifyPluginAsync<PgSessionFastifyOptions> = async (fastify: FastifyInstance, options) => {
-  const { engine, sessionStore, proxy, cookiePath } = resolveOptions(options);
+  const { engine, sessionStore, proxy, cookiePath } = resolveSessionOptions(options);
 
   fastify.decorateRequest('session', {
     getter(this: FastifyRequest) {
@@ -132,7 +117,8 @@ const plugin: FastifyPluginAsync<PgSessionFastifyOptions> = async (fastify: Fast
     try {
       const ctx = await engine.load(host, {
         cookieHeader: request.headers.cookie,
-        secure: isSecure(request, proxy),
+        // Without `proxy`, Fastify's own `request.protocol` (its `trustProxy` setting) decides.
+        secure: isSecureRequest(request.raw, proxy, () => request.protocol === 'https'),
       });
       states.set(request, { ctx, done: false });
     } catch (err) {
@@ -148,17 +134,16 @@ const plugin: FastifyPluginAsync<PgSessionFastifyOptions> = async (fastify: Fast
     state.done = true;
     const { ctx } = state;
     const finish = () => {
-      let header: string | null;
+      let headers: ReturnType<typeof sessionHeaders>;
       try {
-        header = ctx.setCookieHeader();
+        headers = sessionHeaders(ctx);
       } catch (err) {
         done(err as Error);
         return;
       }
-      if (header) {
-        reply.header('set-cookie', header);
-        // A response that sets a session cookie must never be stored by a shared cache.
-        reply.header('cache-control', 'no-store');
+      if (headers) {
+        reply.header('set-cookie', headers.setCookie);
+        reply.header('cache-control', headers.cacheControl);
       }
       done(null, payload);
     };

@@ -1,0 +1,1 @@
+export { type SessionMiddleware, type SessionOptions, session } from './middleware.js';

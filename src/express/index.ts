@@ -1,1 +1,0 @@
-export { resolveOptions, type SessionMiddleware, type SessionOptions, session } from './middleware.js';
