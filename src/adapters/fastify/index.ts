@@ -98,12 +98,7 @@ const plugin: FastifyPluginAsync<PgSessionFastifyOptions> = async (fastify: Fast
       return (this.raw as Host).sessionID as string;
     },
   });
-  const handle: PgSessionFastifyHandle = {
-    engine,
-    store: sessionStore,
-    flush: (flushOptions) => engine.flush(flushOptions),
-  };
-  fastify.decorate('pgsession', handle);
+  fastify.decorate('pgsession', attachHandle({}, engine, sessionStore));
   fastify.addHook('onClose', async () => {
     // Graceful shutdown: deferred touches too, or sessions active since their last write would
     // look idle (and expire early) after the restart.
