@@ -2,11 +2,12 @@ import { PgSessionError } from '../core/errors.js';
 
 /**
  * Errors the auth layer passes to `next(err)` (guards, CSRF) or throws (login). Each carries an
- * HTTP `status`, a stable `code`, and `expose = true` for the ones whose message is safe to show.
+ * HTTP `status`, a stable `code`, and `expose`: `true` for client errors (4xx), whose messages
+ * are written for the end user; `false` for the rest.
  */
 export class AuthError extends PgSessionError {
   constructor(code: string, message: string, status: number) {
-    super(code, message, { status });
+    super(code, message, { status, expose: status < 500 });
   }
 }
 

@@ -12,17 +12,15 @@ import './types.js';
 
 export {
   type CrossSiteOptions,
-  crossSiteReason,
   csrfProtection,
   csrfToken,
-  csrfTokenMatches,
-  generateCsrfToken,
-  presentedCsrfToken,
   rejectCrossSite,
-  requestOrigin,
   verifyCsrfToken,
 } from './csrf.js';
-export { type TrustedDeviceOptions, TrustedDevices } from './devices.js';
+export type {
+  TrustedDeviceOptions,
+  TrustedDevices,
+} from './devices.js';
 export {
   AuthError,
   CsrfError,
@@ -52,14 +50,14 @@ export {
   createAuth,
   type DisableTotpResult,
 } from './login.js';
-export { AUTH_MIGRATION_PREFIX, authMigrations, authMigrationsDir, runAuthMigrations } from './migrations.js';
 export {
-  addressNetwork,
-  deviceKey,
+  authMigrations,
+  runAuthMigrations,
+} from './migrations.js';
+export {
   type NoticeContext,
   type NoticeRecipient,
   type NotifyHook,
-  SECURITY_NOTICE_KINDS,
   type SecurityNotice,
   type SecurityNoticeDetails,
   type SecurityNoticeKind,
@@ -69,13 +67,8 @@ export {
   type SecurityNoticesConfig,
 } from './notices.js';
 export {
-  BREACHED_PASSWORD_MESSAGE,
   type BreachedPasswordCheck,
   type BreachedPasswordCheckContext,
-  contextWordIn,
-  contextWordMessage,
-  emailContextWords,
-  MIN_CONTEXT_WORD_LENGTH,
   PasswordCheckUnavailableError,
   type PasswordCheckUnavailableReport,
   type PasswordContext,
@@ -85,45 +78,42 @@ export {
 } from './password-policy.js';
 export {
   type Argon2Params,
-  DEFAULT_ARGON2_PARAMS,
-  isCommonPassword,
-  isSupportedHash,
   MAX_PASSWORD_LENGTH,
   MIN_PASSWORD_LENGTH,
   PasswordHasher,
   passwordProblem,
   type VerifyResult,
 } from './passwords.js';
-export { PWNED_PASSWORDS_URL, type PwnedPasswordsOptions, pwnedPasswords } from './pwned.js';
+export {
+  PWNED_PASSWORDS_URL,
+  type PwnedPasswordsOptions,
+  pwnedPasswords,
+} from './pwned.js';
 export {
   DEFAULT_LOGIN_RATE_LIMITS,
-  emailKey,
   type Limit,
   type LimitScope,
   type LoginAttempt,
   LoginRateLimiter,
   type LoginRateLimiterOptions,
   type LoginRateLimitPolicy,
-  WindowCounter,
-  type WindowCounterOptions,
 } from './rate-limit.js';
-export { type AuthRequest, clientAddress, type Middleware, pathOf, userAgent, wantsJson } from './request.js';
+export {
+  type AuthRequest,
+  clientAddress,
+  type Middleware,
+  userAgent,
+  wantsJson,
+} from './request.js';
 export {
   describeUserAgent,
   type RevokeOutcome,
   type SessionAccess,
   type SessionInfo,
-  SessionManager,
+  type SessionManager,
 } from './sessions.js';
 export {
   isTotpRequired,
-  normalizeRecoveryCode,
-  normalizeTotpCode,
-  RECOVERY_CODE_COUNT,
-  TOTP_ALGORITHM,
-  TOTP_DIGITS,
-  TOTP_PERIOD_SECONDS,
-  TOTP_SECRET_BYTES,
   type TotpCheck,
   type TotpConfirmResult,
   type TotpEnrollment,
@@ -135,7 +125,6 @@ export {
 export type { AuthEvent, AuthUser, Role, SessionMeta } from './types.js';
 export {
   isPlausibleEmail,
-  MAX_EMAIL_LENGTH,
   normalizeEmail,
   type UserListEntry,
   type UserRecord,

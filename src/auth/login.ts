@@ -3,7 +3,7 @@ import { ConfigError } from '../core/errors.js';
 import type { RegenerateOptions } from '../core/session.js';
 import { generateCsrfToken } from './csrf.js';
 import { type TrustedDeviceOptions, TrustedDevices } from './devices.js';
-import { AuthError, PasswordPolicyError, TooManyAttemptsError } from './errors.js';
+import { AuthError, PasswordPolicyError, TooManyAttemptsError, UnauthorizedError } from './errors.js';
 import { type NotifyHook, type SecurityNoticeOptions, SecurityNotices } from './notices.js';
 import { PasswordPolicy, type PasswordPolicyOptions } from './password-policy.js';
 import { type Argon2Params, MAX_PASSWORD_LENGTH, PasswordHasher, type VerifyResult } from './passwords.js';
@@ -354,7 +354,7 @@ export class Auth {
    */
   async startTotpEnrollment(userId: number): Promise<TotpEnrollment> {
     const user = await this.users.findById(userId);
-    if (!user || user.disabled) throw new AuthError('PGSESSION_UNAUTHORIZED', 'Login required', 401);
+    if (!user || user.disabled) throw new UnauthorizedError();
     return this.totp.startEnrollment(user.id, user.email);
   }
 

@@ -1,16 +1,23 @@
 /**
  * Errors pgsession throws or passes to `next(err)`. Each has a stable `code` to branch on and,
- * where it maps to HTTP, a `status` (and `expose: false` so error handlers don't leak details).
+ * where it maps to HTTP, a `status`, and `expose` (the http-errors convention Express's error
+ * handler follows): `false` unless the message is written for the end user, so no handler shows
+ * internal details by default.
  */
 export class PgSessionError extends Error {
   readonly code: string;
   readonly status: number;
-  readonly expose = false;
-  constructor(code: string, message: string, options?: { cause?: unknown; status?: number }) {
+  readonly expose: boolean;
+  constructor(
+    code: string,
+    message: string,
+    options?: { cause?: unknown; status?: number; expose?: boolean },
+  ) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = code;
     this.status = options?.status ?? 500;
+    this.expose = options?.expose ?? false;
   }
 }
 

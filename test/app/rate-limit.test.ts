@@ -1,6 +1,6 @@
 import bcrypt from 'bcryptjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_ARGON2_PARAMS } from '../../src/auth/index.js';
+import { DEFAULT_ARGON2_PARAMS } from '../../src/auth/passwords.js';
 import type { TestDatabase } from '../helpers/db.js';
 import { loginForm, migratedDatabase, PASSWORD, type RunningApp, startApp } from './harness.js';
 

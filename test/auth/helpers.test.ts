@@ -1,13 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import {
-  type AuthRequest,
-  clientAddress,
   crossSiteReason,
   csrfTokenMatches,
-  describeUserAgent,
   generateCsrfToken,
-  isAuthenticated,
   presentedCsrfToken,
+} from '../../src/auth/csrf.js';
+import {
+  type AuthRequest,
+  clientAddress,
+  describeUserAgent,
+  isAuthenticated,
   wantsJson,
 } from '../../src/auth/index.js';
 
@@ -162,5 +164,26 @@ describe('describeUserAgent', () => {
     expect(describeUserAgent('Mozilla/5.0 (Macintosh) Firefox/999.https://evil.example')).toBe(
       'Firefox 999 on macOS',
     );
+  });
+});
+
+describe('error classes', () => {
+  it('client errors carry expose = true (their messages are written for users); server errors do not', async () => {
+    const { UnauthorizedError, ForbiddenError, CsrfError, TooManyAttemptsError, PasswordPolicyError } =
+      await import('../../src/auth/index.js');
+    const { PasswordCheckUnavailableError } = await import('../../src/auth/password-policy.js');
+    const { StoreUnavailableError, ConfigError } = await import('../../src/core/errors.js');
+    for (const err of [
+      new UnauthorizedError(),
+      new ForbiddenError(),
+      new CsrfError('token'),
+      new TooManyAttemptsError(60, 'ip'),
+      new PasswordPolicyError('too short'),
+    ]) {
+      expect([err.name, err.status < 500, err.expose]).toEqual([err.name, true, true]);
+    }
+    expect(new PasswordCheckUnavailableError('timeout').expose).toBe(false);
+    expect(new StoreUnavailableError('database down', new Error('down')).expose).toBe(false);
+    expect(new ConfigError('bad').expose).toBe(false);
   });
 });

@@ -2,14 +2,13 @@ import argon2 from 'argon2';
 import bcrypt from 'bcryptjs';
 import { describe, expect, it } from 'vitest';
 import {
-  DEFAULT_ARGON2_PARAMS,
-  isCommonPassword,
   MAX_PASSWORD_LENGTH,
   MIN_PASSWORD_LENGTH,
   PasswordHasher,
   PasswordPolicyError,
   passwordProblem,
 } from '../../src/auth/index.js';
+import { DEFAULT_ARGON2_PARAMS, isCommonPassword } from '../../src/auth/passwords.js';
 
 const hasher = new PasswordHasher();
 

@@ -9,7 +9,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../app/config.js';
 import { seedDemoData } from '../../app/migrate.js';
-import { isCommonPassword, UserRepository } from '../../src/auth/index.js';
+import { UserRepository } from '../../src/auth/index.js';
+import { isCommonPassword } from '../../src/auth/passwords.js';
 import { csrfFrom, loginForm, migratedDatabase, type RunningApp, startApp } from '../app/harness.js';
 import { NO_LIMITS, root } from './support.js';
 

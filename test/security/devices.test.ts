@@ -4,7 +4,7 @@
  * failed-login budget, but the owner's browser, which logged in before, keeps a budget of its own.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TrustedDevices } from '../../src/auth/index.js';
+import { TrustedDevices } from '../../src/auth/devices.js';
 import { ConfigError } from '../../src/index.js';
 import { loginForm, PASSWORD, type RunningApp, startApp } from '../app/harness.js';
 import { csrfOn } from './support.js';

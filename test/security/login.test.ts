@@ -3,7 +3,7 @@
  * failed-login limits that stop guessing without locking the account's owner out.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_ARGON2_PARAMS } from '../../src/auth/index.js';
+import { DEFAULT_ARGON2_PARAMS } from '../../src/auth/passwords.js';
 import { loginForm, migratedDatabase, PASSWORD, type RunningApp, startApp } from '../app/harness.js';
 import type { TestDatabase } from '../helpers/db.js';
 import { NO_LIMITS } from './support.js';

@@ -5,13 +5,9 @@
  * over HTTP against the demo app, plus the library's API (`auth.notices`).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  addressNetwork,
-  deviceKey,
-  type SecurityNotice,
-  type SecurityNoticeMessage,
-  WindowCounter,
-} from '../../src/auth/index.js';
+import type { SecurityNotice, SecurityNoticeMessage } from '../../src/auth/index.js';
+import { addressNetwork, deviceKey } from '../../src/auth/notices.js';
+import { WindowCounter } from '../../src/auth/rate-limit.js';
 import { hashId } from '../../src/core/id.js';
 import { loginForm, PASSWORD, type RunningApp, sessionCookie, startApp } from '../app/harness.js';
 import type { Client } from '../helpers/http.js';

@@ -14,14 +14,13 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { DEMO_PASSWORD_CONTEXT_WORDS, loadConfig } from '../../app/config.js';
 import {
   type AuthEvent,
-  BREACHED_PASSWORD_MESSAGE,
-  contextWordIn,
   PasswordCheckUnavailableError,
   type PasswordCheckUnavailableReport,
   PasswordPolicy,
   PasswordPolicyError,
   pwnedPasswords,
 } from '../../src/auth/index.js';
+import { BREACHED_PASSWORD_MESSAGE, contextWordIn } from '../../src/auth/password-policy.js';
 import { loginForm, PASSWORD, type RunningApp, startApp } from '../app/harness.js';
 import type { Client } from '../helpers/http.js';
 import { csrfOn, NO_LIMITS, root, runCli, secondServer } from './support.js';
