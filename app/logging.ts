@@ -54,7 +54,7 @@ export function authAudit(audit: Logger) {
       event.type === 'login-failed' ||
       event.type === 'rate-limited' ||
       event.type === 'password-check-unavailable' ||
-      event.type === 'totp-failed'
+      event.type === 'second-factor-failed'
         ? 'warn'
         : 'info';
     // Session keys are logged as `sid` (hashed ids), like the session events.

@@ -4,7 +4,7 @@
  * re-authentication before sensitive actions.
  */
 import { type Request, type Response, Router } from 'express';
-import { csrfToken, isAuthenticated, isTotpRequired, wantsJson } from '../../src/auth/index.js';
+import { csrfToken, isAuthenticated, isSecondFactorRequired, wantsJson } from '../../src/auth/index.js';
 import {
   bodyField,
   firstString,
@@ -41,8 +41,9 @@ export function authRoutes(ctx: RouteContext): Router {
     const json = wantsJson(req);
     const next = nextOf(req);
     const loggedIn = await auth.login(req, bodyField(req, 'email'), bodyField(req, 'password'));
-    // Right password, TOTP on: not logged in yet; the code step keeps the same-site `next`.
-    if (isTotpRequired(loggedIn)) {
+    // Right password, TOTP on (the demo's only second factor): not logged in yet; the code step
+    // keeps the same-site `next`.
+    if (isSecondFactorRequired(loggedIn)) {
       if (json) return res.status(202).json({ status: 'totp-required', next: '/login/totp' });
       return res.redirect(303, withNext('/login/totp', next));
     }
@@ -60,7 +61,7 @@ export function authRoutes(ctx: RouteContext): Router {
   router.get('/login/totp', (req, res) => {
     const next = safeNext(firstString(req.query.next)) ?? undefined;
     if (isAuthenticated(req)) return res.redirect(302, next ?? '/dashboard');
-    if (!req.session.totpPending) return res.redirect(302, '/login?error=login_required');
+    if (!req.session.pendingFactor) return res.redirect(302, '/login?error=login_required');
     // Only known error keys show anything (the page maps them to fixed text).
     const error = firstString(req.query.error);
     res.type('html').send(totpLoginPage({ csrfToken: csrfToken(req), next, error }));

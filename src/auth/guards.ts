@@ -54,7 +54,7 @@ export interface GuardOptions {
 export function isAuthenticated(req: AuthRequest): boolean {
   const id = req.session?.userId;
   // A login still waiting for its second factor is not a login, whatever else the session holds.
-  if (req.session?.totpPending !== undefined) return false;
+  if (req.session?.pendingFactor !== undefined) return false;
   return typeof id === 'number' && Number.isSafeInteger(id) && id > 0;
 }
 

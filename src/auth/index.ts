@@ -17,10 +17,7 @@ export {
   rejectCrossSite,
   verifyCsrfToken,
 } from './csrf.js';
-export type {
-  TrustedDeviceOptions,
-  TrustedDevices,
-} from './devices.js';
+export { type TrustedDeviceOptions, TrustedDevices } from './devices.js';
 export {
   AuthError,
   CsrfError,
@@ -30,6 +27,13 @@ export {
   TooManyAttemptsError,
   UnauthorizedError,
 } from './errors.js';
+export {
+  isSecondFactorRequired,
+  type PendingFactor,
+  type SecondFactor,
+  type SecondFactorCheck,
+  type SecondFactorRequired,
+} from './factors.js';
 export {
   authenticatedAt,
   type GuardOptions,
@@ -46,6 +50,7 @@ export {
   Auth,
   type AuthOptions,
   type ChangePasswordResult,
+  type CompleteSecondFactorResult,
   type CompleteTotpResult,
   createAuth,
   type DisableTotpResult,

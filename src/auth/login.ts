@@ -4,19 +4,14 @@ import type { RegenerateOptions } from '../core/session.js';
 import { generateCsrfToken } from './csrf.js';
 import { type TrustedDeviceOptions, TrustedDevices } from './devices.js';
 import { AuthError, PasswordPolicyError, TooManyAttemptsError, UnauthorizedError } from './errors.js';
+import { pendingFactorOf, type SecondFactor, type SecondFactorRequired } from './factors.js';
 import { type NotifyHook, type SecurityNoticeOptions, SecurityNotices } from './notices.js';
 import { PasswordPolicy, type PasswordPolicyOptions } from './password-policy.js';
 import { type Argon2Params, MAX_PASSWORD_LENGTH, PasswordHasher, type VerifyResult } from './passwords.js';
 import { type LoginAttempt, LoginRateLimiter, type LoginRateLimiterOptions } from './rate-limit.js';
 import { type AuthRequest, clientAddress, userAgent } from './request.js';
 import { type SessionAccess, SessionManager } from './sessions.js';
-import {
-  type TotpConfirmResult,
-  type TotpEnrollment,
-  TotpManager,
-  type TotpOptions,
-  type TotpRequired,
-} from './totp.js';
+import { type TotpConfirmResult, type TotpEnrollment, TotpManager, type TotpOptions } from './totp.js';
 import type { AuthEvent, AuthUser, Role } from './types.js';
 import {
   isPlausibleEmail,
@@ -75,6 +70,13 @@ export interface AuthOptions {
    */
   totp?: TotpOptions;
   /**
+   * More factors after the password (WebAuthn, push, e-mailed codes…), each one class
+   * implementing {@link SecondFactor}. TOTP comes first; a login asks for the first factor the
+   * account requires (`login()` answers `{ status: 'second-factor-required', factor }`) and
+   * {@link Auth.completeSecondFactor} checks it.
+   */
+  secondFactors?: readonly SecondFactor[];
+  /**
    * Device cookies against distributed lockout (OWASP): a browser that has logged in to an
    * account presents a MAC'd cookie, and its failed logins count against a limit of its own
    * instead of the account's, so an attacker spread over many addresses cannot lock the owner
@@ -87,10 +89,13 @@ export interface AuthOptions {
 /** Result of {@link Auth.changePassword}. */
 export type ChangePasswordResult = { ok: true; revoked: number } | { ok: false; reason: 'wrong-password' };
 
-/** Result of {@link Auth.completeTotp}. */
-export type CompleteTotpResult =
-  | { ok: true; user: AuthUser; method: 'totp' | 'recovery-code' }
+/** Result of {@link Auth.completeSecondFactor}: `factor` and `method` say what was accepted. */
+export type CompleteSecondFactorResult =
+  | { ok: true; user: AuthUser; factor: string; method: string }
   | { ok: false; reason: 'wrong-code' | 'expired' | 'no-pending-login' };
+
+/** Result of {@link Auth.completeTotp}. */
+export type CompleteTotpResult = CompleteSecondFactorResult;
 
 /** Result of {@link Auth.disableTotp}. */
 export type DisableTotpResult =
@@ -99,6 +104,11 @@ export type DisableTotpResult =
 
 /** Result of {@link Auth.changeEmail}. */
 export type ChangeEmailResult = { ok: true; email: string } | { ok: false; reason: 'wrong-password' };
+
+/** The clock a factor measures its wait with. */
+function clockOf(factor: SecondFactor): () => number {
+  return factor.now ? () => (factor.now as () => number).call(factor) : Date.now;
+}
 
 function hashEmail(email: string): string {
   return createHash('sha256').update(email).digest('base64url').slice(0, 16);
@@ -129,6 +139,8 @@ export class Auth {
   readonly notices: SecurityNotices;
   /** TOTP secrets and recovery codes (ASVS 6.3.3); the login flow uses it through `completeTotp`. */
   readonly totp: TotpManager;
+  /** Every factor a login may ask for after the password, TOTP first. */
+  readonly factors: readonly SecondFactor[];
   readonly #access: SessionAccess;
   readonly #keep: RegenerateOptions['keep'];
   readonly #onEvent: (event: AuthEvent, req?: AuthRequest) => void;
@@ -151,6 +163,21 @@ export class Auth {
     });
     this.sessions = new SessionManager(options.session);
     this.totp = new TotpManager(options.pool, options.totp);
+    this.factors = [this.totp, ...(options.secondFactors ?? [])];
+    const names = new Set<string>();
+    for (const factor of this.factors) {
+      if (typeof factor?.name !== 'string' || !factor.name || names.has(factor.name)) {
+        throw new ConfigError(
+          `createAuth: each second factor needs a unique name (got ${String(factor?.name)})`,
+        );
+      }
+      if (!(Number.isFinite(factor.pendingLoginTtl) && factor.pendingLoginTtl > 0)) {
+        throw new ConfigError(
+          `createAuth: second factor "${factor.name}" needs a positive pendingLoginTtl (ms)`,
+        );
+      }
+      names.add(factor.name);
+    }
     this.devices = !options.trustedDevices
       ? null
       : options.trustedDevices instanceof TrustedDevices
@@ -221,10 +248,15 @@ export class Auth {
    *
    * Returns the user, or null for any failure (wrong password, unknown email, disabled account,
    * malformed input) — the caller cannot tell them apart, and neither can the client. For an
-   * account with TOTP on, the right password returns `{ status: 'totp-required' }` instead and
-   * does not log in: the session gets a new id and waits for {@link completeTotp}.
+   * account that requires a second factor (TOTP on, or one of `secondFactors`), the right
+   * password returns `{ status: 'second-factor-required', factor }` instead and does not log
+   * in: the session gets a new id and waits for {@link completeSecondFactor}.
    */
-  async login(req: AuthRequest, email: unknown, password: unknown): Promise<AuthUser | TotpRequired | null> {
+  async login(
+    req: AuthRequest,
+    email: unknown,
+    password: unknown,
+  ): Promise<AuthUser | SecondFactorRequired | null> {
     if (!req.session) throw new ConfigError('login(req, …) needs the session middleware in front of it');
     const normalized = normalizeEmail(email);
     const ip = clientAddress(req);
@@ -255,10 +287,11 @@ export class Auth {
 
     if (result.needsRehash)
       await this.#upgradeHash(user.id, user.passwordHash, password as string, result.scheme);
-    // Second factor (ASVS 6.3.3): for an account with TOTP on, the right password only opens a
-    // short wait for the code, and `completeTotp` logs in. The password's attempt stays counted
-    // until then, so knowing the password alone never resets the failed-code counters.
-    if (await this.totp.isEnabled(user.id)) return this.#awaitSecondFactor(req, user.id, ip, ua);
+    // Second factor (ASVS 6.3.3): for an account that requires one, the right password only
+    // opens a short wait, and `completeSecondFactor` logs in. The password's attempt stays
+    // counted until then, so knowing the password alone never resets the failed-code counters.
+    const factor = await this.#requiredFactor(user.id);
+    if (factor) return this.#awaitSecondFactor(req, user.id, factor, ip, ua);
     await attempt?.succeeded();
     return this.#signIn(req, user, ip, ua);
   }
@@ -273,7 +306,7 @@ export class Auth {
     await req.session!.regenerate({ keep: this.#keep });
     const session = req.session!;
     // A second-factor wait carried over by `keep` must not outlive the login it belonged to.
-    delete session.totpPending;
+    delete session.pendingFactor;
     session.userId = user.id;
     session.userRole = user.role;
     session.csrfToken = generateCsrfToken();
@@ -286,12 +319,24 @@ export class Auth {
     return { id: user.id, email: user.email, role: user.role };
   }
 
+  /** The first factor the account must pass after its password, if any. */
+  async #requiredFactor(userId: number): Promise<SecondFactor | undefined> {
+    for (const factor of this.factors) if (await factor.isRequired(userId)) return factor;
+    return undefined;
+  }
+
   /**
-   * The password was right and the account has TOTP on: a new session id (as at any login, so a
-   * planted id never reaches the second step either), not logged in, holding only who is
-   * waiting for a code and since when, plus a CSRF token for the code form.
+   * The password was right and the account requires `factor`: a new session id (as at any
+   * login, so a planted id never reaches the second step either), not logged in, holding only
+   * which factor is awaited, whose and since when, plus a CSRF token for the factor's form.
    */
-  async #awaitSecondFactor(req: AuthRequest, userId: number, ip: string, ua: string): Promise<TotpRequired> {
+  async #awaitSecondFactor(
+    req: AuthRequest,
+    userId: number,
+    factor: SecondFactor,
+    ip: string,
+    ua: string,
+  ): Promise<SecondFactorRequired> {
     await req.session!.regenerate({ keep: this.#keep });
     const session = req.session!;
     // `keep` may carry a previous login's keys: this session must not be logged in as anyone.
@@ -300,52 +345,60 @@ export class Auth {
     delete session._meta;
     delete session.authenticatedAt;
     session.csrfToken = generateCsrfToken();
-    session.totpPending = { userId, at: this.totp.now() };
-    this.#emit({ type: 'totp-required', userId, key: this.sessions.currentKey(req) ?? '', ip, ua }, req);
-    return { status: 'totp-required' };
+    session.pendingFactor = { factor: factor.name, userId, at: clockOf(factor)() };
+    const key = this.sessions.currentKey(req) ?? '';
+    this.#emit({ type: 'second-factor-required', factor: factor.name, userId, key, ip, ua }, req);
+    return { status: 'second-factor-required', factor: factor.name };
   }
 
   /**
-   * Finish a login that {@link login} answered with `{ status: 'totp-required' }`: `code` is the
-   * 6-digit code of the user's app or one of their recovery codes (used up). The attempt is
-   * counted by the failed-login limits of the account, like a password (throws
-   * {@link TooManyAttemptsError} past them). On success the login completes exactly as a
-   * password-only one: a new session id, `userId`, `userRole`, a fresh CSRF token, `_meta`,
-   * `authenticatedAt`, a `login` event. A wait older than `totp.pendingLoginTtl` (5 minutes) is
-   * dropped: `expired`, start again with the password.
+   * Finish a login that {@link login} answered with `{ status: 'second-factor-required' }`:
+   * `proof` is what the awaited factor checks (for TOTP, the 6-digit code of the user's app or
+   * one of their recovery codes, used up). The attempt is counted by the failed-login limits of
+   * the account, like a password (throws {@link TooManyAttemptsError} past them). On success the
+   * login completes exactly as a password-only one: a new session id, `userId`, `userRole`, a
+   * fresh CSRF token, `_meta`, `authenticatedAt`, a `login` event. A wait older than the
+   * factor's `pendingLoginTtl` (TOTP: 5 minutes) is dropped: `expired`, start again with the
+   * password.
    */
-  async completeTotp(req: AuthRequest, code: unknown): Promise<CompleteTotpResult> {
+  async completeSecondFactor(req: AuthRequest, proof: unknown): Promise<CompleteSecondFactorResult> {
     if (!req.session)
-      throw new ConfigError('completeTotp(req, …) needs the session middleware in front of it');
-    const pending = req.session.totpPending;
-    if (!pending || typeof pending.userId !== 'number' || typeof pending.at !== 'number') {
-      return { ok: false, reason: 'no-pending-login' };
-    }
-    const age = this.totp.now() - pending.at;
-    if (age > this.totp.pendingLoginTtl || age < -60_000) {
-      delete req.session.totpPending;
+      throw new ConfigError('completeSecondFactor(req, …) needs the session middleware in front of it');
+    const pending = pendingFactorOf(req.session.pendingFactor);
+    const factor = pending && this.factors.find((f) => f.name === pending.factor);
+    if (!pending || !factor) return { ok: false, reason: 'no-pending-login' };
+    const age = clockOf(factor)() - pending.at;
+    // A little tolerance for clocks stepping back; a wait "from the future" beyond it is forged.
+    if (age > factor.pendingLoginTtl || age < -60_000) {
+      delete req.session.pendingFactor;
       return { ok: false, reason: 'expired' };
     }
     const ip = clientAddress(req);
     const ua = userAgent(req);
     const user = await this.users.findById(pending.userId);
     if (!user || user.disabled) {
-      delete req.session.totpPending;
+      delete req.session.pendingFactor;
       return { ok: false, reason: 'no-pending-login' };
     }
     // The account's own budget (shared with its password guesses), counted before the check.
     const attempt = await this.#countAttempt(req, user.email, async () => user);
-    const check = await this.totp.check(user.id, code);
+    const check = await factor.verify(user.id, proof);
     if (!check.ok) {
       this.notices.wrongSecondFactor(user, this.notices.context(req));
-      this.#emit({ type: 'totp-failed', userId: user.id, ip, ua }, req);
+      this.#emit({ type: 'second-factor-failed', factor: factor.name, userId: user.id, ip, ua }, req);
       return { ok: false, reason: 'wrong-code' };
     }
-    // Twice: this attempt, and the password's, which login() held back until the code was right.
+    // Twice: this attempt, and the password's, which login() held back until the factor passed.
     await attempt?.succeeded();
     await attempt?.succeeded();
-    this.#emit({ type: 'totp-verified', userId: user.id, method: check.method, ip, ua }, req);
-    return { ok: true, user: await this.#signIn(req, user, ip, ua), method: check.method };
+    const verified = { factor: factor.name, method: check.method };
+    this.#emit({ type: 'second-factor-verified', ...verified, userId: user.id, ip, ua }, req);
+    return { ok: true, user: await this.#signIn(req, user, ip, ua), ...verified };
+  }
+
+  /** {@link completeSecondFactor} for a login waiting for its TOTP code (or a recovery code). */
+  completeTotp(req: AuthRequest, code: unknown): Promise<CompleteTotpResult> {
+    return this.completeSecondFactor(req, code);
   }
 
   /**
@@ -380,7 +433,16 @@ export class Auth {
     const attempt = await this.#countAttempt(req, user.email, async () => user);
     const check = await this.totp.check(user.id, code);
     if (!check.ok) {
-      this.#emit({ type: 'totp-failed', userId: user.id, ip: clientAddress(req), ua: userAgent(req) }, req);
+      this.#emit(
+        {
+          type: 'second-factor-failed',
+          factor: 'totp',
+          userId: user.id,
+          ip: clientAddress(req),
+          ua: userAgent(req),
+        },
+        req,
+      );
       return { ok: false, reason: 'wrong-code' };
     }
     await attempt?.succeeded();

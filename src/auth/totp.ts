@@ -4,6 +4,7 @@ import type pg from 'pg';
 import { parseDuration } from '../core/duration.js';
 import { ConfigError } from '../core/errors.js';
 import { AuthError } from './errors.js';
+import { isSecondFactorRequired, type SecondFactor, type SecondFactorRequired } from './factors.js';
 
 /**
  * Optional TOTP second factor (RFC 6238; ASVS 6.3.3). The parameters are the ones every
@@ -48,18 +49,12 @@ export interface TotpEnrollment {
   uri: string;
 }
 
-/** What {@link Auth.login} returns instead of a user when the account has TOTP on. */
-export interface TotpRequired {
-  status: 'totp-required';
-}
+/** What {@link Auth.login} returns when the account has TOTP on (the generic result, named). */
+export type TotpRequired = SecondFactorRequired & { factor: 'totp' };
 
-/** Whether a login result asks for the second factor. */
+/** Whether a login result asks for the TOTP code. */
 export function isTotpRequired(result: unknown): result is TotpRequired {
-  return (
-    typeof result === 'object' &&
-    result !== null &&
-    (result as { status?: unknown }).status === 'totp-required'
-  );
+  return isSecondFactorRequired(result, 'totp');
 }
 
 /** Result of a code check: which kind of code was accepted. */
@@ -149,7 +144,8 @@ interface TotpRow {
  * which adds the login flow, rate limiting and audit events; its methods are also usable by
  * operators (`disable(userId)` for a user who lost both phone and recovery codes).
  */
-export class TotpManager {
+export class TotpManager implements SecondFactor {
+  readonly name = 'totp';
   readonly issuer: string;
   readonly window: number;
   /** ms a password-verified login may wait for its code. */
@@ -364,6 +360,16 @@ export class TotpManager {
       [userId, hashRecoveryCode(userId, normalized)],
     );
     return rowCount === 1;
+  }
+
+  /** {@link SecondFactor}: required once the user has enabled TOTP. */
+  isRequired(userId: number): Promise<boolean> {
+    return this.isEnabled(userId);
+  }
+
+  /** {@link SecondFactor}: a 6-digit code or a recovery code. */
+  verify(userId: number, proof: unknown): Promise<TotpCheck> {
+    return this.check(userId, proof);
   }
 
   /** A 6-digit code or a recovery code, whichever `input` looks like. */

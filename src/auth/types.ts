@@ -38,10 +38,11 @@ declare module '../core/session.js' {
      */
     authenticatedAt: number;
     /**
-     * A password-verified login waiting for its TOTP code (ASVS 6.3.3): whose, and since when
-     * (epoch ms). Such a session is not logged in: `userId` is not set until the code is given.
+     * A password-verified login waiting for a second factor (ASVS 6.3.3): which factor, whose,
+     * and since when (epoch ms). Such a session is not logged in: `userId` is not set until the
+     * factor passes.
      */
-    totpPending: { userId: number; at: number };
+    pendingFactor: { factor: string; userId: number; at: number };
   }
 }
 
@@ -86,11 +87,18 @@ export type AuthEvent =
     }
   /** The password was confirmed for step-up; the session got a new id (`previousKey` is dead). */
   | { type: 'reauthenticated'; userId: number; key: string; previousKey: string; ip: string; ua: string }
-  /** Right password for an account with TOTP on: the session (`key`) now waits for the code. */
-  | { type: 'totp-required'; userId: number; key: string; ip: string; ua: string }
-  /** A wrong, replayed or expired second-factor code (counted by the failed-login limits). */
-  | { type: 'totp-failed'; userId: number; ip: string; ua: string }
-  /** The second factor was accepted; `recovery-code` means one recovery code was used up. */
-  | { type: 'totp-verified'; userId: number; method: 'totp' | 'recovery-code'; ip: string; ua: string }
+  /** Right password for an account that requires `factor`: the session (`key`) now waits for it. */
+  | { type: 'second-factor-required'; factor: string; userId: number; key: string; ip: string; ua: string }
+  /** A wrong, replayed or expired second-factor proof (counted by the failed-login limits). */
+  | { type: 'second-factor-failed'; factor: string; userId: number; ip: string; ua: string }
+  /** The second factor was accepted; for TOTP, `method: 'recovery-code'` means one was used up. */
+  | {
+      type: 'second-factor-verified';
+      factor: string;
+      method: string;
+      userId: number;
+      ip: string;
+      ua: string;
+    }
   | { type: 'totp-enabled'; userId: number }
   | { type: 'totp-disabled'; userId: number; by: 'user' | 'admin' };

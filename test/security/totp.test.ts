@@ -253,7 +253,7 @@ describe('TOTP login over HTTP (ASVS 6.3.3)', () => {
     const owner = t.client({ 'x-forwarded-for': '198.51.100.66' });
     await passwordLogin(owner, 'guess@example.com');
     expect((await submitCode(owner, codeAt(secret))).headers.get('location')).toBe('/dashboard');
-    expect(t.logs.events().some((e) => e.event === 'auth.totp-failed')).toBe(true);
+    expect(t.logs.events().some((e) => e.event === 'auth.second-factor-failed')).toBe(true);
   });
 
   it('a pending login expires after 5 minutes: back to the password', async () => {

@@ -1,10 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError } from '../../src/core/errors.js';
-import {
-  GENERATE_SECRET_COMMAND,
-  MIN_PRODUCTION_SECRET_LENGTH,
-  normalizeSecrets,
-} from '../../src/core/secrets.js';
+import { ConfigError } from './errors.js';
+import { GENERATE_SECRET_COMMAND, MIN_PRODUCTION_SECRET_LENGTH, normalizeSecrets } from './secrets.js';
 
 const LONG = 'k'.repeat(MIN_PRODUCTION_SECRET_LENGTH);
 const SHORT = 's'.repeat(MIN_PRODUCTION_SECRET_LENGTH - 1);

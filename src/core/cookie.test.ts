@@ -5,8 +5,8 @@
 import ExpressCookie from 'express-session/session/cookie.js';
 import * as fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { Cookie, type CookieOptions } from '../../src/core/cookie.js';
-import { Store } from '../../src/stores/connect-store.js';
+import { Store } from '../stores/connect-store.js';
+import { Cookie, type CookieOptions } from './cookie.js';
 
 const NOW = Date.UTC(2030, 0, 15, 12, 0, 0);
 

@@ -3,7 +3,7 @@ import cookieSignature from 'cookie-signature';
 import expressSignature from 'express-session/node_modules/cookie-signature/index.js';
 import * as fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { SIGNED_PREFIX, sign, unsign, unsignWithIndex } from '../../src/core/signature.js';
+import { SIGNED_PREFIX, sign, unsign, unsignWithIndex } from './signature.js';
 
 const SECRET = 'first-secret-0123456789abcdefghijklmnop';
 const OLD = 'older-secret-0123456789abcdefghijklmnop';

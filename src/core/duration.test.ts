@@ -1,7 +1,7 @@
 import * as fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { parseDuration } from '../../src/core/duration.js';
-import { ConfigError } from '../../src/core/errors.js';
+import { parseDuration } from './duration.js';
+import { ConfigError } from './errors.js';
 
 describe('parseDuration', () => {
   it.each([

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { generateId, hashId, ID_BYTES } from '../../src/core/id.js';
+import { generateId, hashId, ID_BYTES } from './id.js';
 
 const N = 10_000;
 
