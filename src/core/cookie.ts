@@ -137,8 +137,8 @@ export class Cookie {
    * A `Set-Cookie` header value for `name=value` with these settings.
    *
    * With `rolling: true` every response re-sends the cookie, and the `cookie` package's
-   * serializer (options copied, every attribute validated, `toUTCString()`) was ~15% of the
-   * session layer's CPU. The attributes after the value depend only on the name and these
+   * serializer copies the options, validates every attribute and formats the date each time.
+   * The attributes after the value depend only on the name and these
    * settings, and `Expires` only on its second, so they are memoised (one entry, shared by every
    * session with the same settings in the same second) and only the value is encoded per call.
    * The memo holds the serializer's own output for the same inputs, so the string is identical,
