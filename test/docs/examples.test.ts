@@ -29,6 +29,7 @@ const ENTRIES: Record<string, string> = {
   'pgsession/connect-pg-simple': 'src/stores/postgres/connect-pg-simple.ts',
   'pgsession/fastify': 'src/adapters/fastify/index.ts',
   'pgsession/hono': 'src/adapters/hono/index.ts',
+  'pgsession/web': 'src/adapters/web/index.ts',
   'pgsession/metrics': 'src/metrics/index.ts',
   'pgsession/auth': 'src/auth/index.ts',
 };
@@ -139,7 +140,7 @@ const SERVER_CHECKS: Record<string, (base: string) => Promise<void>> = {
 describe('examples in the docs', () => {
   it('finds the marked examples', () => {
     expect(examples.map((e) => e.name)).toEqual(
-      expect.arrayContaining(['getting-started', 'metrics', 'fastify', 'hono']),
+      expect.arrayContaining(['getting-started', 'metrics', 'fastify', 'hono', 'web']),
     );
     expect(new Set(examples.map((e) => e.name)).size).toBe(examples.length);
   });

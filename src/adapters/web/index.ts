@@ -1,0 +1,221 @@
+/**
+ * pgsession for the Fetch API (`Request` → `Response`): Next.js route handlers, Remix/React
+ * Router, SvelteKit, Astro, Bun, Deno, or `node:http` through a Fetch bridge. The same engine,
+ * signed cookie and `session` table as the Express middleware, so an Express app and a Fetch
+ * app on one domain share their sessions.
+ *
+ * ```ts
+ * import { PgStore } from 'pgsession';
+ * import { webSessions } from 'pgsession/web';
+ *
+ * const sessions = webSessions({ secret: process.env.SESSION_SECRET!, store: new PgStore({ pool }) });
+ *
+ * export const GET = sessions.handler(async (request, session) => {
+ *   if (!session?.userId) return new Response('Login required', { status: 401 });
+ *   return Response.json({ userId: session.userId });
+ * });
+ * ```
+ *
+ * @module
+ */
+import type { SessionEvent } from '../../core/engine.js';
+import { ConfigError, StoreUnavailableError } from '../../core/errors.js';
+import type { RequestSession } from '../../core/request-session.js';
+import { kController, type Session, type SessionController, type SessionData } from '../../core/session.js';
+import {
+  attachHandle,
+  forwardedHttps,
+  resolveSessionOptions,
+  type SessionHandle,
+  type SessionOptions,
+  sessionHeaders,
+} from '../http.js';
+
+/** The request's session: express-session's API (data as properties, `regenerate`, `destroy`…). */
+export type WebSession = Session & Partial<SessionData>;
+
+/**
+ * Options of {@link webSessions}: the Express middleware's, except that the callbacks that take
+ * a request get the Fetch `Request`, and `proxy` is a plain switch.
+ */
+export interface WebSessionOptions extends Omit<SessionOptions<Request>, 'proxy'> {
+  /**
+   * Trust `X-Forwarded-Proto` to decide whether the request came over HTTPS (for `Secure` and
+   * `cookie.secure: 'auto'`). Set it only behind a proxy that sets the header. Default false:
+   * the scheme of the request URL.
+   */
+  proxy?: boolean;
+}
+
+/** One request's session, loaded by {@link WebSessions.load}. */
+export interface LoadedSession {
+  /** The current session: after `regenerate()` the new one; after `destroy()` undefined. */
+  readonly session: WebSession | undefined;
+  /** The session id (never logged or stored by pgsession; the store sees its SHA-256). */
+  readonly sessionID: string | undefined;
+  /**
+   * Commit the session (the store has it before this resolves) and return the headers the
+   * response needs, or null when there are none: for frameworks that build the response
+   * themselves. Throws `StoreUnavailableError` when the store cannot be reached.
+   */
+  commit(): Promise<{ 'set-cookie': string; 'cache-control': 'no-store' } | null>;
+  /**
+   * Commit, then return `response` with the session's `Set-Cookie` and `Cache-Control` (a
+   * copy when its headers are immutable, as `Response.redirect()`'s are).
+   */
+  respond(response: Response): Promise<Response>;
+}
+
+/**
+ * A handler that gets the request's session (undefined only for a request outside
+ * `cookie.path`, as in express-session); what it returns is committed, then answered.
+ */
+export type SessionRouteHandler<Args extends unknown[] = []> = (
+  request: Request,
+  session: WebSession | undefined,
+  ...rest: Args
+) => Response | Promise<Response>;
+
+/** The adapter: `load()` per request, or `handler()` around a route. */
+export interface WebSessions extends SessionHandle {
+  /** Load the request's session. A store failure throws `StoreUnavailableError` (answer 503). */
+  load(request: Request): Promise<LoadedSession>;
+  /**
+   * Wrap a route handler: loads the session, runs the handler, commits before the response is
+   * returned, applies the headers; a store failure is a `503` with `Retry-After`, never an
+   * empty session. Extra arguments (a framework's context) are passed through.
+   */
+  handler<Args extends unknown[]>(
+    fn: SessionRouteHandler<Args>,
+  ): (request: Request, ...rest: Args) => Promise<Response>;
+}
+
+/** The engine's view of one request: where the current session and its id live. */
+class RequestHost {
+  [kController]: SessionController | undefined = undefined;
+  session: WebSession | undefined = undefined;
+  sessionID: string | undefined = undefined;
+  constructor(readonly request: Request) {}
+}
+
+/** The scheme of the request: `X-Forwarded-Proto` when trusted (`proxy: true`), else the URL's. */
+function isSecure(request: Request, proxy: boolean): boolean {
+  const forwarded = proxy ? request.headers.get('x-forwarded-proto') : null;
+  if (forwarded) return forwardedHttps(forwarded);
+  return request.url.startsWith('https:');
+}
+
+/** The pathname of a request URL (a Request's `url` is always absolute). */
+function pathOf(request: Request): string {
+  try {
+    return new URL(request.url).pathname;
+  } catch {
+    return '/';
+  }
+}
+
+/** The answer to a store fault: 503, `Retry-After`, never cached. */
+function unavailable(err: StoreUnavailableError): Response {
+  return new Response('Service Unavailable', {
+    status: 503,
+    headers: {
+      'content-type': 'text/plain; charset=utf-8',
+      'retry-after': String(err.retryAfter),
+      'cache-control': 'no-store',
+    },
+  });
+}
+
+/** `response` with `headers` added: in place when its headers are mutable, else on a copy. */
+function withHeaders(
+  response: Response,
+  headers: { 'set-cookie': string; 'cache-control': string },
+): Response {
+  try {
+    response.headers.append('set-cookie', headers['set-cookie']);
+    response.headers.set('cache-control', headers['cache-control']);
+    return response;
+  } catch {
+    // Immutable headers (Response.redirect(), a fetched response): copy, then add.
+    const copy = new Response(response.body, response);
+    copy.headers.append('set-cookie', headers['set-cookie']);
+    copy.headers.set('cache-control', headers['cache-control']);
+    return copy;
+  }
+}
+
+/** One request's session. `commit` and `respond` are bound, so they can be destructured. */
+class Loaded implements LoadedSession {
+  readonly #host: RequestHost;
+  readonly #ctx: RequestSession | null;
+  constructor(host: RequestHost, ctx: RequestSession | null) {
+    this.#host = host;
+    this.#ctx = ctx;
+  }
+  get session(): WebSession | undefined {
+    return this.#host.session;
+  }
+  get sessionID(): string | undefined {
+    return this.#host.sessionID;
+  }
+  readonly commit = async (): Promise<{ 'set-cookie': string; 'cache-control': 'no-store' } | null> => {
+    if (!this.#ctx) return null;
+    await this.#ctx.commit();
+    const headers = sessionHeaders(this.#ctx);
+    return headers && { 'set-cookie': headers.setCookie, 'cache-control': headers.cacheControl };
+  };
+  readonly respond = async (response: Response): Promise<Response> => {
+    const headers = await this.commit();
+    return headers ? withHeaders(response, headers) : response;
+  };
+}
+
+/**
+ * The Fetch-API adapter: `webSessions(options)` once, then `load(request)` or
+ * `handler(fn)` per route. Requests outside `cookie.path` get no session (as in Express).
+ */
+export function webSessions(options: WebSessionOptions): WebSessions {
+  if (!options || typeof options !== 'object') {
+    throw new ConfigError('webSessions(options): options object required');
+  }
+  const { genid, onEvent, cookie, proxy, ...rest } = options;
+  if (proxy !== undefined && typeof proxy !== 'boolean') {
+    throw new ConfigError(`proxy option must be a boolean, got ${String(proxy)} (${typeof proxy})`);
+  }
+  // The engine hands callbacks its host, a RequestHost: the app's callbacks get the Request.
+  const { engine, sessionStore, cookiePath } = resolveSessionOptions<RequestHost>({
+    ...rest,
+    ...(genid ? { genid: (host) => genid(host.request) } : {}),
+    ...(onEvent ? { onEvent: (event: SessionEvent, host) => onEvent(event, host.request) } : {}),
+    ...(cookie !== undefined
+      ? { cookie: typeof cookie === 'function' ? (host) => cookie(host.request) : cookie }
+      : {}),
+  });
+  const trustProxy = proxy === true;
+
+  async function load(request: Request): Promise<LoadedSession> {
+    const host = new RequestHost(request);
+    if (!pathOf(request).startsWith(cookiePath)) return new Loaded(host, null);
+    const ctx = await engine.load(host, {
+      cookieHeader: request.headers.get('cookie') ?? undefined,
+      secure: isSecure(request, trustProxy),
+    });
+    return new Loaded(host, ctx);
+  }
+
+  function handler<Args extends unknown[]>(fn: SessionRouteHandler<Args>) {
+    return async (request: Request, ...args: Args): Promise<Response> => {
+      try {
+        const loaded = await load(request);
+        return await loaded.respond(await fn(request, loaded.session, ...args));
+      } catch (err) {
+        if (err instanceof StoreUnavailableError) return unavailable(err);
+        throw err;
+      }
+    };
+  }
+
+  return attachHandle({ load, handler }, engine, sessionStore) as WebSessions;
+}
+
+export default webSessions;
