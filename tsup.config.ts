@@ -1,13 +1,14 @@
 import { defineConfig } from 'tsup';
 
 // Entry points: the library, the connect-pg-simple compatibility factory and the Fastify,
-// Hono, Fetch-API (web), metrics and auth subpaths,
+// Hono, Koa, Fetch-API (web), metrics and auth subpaths,
 // each built as ESM and CommonJS with declarations for both.
 const entry = {
   index: 'src/index.ts',
   'connect-pg-simple': 'src/stores/postgres/connect-pg-simple.ts',
   fastify: 'src/adapters/fastify/index.ts',
   hono: 'src/adapters/hono/index.ts',
+  koa: 'src/adapters/koa/index.ts',
   web: 'src/adapters/web/index.ts',
   metrics: 'src/metrics/index.ts',
   auth: 'src/auth/index.ts',

@@ -29,6 +29,7 @@ const ENTRIES: Record<string, string> = {
   'pgsession/connect-pg-simple': 'src/stores/postgres/connect-pg-simple.ts',
   'pgsession/fastify': 'src/adapters/fastify/index.ts',
   'pgsession/hono': 'src/adapters/hono/index.ts',
+  'pgsession/koa': 'src/adapters/koa/index.ts',
   'pgsession/web': 'src/adapters/web/index.ts',
   'pgsession/metrics': 'src/metrics/index.ts',
   'pgsession/auth': 'src/auth/index.ts',

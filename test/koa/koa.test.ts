@@ -1,0 +1,275 @@
+/**
+ * The Koa adapter (`pgsession/koa`) on Node's HTTP server: same cookie as the Express
+ * middleware, commit before the response, 503 with Retry-After on a store fault, Koa's own
+ * `app.proxy` for Secure cookies.
+ */
+import http from 'node:http';
+import express from 'express';
+import Koa from 'koa';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { type SessionOptions, session } from '../../src/adapters/express/middleware.js';
+import { type PgSessionKoaOptions, pgsessionKoa } from '../../src/adapters/koa/index.js';
+import { ConfigError } from '../../src/core/errors.js';
+import { hashId } from '../../src/core/id.js';
+import { unsign } from '../../src/core/signature.js';
+import { type HasSessionStore, kSessionStore, type SessionStore } from '../../src/core/store.js';
+import { MemoryStore } from '../../src/stores/memory/memory-store.js';
+import { PgStore } from '../../src/stores/postgres/index.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { Client, listen } from '../helpers/http.js';
+
+const SECRET = 'koa-adapter-test-secret-0123456789abcdefgh';
+const HOUR = 3_600_000;
+
+const closers: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  vi.useRealTimers();
+  for (const close of closers.splice(0).reverse()) await close();
+});
+
+function options(
+  store: SessionOptions['store'],
+  extra: Partial<PgSessionKoaOptions> = {},
+): PgSessionKoaOptions {
+  return {
+    secret: SECRET,
+    store,
+    resave: false,
+    saveUninitialized: false,
+    cookie: { maxAge: HOUR, sameSite: 'lax' },
+    ...extra,
+  };
+}
+
+async function koaApp(opts: PgSessionKoaOptions, proxy = false) {
+  const app = new Koa();
+  app.proxy = proxy;
+  app.silent = true;
+  app.use(pgsessionKoa(opts));
+  app.use(async (ctx) => {
+    const route = `${ctx.method} ${ctx.path}`;
+    if (route === 'POST /login') {
+      await ctx.session.regenerate();
+      // After regenerate(), ctx.session is the new session.
+      ctx.session.userId = 42;
+      ctx.body = { ok: true };
+    } else if (route === 'GET /me') {
+      ctx.body = { userId: ctx.session?.userId ?? null, id: ctx.sessionID ?? null };
+    } else if (route === 'POST /visit') {
+      ctx.session.visits = (Number(ctx.session.visits) || 0) + 1;
+      ctx.body = { visits: ctx.session.visits };
+    } else if (route === 'POST /logout') {
+      await ctx.session.destroy();
+      ctx.body = { ok: true, after: ctx.session ?? null };
+    } else if (route === 'POST /login-redirect') {
+      await ctx.session.regenerate();
+      ctx.session.userId = 7;
+      ctx.redirect('/dashboard');
+    }
+  });
+  const server = await listen(http.createServer(app.callback()));
+  closers.push(server.close);
+  return new Client(server.url);
+}
+
+async function expressApp(opts: SessionOptions) {
+  const app = express();
+  app.use(session(opts));
+  app.post('/login', async (req, res) => {
+    await req.session.regenerate();
+    req.session.userId = 42;
+    res.json({ ok: true });
+  });
+  app.get('/me', (req, res) => res.json({ userId: req.session?.userId ?? null, id: req.sessionID ?? null }));
+  const server = await listen(http.createServer(app));
+  closers.push(server.close);
+  return new Client(server.url);
+}
+
+function idOf(setCookie: string): string {
+  const raw = decodeURIComponent(/connect\.sid=([^;]+)/.exec(setCookie)![1]!);
+  const id = unsign(raw.slice(2), [SECRET]);
+  expect(id).not.toBe(false);
+  return id as string;
+}
+
+function shape(setCookie: string): string {
+  return setCookie
+    .replace(/^connect\.sid=[^;]+/, 'connect.sid=<value>')
+    .replace(/Expires=[^;]+/, 'Expires=<date>');
+}
+
+/** A store whose methods can be made to fail, as a database outage would. */
+function flaky(inner: MemoryStore): { store: HasSessionStore; broken: Set<keyof SessionStore> } {
+  const face = inner[kSessionStore];
+  const broken = new Set<keyof SessionStore>();
+  const proxy = new Proxy(face, {
+    get(target, prop) {
+      const value: unknown = Reflect.get(target, prop, target);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) =>
+        broken.has(prop as keyof SessionStore)
+          ? Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:5432'))
+          : (value as (...a: unknown[]) => unknown).apply(target, args);
+    },
+  });
+  return { store: { [kSessionStore]: proxy }, broken };
+}
+
+describe('pgsession/koa', () => {
+  it("logs in with the Express middleware's cookie format; Cache-Control: no-store", async () => {
+    const store = new MemoryStore();
+    const client = await koaApp(options(store));
+    const reference = await expressApp(options(store) as unknown as SessionOptions);
+
+    const anonymous = await client.get('/me');
+    expect(await anonymous.json()).toMatchObject({ userId: null });
+    expect(anonymous.headers.getSetCookie()).toEqual([]);
+
+    const res = await client.post('/login');
+    const [setCookie] = res.headers.getSetCookie();
+    expect(res.headers.get('cache-control')).toBe('no-store');
+    const id = idOf(setCookie!);
+    // Committed before the response: the store has it when the client reads the answer.
+    expect(await store[kSessionStore].get(hashId(id))).toMatchObject({ userId: '42' });
+    const [expressCookie] = (await reference.post('/login')).headers.getSetCookie();
+    expect(shape(setCookie!)).toBe(shape(expressCookie!));
+
+    expect(await (await client.get('/me')).json()).toEqual({ userId: 42, id });
+  });
+
+  it('shares sessions with an Express app on the same store, both ways', async () => {
+    const store = new MemoryStore();
+    const web = await koaApp(options(store));
+    const exp = await expressApp(options(store) as unknown as SessionOptions);
+    await web.post('/login');
+    expect(await (await exp.get('/me', { headers: { cookie: web.cookieHeader() } })).json()).toMatchObject({
+      userId: 42,
+    });
+    await exp.post('/login');
+    expect(await (await web.get('/me', { headers: { cookie: exp.cookieHeader() } })).json()).toMatchObject({
+      userId: 42,
+    });
+  });
+
+  it('slides the expiry with rolling: a later Expires on each response', async () => {
+    vi.useFakeTimers({ toFake: ['Date'], now: new Date('2030-01-01T00:00:00Z') });
+    const client = await koaApp(options(new MemoryStore(), { rolling: true }));
+    const first = (await client.post('/login')).headers.getSetCookie()[0]!;
+    expect(first).toContain('Expires=Tue, 01 Jan 2030 01:00:00 GMT');
+    vi.setSystemTime(new Date('2030-01-01T00:10:00Z'));
+    const later = await client.get('/me');
+    expect(await later.json()).toMatchObject({ userId: 42 });
+    expect(later.headers.getSetCookie()[0]).toContain('Expires=Tue, 01 Jan 2030 01:10:00 GMT');
+    vi.setSystemTime(new Date('2030-01-01T03:00:00Z'));
+    expect(await (await client.get('/me')).json()).toMatchObject({ userId: null });
+  });
+
+  it('logs out: the row is deleted, the cookie cleared, the old cookie anonymous', async () => {
+    const store = new MemoryStore();
+    const client = await koaApp(options(store));
+    await client.post('/login');
+    const cookie = client.cookieHeader();
+    const res = await client.post('/logout');
+    expect(await res.json()).toEqual({ ok: true, after: null });
+    expect(res.headers.getSetCookie()[0]).toMatch(/^connect\.sid=; Path=\/; Expires=Thu, 01 Jan 1970/);
+    expect(await store[kSessionStore].get(hashId(idOf(cookie)))).toBeNull();
+    expect(await (await client.get('/me', { headers: { cookie } })).json()).toMatchObject({ userId: null });
+  });
+
+  it('a tampered or unsigned cookie is anonymous and its id never adopted', async () => {
+    const client = await koaApp(options(new MemoryStore()));
+    await client.post('/login');
+    const value = client.jar.get('connect.sid')!;
+    const id = idOf(`connect.sid=${value}`);
+    const tampered = value.slice(0, -1) + (value.endsWith('A') ? 'B' : 'A');
+    for (const cookie of [`connect.sid=${tampered}`, `connect.sid=${id}`]) {
+      const body = (await (await client.get('/me', { headers: { cookie } })).json()) as { userId: unknown };
+      expect(body.userId).toBeNull();
+    }
+  });
+
+  it('a redirect right after login carries the cookie, and the session is stored first', async () => {
+    const store = new MemoryStore();
+    const client = await koaApp(options(store));
+    const res = await client.post('/login-redirect');
+    expect(res.status).toBe(302);
+    expect(res.headers.get('location')).toBe('/dashboard');
+    const id = idOf(res.headers.getSetCookie()[0]!);
+    expect(await store[kSessionStore].get(hashId(id))).toMatchObject({ userId: '7' });
+  });
+
+  it('a store fault is 503 with Retry-After, the cookie untouched; the session is intact after', async () => {
+    const { store, broken } = flaky(new MemoryStore());
+    const client = await koaApp(options(store));
+    await client.post('/login');
+    const cookie = client.cookieHeader();
+    broken.add('get');
+    const down = await client.get('/me');
+    expect(down.status).toBe(503);
+    expect(down.headers.get('retry-after')).toBe('2');
+    expect(down.headers.getSetCookie()).toEqual([]);
+    broken.clear();
+    broken.add('update');
+    await client.post('/visit').then((r) => expect(r.status).toBe(503));
+    broken.clear();
+    expect(client.cookieHeader()).toBe(cookie);
+    expect(await (await client.get('/me')).json()).toMatchObject({ userId: 42 });
+    expect(await (await client.post('/visit')).json()).toEqual({ visits: 1 });
+  });
+
+  it("Secure cookies follow Koa's app.proxy: X-Forwarded-Proto counts only when the app trusts it", async () => {
+    const secure = { cookie: { maxAge: HOUR, secure: 'auto' as const } };
+    const trusted = await koaApp(options(new MemoryStore(), secure), true);
+    const viaProxy = await trusted.post('/login', { headers: { 'x-forwarded-proto': 'https' } });
+    expect(viaProxy.headers.getSetCookie()[0]).toMatch(/; Secure/);
+    const untrusted = await koaApp(options(new MemoryStore(), secure), false);
+    const spoofed = await untrusted.post('/login', { headers: { 'x-forwarded-proto': 'https' } });
+    expect(spoofed.headers.getSetCookie()[0]).not.toMatch(/; Secure/);
+  });
+
+  it('bad options are a ConfigError at start-up', () => {
+    expect(() => pgsessionKoa(undefined as unknown as PgSessionKoaOptions)).toThrow(ConfigError);
+    expect(() => pgsessionKoa({ ...options(new MemoryStore()), proxy: 'yes' as unknown as boolean })).toThrow(
+      ConfigError,
+    );
+    expect(() => pgsessionKoa({ ...options(new MemoryStore()), secret: '' })).toThrow(ConfigError);
+  });
+});
+
+describe('pgsession/koa on PostgreSQL: restarts and other processes', () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  function server() {
+    const store = new PgStore({ pool: db.pool, pruneSessionInterval: false, createTableIfMissing: true });
+    closers.push(() => store.close());
+    return koaApp(options(store));
+  }
+
+  it('a restart keeps the session; a logout on one server is seen at once by another', async () => {
+    const clientA = await server();
+    await clientA.post('/login');
+    const cookie = clientA.cookieHeader();
+
+    // "Restart": a new store and adapter on the same table.
+    const clientB = await server();
+    expect(await (await clientB.get('/me', { headers: { cookie } })).json()).toMatchObject({ userId: 42 });
+    // Cached on B now; a logout on A must still reach it.
+    expect(await (await clientB.get('/me', { headers: { cookie } })).json()).toMatchObject({ userId: 42 });
+
+    await clientA.post('/logout');
+    await vi.waitFor(
+      async () =>
+        expect(await (await clientB.get('/me', { headers: { cookie } })).json()).toMatchObject({
+          userId: null,
+        }),
+      { timeout: 2_000, interval: 20 },
+    );
+  });
+});
