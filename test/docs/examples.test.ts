@@ -16,8 +16,9 @@
  *   `node app.js`), run as written.
  * - `<!-- try: <name> -->` before a ```sh block: for a server (it prints `listening on <url>`),
  *   the requests, run as written against it (`localhost:3000` pointed at the port it got);
- *   a `# …` after a command is the output it must print. The server is restarted after the first
- *   request (sessions live in PostgreSQL), and must exit 0 by itself on SIGTERM.
+ *   a `# …` after a command is the output it must print. After the first request the table holds
+ *   one row, under the SHA-256 of the cookie's id; the server is then restarted (sessions live in
+ *   PostgreSQL). On SIGTERM it must stop by itself (`node app.js`: exit 0).
  * - Any other file is a script: it must exit 0 and print each `// prints: <text>` in order.
  *
  * Each TypeScript example is also type-checked with tsc against the sources (project settings).
@@ -31,6 +32,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashId } from '../../src/core/id.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -361,8 +363,22 @@ async function stop(run: Running, command: string): Promise<void> {
   if (signalGroup(run, 0)) throw new Error(`still running 15 s after SIGTERM:\n${run.output()}`);
 }
 
+/**
+ * What the guides say of the table (`SELECT * FROM session`): the row is there, under the
+ * SHA-256 of the id in the cookie (curl's jar), never under the id itself.
+ */
+async function rowIsHashed(dir: string): Promise<void> {
+  const jar = await readFile(path.join(dir, 'jar'), 'utf8');
+  const value = jar.trim().split('\n').at(-1)!.split('\t').at(-1)!;
+  const id = /^s:([^.]+)\./.exec(decodeURIComponent(value))?.[1];
+  expect(id, `a signed session cookie in the jar:\n${jar}`).toBeDefined();
+  const { rows } = await db.pool.query<{ sid: string }>('SELECT sid FROM session');
+  expect(rows.map((r) => r.sid)).toEqual([hashId(id!)]);
+}
+
 /** Drive a server with the page's requests, restarting it after the first. */
 async function tryServer(command: string, dir: string, tries: string): Promise<void> {
+  await rm(path.join(dir, 'jar'), { force: true }); // a fresh browser for each run
   let run = start(command, dir);
   try {
     let base = await listening(run);
@@ -373,6 +389,7 @@ async function tryServer(command: string, dir: string, tries: string): Promise<v
       const { code, stdout, output } = await sh(line, dir, 30_000);
       expect(code, `${request.line}:\n${output}`).toBe(0);
       if (request.expect !== undefined) expect(stdout.trim(), request.line).toBe(request.expect);
+      if (i === 0) await rowIsHashed(dir);
       if (i === 0 && requests.length > 1) {
         await stop(run, command);
         run = start(command, dir);
