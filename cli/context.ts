@@ -12,7 +12,7 @@ import {
   UserRepository,
 } from '../src/auth/index.js';
 import { createPool } from '../src/db/index.js';
-import { type Database, openDatabase } from '../src/dev/index.js';
+import { type Database, DatabaseUrlError, openDatabase } from '../src/dev/index.js';
 import { ConfigError, parseDuration } from '../src/index.js';
 import { DEFAULT_CHANNEL, generateNodeId } from '../src/stores/cache/protocol.js';
 import { PostgresSessionStore, tableNames } from '../src/stores/postgres/index.js';
@@ -168,6 +168,7 @@ export async function withContext<T>(
       },
     });
   } catch (err) {
+    if (err instanceof DatabaseUrlError) throw new CliError(err.message, 1, { cause: err });
     throw new CliError(`cannot start the embedded PostgreSQL in .data/postgres: ${messageOf(err)}`, 1, {
       cause: err,
     });

@@ -3,6 +3,7 @@
  * migrations. `run()` parses, runs one command and returns the exit status; `main.ts` exits.
  */
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { Role } from '../src/auth/index.js';
 import { parseDuration } from '../src/core/duration.js';
@@ -46,6 +47,12 @@ function durationOption(what: string) {
 /** After a usage error: where the usage is (commander's own hint read like an `add` subcommand). */
 const USAGE_HINT = "Run 'pgsession --help' for the commands, or 'pgsession <command> --help' for one.";
 
+/**
+ * docs/cli.md ships in the package (package.json `files`), beside dist/ as it is beside cli/
+ * here: the path works from the sources, the build and an installed copy.
+ */
+const CLI_DOCS = fileURLToPath(new URL('../docs/cli.md', import.meta.url));
+
 const HELP_FOOTER = `
 Database:
   DATABASE_URL    PostgreSQL connection string. When unset, the embedded PostgreSQL
@@ -57,7 +64,7 @@ Exit status:
   3 user or session not found, 130 interrupted.
   Set DEBUG=1 to print stack traces.
 
-Documentation: docs/cli.md`;
+Documentation: ${CLI_DOCS}`;
 
 /** What a command run needs besides the command line. */
 export interface RunOptions {

@@ -100,12 +100,16 @@ check(
   `missing: ${missingSql.join(', ')}`,
 );
 
+// `pgsession --help` names docs/cli.md of the installed package.
+check(has('docs/cli.md'), 'docs/cli.md (the CLI reference --help points to) is in the tarball');
+
 const FORBIDDEN = [
   [
     /^(test|tests|__tests__|fixtures|bench|app|src|cli|scripts|coverage|\.data|\.ci|\.github)\//,
     'repository folder',
   ],
-  [/^docs\//, 'docs (and screenshots)'],
+  // docs/cli.md ships: `pgsession --help` points to it.
+  [/^docs\/(?!cli\.md$)/, 'docs (and screenshots)'],
   [/\.(test|spec)\.[cm]?[jt]sx?$/, 'test file'],
   [/(^|\/)fixtures?\//, 'fixture'],
   [/\.(png|jpe?g|gif|webp)$/i, 'image'],

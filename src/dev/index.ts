@@ -3,7 +3,13 @@
  * a zero-setup embedded PostgreSQL. Not exported by the package's entry points.
  */
 export { type Binaries, reachableBinaries } from './binaries.js';
-export { type Database, type OpenDatabaseOptions, openDatabase } from './database.js';
+export {
+  checkDatabaseUrl,
+  type Database,
+  DatabaseUrlError,
+  type OpenDatabaseOptions,
+  openDatabase,
+} from './database.js';
 export {
   type EmbeddedPostgresHandle,
   type EmbeddedPostgresOptions,

@@ -2,8 +2,10 @@
  * The command line itself: help everywhere, usage errors (exit 2) before any database work,
  * and one clear line (exit 1) when the database cannot be reached.
  */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
-import { runCli } from './run-cli.js';
+import { root, runCli } from './run-cli.js';
 
 // No server listens on port 1: connections are refused at once.
 // Every case starts a process; on a loaded machine that takes seconds.
@@ -20,6 +22,16 @@ describe('help', () => {
       expect(stdout).toMatch(new RegExp(`^  ${command}`, 'm'));
     expect(stdout).toContain('DATABASE_URL');
     expect(stdout).toContain('3 user or session not found');
+  });
+
+  it('points to a CLI reference that exists (docs/cli.md, shipped in the package)', async () => {
+    const { stdout } = await runCli(['--help']);
+    const docs = /^Documentation: (.+)$/m.exec(stdout)?.[1];
+    expect(docs).toBeDefined();
+    expect(path.isAbsolute(docs!)).toBe(true);
+    expect(readFileSync(docs!, 'utf8')).toMatch(/^# .*pgsession/m);
+    const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { files: string[] };
+    expect(pkg.files).toContain(path.relative(root, docs!).split(path.sep).join('/'));
   });
 
   const subcommands: Array<[string[], RegExp]> = [
@@ -83,6 +95,30 @@ describe('usage errors exit with 2 before touching the database', () => {
     expect(stderr).not.toContain('(add --help');
     expect(stdout).toBe('');
   });
+});
+
+describe('DATABASE_URL that is not a connection URL', () => {
+  it.each([
+    ['notaurl'],
+    ['localhost:5432/app'],
+    ['mysql://root:hunter2-secret@127.0.0.1/app'],
+    ['postgres:hunter2-secret'],
+  ])(
+    '%s: exit 1, one line saying what is expected (no lookup of a host "base", no value echoed)',
+    async (url) => {
+      const { code, stdout, stderr } = await runCli(['sessions', 'list'], { env: { DATABASE_URL: url } });
+      expect(code).toBe(1);
+      expect(stdout).toBe('');
+      expect(stderr.trim().split('\n')).toHaveLength(1);
+      expect(stderr).toMatch(
+        /^pgsession: error: DATABASE_URL (is not a PostgreSQL connection URL|has the scheme)/,
+      );
+      expect(stderr).toContain('expected postgres://user:password@host:5432/database');
+      expect(stderr).not.toContain('ENOTFOUND');
+      expect(stderr).not.toContain('embedded PostgreSQL in .data');
+      expect(stderr).not.toContain('hunter2');
+    },
+  );
 });
 
 describe('database unreachable', () => {

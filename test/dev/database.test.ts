@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { quoteIdent, quoteQualified } from '../../src/db/sql.js';
-import { openDatabase } from '../../src/dev/index.js';
+import { DatabaseUrlError, openDatabase } from '../../src/dev/index.js';
 import { createTestDatabase, testAdminUrl } from '../helpers/db.js';
 
 describe('openDatabase', () => {
@@ -23,6 +23,30 @@ describe('openDatabase', () => {
     expect(await readdir(dir)).toEqual([]);
   });
   // The embedded case is covered in embedded.test.ts, which has a server to join.
+
+  it.each([
+    'postgresql://app:pw@db.example/app?sslmode=require',
+    'postgres:///app',
+    'postgres://%2Fvar%2Frun%2Fpostgresql/app',
+    'socket:/var/run/postgresql?db=app',
+    '/var/run/postgresql app',
+  ])('takes every form pg reads: %s', async (url) => {
+    const db = await openDatabase({ env: { DATABASE_URL: url }, dataDir: path.join(dir, 'pg') });
+    expect(db).toMatchObject({ url, embedded: false });
+  });
+
+  it.each(['notaurl', 'db.example:5432/app', 'http://db.example/app', 'postgres:app'])(
+    'refuses %s with a DatabaseUrlError saying what is expected (not ENOTFOUND base)',
+    async (url) => {
+      const err = await openDatabase({ env: { DATABASE_URL: url }, dataDir: path.join(dir, 'pg') }).catch(
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(DatabaseUrlError);
+      expect(err).toMatchObject({ code: 'ERR_DATABASE_URL' });
+      expect((err as Error).message).toContain('expected postgres://user:password@host:5432/database');
+      expect(await readdir(dir)).toEqual([]);
+    },
+  );
 });
 
 describe('test harness', () => {
