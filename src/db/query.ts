@@ -173,20 +173,13 @@ function poolQuery(pool: pg.Pool, settings: Resolved, args: unknown[]): unknown 
   const { config, callback } = split(args);
   // Cursors and streams (submittables) are passed on untouched.
   if (!config) return (pool.query as (...a: unknown[]) => unknown).apply(pool, args);
-  // The application replaced this pool's query() (instrumentation, a test counting statements):
-  // go through it, with the limit enforced on the client side only (the statement is not
-  // cancelled on the server, but the connection is discarded).
-  // (An override that calls this seam back, synchronously, gets the path below.)
+  // The application replaced this pool's query() (instrumentation, a test double): call it
+  // with the arguments as given. When it calls this seam back (a wrapper of the original), that
+  // call takes the path below; a replacement that never does gets no statement limit from here.
   if (Object.hasOwn(pool, 'query') && !entering.has(pool)) {
-    const limit = (config as { query_timeout?: number }).query_timeout ?? settings.statementTimeoutMs;
-    const query = settings.preparedStatements ? config : withoutName(config);
     entering.add(pool);
     try {
-      const sent = (pool.query as (c: pg.QueryConfig) => Promise<pg.QueryResult>).call(
-        pool,
-        limit ? ({ ...query, query_timeout: limit } as pg.QueryConfig) : query,
-      );
-      return finish(sent, callback);
+      return (pool.query as (...a: unknown[]) => unknown).apply(pool, adjust(args, settings));
     } finally {
       entering.delete(pool);
     }

@@ -621,8 +621,9 @@ export class PostgresSessionStore implements SessionStore {
    * long-held locks or giant transactions), until a batch comes back short. Only one process
    * prunes a table at a time: the others get 0 at once instead of queueing up behind it. On a
    * pool that lends connections that is a session-level `pg_try_advisory_lock` on a dedicated
-   * connection, released at the end; otherwise (a query-only pool, pg-promise) each batch takes
-   * the lock for its own statement.
+   * connection, released at the end; otherwise (a query-only pool, pg-promise, or
+   * `preparedStatements: false`, the transaction-pooler setting) each batch takes the lock for
+   * its own statement.
    *
    * @returns the number of rows deleted by this call.
    */
@@ -644,7 +645,10 @@ export class PostgresSessionStore implements SessionStore {
         if (deleted < batchSize || options.signal?.aborted) return total;
       }
     };
-    if (typeof this.#db.connect !== 'function') {
+    // Behind a transaction-mode pooler (preparedStatements off) a connection's statements may run
+    // on different backends, so a session-level lock could be taken on one and never released:
+    // each batch takes a transaction-level lock for its own statement instead.
+    if (typeof this.#db.connect !== 'function' || queryOptionsOf(this.#db)?.preparedStatements === false) {
       return batches(async () => {
         const row = await this.#query<{ deleted: number; locked: boolean }>(this.#queries.pruneBatchLocked, [
           cutoff,
