@@ -142,6 +142,7 @@ for (const mode of ['session', 'transaction'] as const) {
       const csrf = /name="_csrf" value="([^"]+)"/.exec(page)![1]!;
       expect((await c.post('/logout', { form: { _csrf: csrf } })).status).toBe(303);
       const ms = await waitForStatus(elsewhere, 401);
+      console.log(`pgbouncer ${mode}: logout refused by the other server ${ms} ms after its response`);
       expect(ms).toBeLessThan(1_000);
 
       const a = await login(local.url);
