@@ -16,7 +16,7 @@ import { PgStore, type PostgresSessionStore } from '../../src/stores/postgres/in
 import { migratedDatabase, PASSWORD, TEST_SECRET, testConfig } from '../app/harness.js';
 import type { TestDatabase } from '../helpers/db.js';
 import { Client, listen } from '../helpers/http.js';
-import { type ChildApp, spawnApp } from '../security/support.js';
+import { type ChildApp, runCli, spawnApp } from '../security/support.js';
 import { type PgBouncer, startPgBouncer } from './support.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -176,6 +176,25 @@ for (const mode of ['session', 'transaction'] as const) {
       });
       expect(res.status).toBe(429);
     }, 60_000);
+
+    // The CLI costs a process start per command: checked in the mode that needs the switch.
+    if (mode === 'transaction')
+      it("the CLI through the pooler: lists and revokes a user's sessions; a bad setting is exit 2", async () => {
+        await login(local.url);
+        const env = {
+          DATABASE_URL: bouncer.through(db.url),
+          ...(prepared ? {} : { DATABASE_PREPARED_STATEMENTS: 'off' }),
+          DATABASE_STATEMENT_TIMEOUT: '5s',
+        };
+        const list = await runCli(['sessions', 'list', '--user', 'pooled@example.com'], env);
+        expect(list.code, list.stderr).toBe(0);
+        expect(list.stdout).toMatch(/pooled@example\.com/);
+        const revoke = await runCli(['sessions', 'revoke', '--user', 'pooled@example.com'], env);
+        expect(revoke.code, revoke.stderr).toBe(0);
+        const bad = await runCli(['prune'], { ...env, DATABASE_STATEMENT_TIMEOUT: 'soon' });
+        expect(bad.code).toBe(2);
+        expect(bad.stderr).toContain('DATABASE_STATEMENT_TIMEOUT');
+      }, 60_000);
 
     it('prunes expired sessions through the pooler, and again on the next run', async () => {
       const insert = (prefix: string) =>
