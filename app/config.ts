@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
+import { queryOptionsFromEnv } from '../src/db/index.js';
 import {
   ConfigError,
   GENERATE_SECRET_COMMAND,
@@ -90,6 +91,38 @@ export interface AppConfig {
    * docs/demo-app.md). Off unless set.
    */
   trustedDeviceCookies?: boolean;
+  /** How the app talks to PostgreSQL (`DATABASE_*`). Absent (configs built in code): the defaults. */
+  database?: DatabaseConfig;
+  /** `METRICS=on`: `GET /metrics` (Prometheus text). Off unless set: see docs/demo-app.md. */
+  metrics?: boolean;
+}
+
+/** The `DATABASE_*` settings besides `DATABASE_URL` (docs/demo-app.md, docs/scaling.md). */
+export interface DatabaseConfig {
+  /**
+   * `DATABASE_DIRECT_URL`: where the session cache's `LISTEN` connection goes when
+   * `DATABASE_URL` is a transaction-mode pooler (which cannot carry `LISTEN`). Default: the pool's.
+   */
+  directUrl?: string | undefined;
+  /** `DATABASE_POOL_MAX`: connections in the app's pool (default 10). */
+  poolMax: number;
+  /** `DATABASE_PREPARED_STATEMENTS=off`: no named statements (a transaction-mode pooler). */
+  preparedStatements?: boolean | undefined;
+  /** `DATABASE_STATEMENT_TIMEOUT`: each statement's limit, ms, or false for none (default 15 s). */
+  statementTimeout?: number | false | undefined;
+}
+
+/** `DATABASE_DIRECT_URL`, `DATABASE_POOL_MAX`, `DATABASE_PREPARED_STATEMENTS`, `DATABASE_STATEMENT_TIMEOUT`. */
+export function parseDatabaseConfig(env: NodeJS.ProcessEnv): DatabaseConfig {
+  const direct = env.DATABASE_DIRECT_URL?.trim() || undefined;
+  if (direct !== undefined && !/^postgres(ql)?:\/\//.test(direct)) {
+    throw new ConfigError('DATABASE_DIRECT_URL must be a postgres:// connection string');
+  }
+  const max = env.DATABASE_POOL_MAX?.trim();
+  if (max && !/^[1-9]\d{0,3}$/.test(max)) {
+    throw new ConfigError(`DATABASE_POOL_MAX must be a whole number from 1 to 9999, got "${max}"`);
+  }
+  return { directUrl: direct, poolMax: max ? Number(max) : 10, ...queryOptionsFromEnv(env) };
 }
 
 /** Options of {@link loadConfig}. */
@@ -313,6 +346,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     pwnedPasswords: parsePwnedPasswords(env),
     totpEncryptionKey: env.TOTP_ENCRYPTION_KEY?.trim() || undefined,
     trustedDeviceCookies: parseOnOff(env.TRUSTED_DEVICE_COOKIES, 'TRUSTED_DEVICE_COOKIES'),
+    database: parseDatabaseConfig(env),
+    metrics: parseOnOff(env.METRICS, 'METRICS'),
   };
 }
 

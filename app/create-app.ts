@@ -17,6 +17,7 @@ import {
   rejectCrossSite,
 } from '../src/auth/index.js';
 import { type ConnectStore, type HasSessionStore, type SessionMiddleware, session } from '../src/index.js';
+import { createSessionMetrics } from '../src/metrics/index.js';
 import { PgStore } from '../src/stores/postgres/index.js';
 import { type AppConfig, DEMO_PASSWORD_CONTEXT_WORDS } from './config.js';
 import { errorHandler, notFound } from './errors.js';
@@ -64,7 +65,21 @@ export function createApp(options: CreateAppOptions): DemoApp {
   const { pool, config, logger } = options;
   const audit = logger.child({ component: 'audit' });
 
-  const store = options.store ?? new PgStore({ pool, tableName: 'session', createTableIfMissing: true });
+  // METRICS=on: Prometheus metrics of the sessions, the cache and logins (GET /metrics below).
+  const metrics = config.metrics ? createSessionMetrics() : undefined;
+  const ownStore =
+    options.store === undefined
+      ? new PgStore({
+          pool,
+          tableName: 'session',
+          createTableIfMissing: true,
+          // The cache's LISTEN connection, when DATABASE_URL goes through a transaction-mode pooler.
+          ...(config.database?.directUrl ? { listenConnectionString: config.database.directUrl } : {}),
+        })
+      : undefined;
+  const store = options.store ?? (metrics && ownStore ? metrics.instrumentStore(ownStore) : ownStore!);
+  if (metrics) metrics.observeStore(store as HasSessionStore);
+  const onSessionEvent = sessionAudit(audit);
   const sessionMiddleware = session({
     name: config.cookieName,
     secret: config.sessionSecrets,
@@ -75,7 +90,12 @@ export function createApp(options: CreateAppOptions): DemoApp {
     idleTimeout: config.idleTimeout,
     absoluteTimeout: config.absoluteTimeout,
     cookie: { httpOnly: true, sameSite: 'lax', path: '/', secure: config.secureCookies },
-    onEvent: sessionAudit(audit),
+    onEvent: metrics
+      ? (event, req) => {
+          metrics.onEvent(event);
+          onSessionEvent(event, req);
+        }
+      : onSessionEvent,
     // loadConfig already printed the weak-secret warning, if any: once is enough.
     onWarning: (message) => {
       if (message !== config.secretWarning) logger.warn(message);
@@ -84,6 +104,7 @@ export function createApp(options: CreateAppOptions): DemoApp {
     ...(options.now ? { now: options.now } : {}),
   });
 
+  const onAuthEvent = authAudit(audit);
   const auth = createAuth({
     pool,
     session: sessionMiddleware,
@@ -107,7 +128,14 @@ export function createApp(options: CreateAppOptions): DemoApp {
           },
         }
       : {}),
-    onEvent: authAudit(audit),
+    onEvent: metrics
+      ? (event) => {
+          if (event.type === 'login') metrics.recordLogin('succeeded');
+          else if (event.type === 'login-failed') metrics.recordLogin('failed');
+          else if (event.type === 'rate-limited') metrics.recordLogin('rate-limited');
+          onAuthEvent(event);
+        }
+      : onAuthEvent,
     onError: (err) => logger.warn({ err }, 'auth background error'),
     notify: options.notify ?? outbox(logger.child({ component: 'outbox' })),
     ...(options.notices !== undefined ? { notices: options.notices } : {}),
@@ -160,6 +188,15 @@ export function createApp(options: CreateAppOptions): DemoApp {
       res.status(503).setHeader('Retry-After', '5').json({ status: 'unavailable' });
     }
   });
+
+  // Off unless METRICS=on: the page is unauthenticated and tells anyone who can reach it how
+  // many people log in and fail to (docs/demo-app.md). Before the session middleware: a scraper
+  // gets no session.
+  if (metrics) {
+    app.get('/metrics', async (_req, res) => {
+      res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+    });
+  }
 
   app.use(sessionMiddleware);
   app.use(express.urlencoded({ extended: false, limit: '16kb', parameterLimit: 50 }));

@@ -17,7 +17,7 @@ import {
   userAgent,
   wantsJson,
 } from '../src/auth/index.js';
-import { isConnectionError, PgSessionError, StoreUnavailableError } from '../src/index.js';
+import { isDatabaseUnavailable, PgSessionError, StoreUnavailableError } from '../src/index.js';
 import type { AppUser } from './http.js';
 import { errorPage } from './views.js';
 
@@ -39,8 +39,9 @@ const SERVER_ERROR: Outcome = {
 
 function outcomeOf(err: unknown): Outcome {
   // A database that cannot be reached (the session store's fault, or one of the app's own
-  // queries failing to connect or hanging) is a 503 the client may retry, never a 500.
-  if (err instanceof StoreUnavailableError || isConnectionError(err)) {
+  // queries failing to connect, hanging or running out of time) is a 503 the client may retry,
+  // never a 500: the library's one classification (isDatabaseUnavailable).
+  if (err instanceof StoreUnavailableError || isDatabaseUnavailable(err)) {
     return {
       status: 503,
       code: 'unavailable',

@@ -11,12 +11,18 @@ import {
   pwnedPasswords,
   UserRepository,
 } from '../src/auth/index.js';
-import { createPool } from '../src/db/index.js';
+import {
+  createPool,
+  isConnectionError,
+  isLoginRefused,
+  type QueryOptions,
+  queryOptionsFromEnv,
+} from '../src/db/index.js';
 import { type Database, DatabaseUrlError, openDatabase } from '../src/dev/index.js';
 import { ConfigError, parseDuration } from '../src/index.js';
 import { DEFAULT_CHANNEL, generateNodeId } from '../src/stores/cache/protocol.js';
 import { PostgresSessionStore, tableNames } from '../src/stores/postgres/index.js';
-import { CliError, describeTarget, isConnectionError, messageOf } from './errors.js';
+import { CliError, describeTarget, messageOf } from './errors.js';
 import type { Io } from './output.js';
 
 /** The options every command accepts (see `pgsession --help`). */
@@ -173,9 +179,17 @@ export async function withContext<T>(
       cause: err,
     });
   }
+  let sending: QueryOptions;
+  try {
+    sending = queryOptionsFromEnv(io.env);
+  } catch (err) {
+    await db.close().catch(() => {});
+    throw new CliError(messageOf(err), 2, { cause: err });
+  }
   const pool = createPool(db.url, {
     max: 2,
     application_name: 'pgsession-cli',
+    ...sending,
     onError: (err) => {
       if (debug) io.stderr.write(`pgsession: idle PostgreSQL client error: ${err.message}\n`);
     },
@@ -184,7 +198,7 @@ export async function withContext<T>(
   try {
     return await fn(ctx);
   } catch (err) {
-    if (isConnectionError(err)) {
+    if (isConnectionError(err) || isLoginRefused(err)) {
       throw new CliError(
         `cannot connect to PostgreSQL at ${describeTarget(db.url)}${db.embedded ? ' (embedded)' : ''}: ${messageOf(err)}`,
         1,

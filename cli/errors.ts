@@ -52,39 +52,6 @@ export class InterruptedError extends CliError {
   }
 }
 
-/** Error codes meaning "could not reach or log in to PostgreSQL". */
-const CONNECTION_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ETIMEDOUT',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EPIPE',
-  '28P01', // invalid_password
-  '28000', // invalid_authorization_specification
-  '3D000', // invalid_catalog_name: the database does not exist
-  '57P03', // cannot_connect_now: starting up / shutting down
-  '53300', // too_many_connections
-]);
-
-/** Is this a failure to connect (as opposed to a failing statement)? */
-export function isConnectionError(err: unknown): boolean {
-  const e = err as { code?: unknown; message?: unknown; errors?: unknown } | null;
-  if (!e || typeof e !== 'object') return false;
-  if (typeof e.code === 'string' && (CONNECTION_CODES.has(e.code) || e.code.startsWith('08'))) return true;
-  if (
-    typeof e.message === 'string' &&
-    /timeout exceeded when trying to connect|Connection terminated unexpectedly|connect(ion)? timeout/i.test(
-      e.message,
-    )
-  ) {
-    return true;
-  }
-  return false;
-}
-
 /** `host:port/database` of a connection string, never its password. */
 export function describeTarget(url: string): string {
   try {

@@ -58,6 +58,10 @@ Database:
   DATABASE_URL    PostgreSQL connection string. When unset, the embedded PostgreSQL
                   in ./.data/postgres is used (started if needed, shared with a
                   running demo app).
+  DATABASE_PREPARED_STATEMENTS=off
+                  No named prepared statements (a transaction-mode pooler).
+  DATABASE_STATEMENT_TIMEOUT
+                  Time limit of each statement (default 15s; off for none).
 
 Exit status:
   0 success, 1 runtime failure (e.g. database unreachable), 2 usage error,

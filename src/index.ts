@@ -49,8 +49,15 @@ export {
   type SessionStore,
   type StoreCallOptions,
 } from './core/store.js';
-export { type CreatePoolOptions, createPool, runMigrations } from './db/index.js';
-export { isConnectionError } from './stores/cache/unreachable.js';
+export {
+  type CreatePoolOptions,
+  createPool,
+  isConnectionError,
+  isDatabaseUnavailable,
+  type QueryOptions,
+  runMigrations,
+  StatementTimeoutError,
+} from './db/index.js';
 export { type Callback, type ConnectStore, Store, type StoreConstructor } from './stores/connect-store.js';
 export { MemoryStore, type MemoryStoreOptions } from './stores/memory/memory-store.js';
 // The PostgreSQL store (connect-pg-simple's table), and a pool to give it.

@@ -5,7 +5,7 @@
  */
 import { Router } from 'express';
 import { csrfToken, isAuthenticated, type SecurityNotice, wantsJson } from '../../src/auth/index.js';
-import { isConnectionError } from '../../src/index.js';
+import { isDatabaseUnavailable } from '../../src/index.js';
 import { bodyField, firstString, homeMessage, positiveId, sessionUser, userOf } from '../http.js';
 import { dashboardPage, deleteServerPage, homePage, type ServerRow } from '../views.js';
 import type { RouteContext } from './context.js';
@@ -52,7 +52,7 @@ export function serverRoutes(ctx: RouteContext): Router {
     } catch (err) {
       // Database outage, session still served (from the cache, read-only; docs/reliability.md):
       // a read-only page from what the session knows, instead of a 503.
-      if (!isConnectionError(err) || !isAuthenticated(req)) throw err;
+      if (!isDatabaseUnavailable(err) || !isAuthenticated(req)) throw err;
       const role = req.session.userRole === 'admin' ? 'admin' : 'user';
       const fallback = { email: `user #${req.session.userId}`, role } as const;
       return res

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { ConfigError } from '../core/errors.js';
 import type { RegenerateOptions } from '../core/session.js';
+import { guardPoolErrors } from '../db/pool.js';
+import { type QueryOptions, withQueryOptions } from '../db/query.js';
 import { generateCsrfToken } from './csrf.js';
 import { type TrustedDeviceOptions, TrustedDevices } from './devices.js';
 import { AuthError, PasswordPolicyError, TooManyAttemptsError, UnauthorizedError } from './errors.js';
@@ -26,6 +28,13 @@ import {
 export interface AuthOptions {
   /** The database holding `users` and `auth_rate_limits` (see `runAuthMigrations`). */
   pool: import('pg').Pool;
+  /**
+   * Named prepared statements for the auth queries and the rate limiter (default true, or the
+   * setting of a pool made by `createPool`); `false` behind a transaction-mode pooler.
+   */
+  preparedStatements?: QueryOptions['preparedStatements'];
+  /** Time limit of each auth statement, ms (default 15 000, or the pool's; see `withQueryOptions`). */
+  statementTimeout?: QueryOptions['statementTimeout'];
   /** pgsession's middleware (for storage keys and the store: listing and revocation). */
   session: SessionAccess;
   /**
@@ -151,18 +160,24 @@ export class Auth {
     if (!options.session?.store || !options.session.engine) {
       throw new ConfigError('createAuth: `session` must be the middleware returned by session(options)');
     }
+    // Every auth query (users, TOTP, notices, the rate limiter) goes through this seam.
+    guardPoolErrors(options.pool, (line) => process.stderr.write(`${line}\n`));
+    const pool = withQueryOptions(options.pool, {
+      preparedStatements: options.preparedStatements,
+      statementTimeout: options.statementTimeout,
+    });
     this.hasher = new PasswordHasher(options.argon2);
     // Reports go through #emit, which reads #onEvent when called (after the constructor).
     this.passwordPolicy = new PasswordPolicy(options.passwordPolicy, {
       onUnavailable: (report) => this.#emit({ type: 'password-check-unavailable', ...report }),
     });
-    this.users = new UserRepository(options.pool, {
+    this.users = new UserRepository(pool, {
       hasher: this.hasher,
       passwordPolicy: this.passwordPolicy,
       sessionTable: options.sessionTable,
     });
     this.sessions = new SessionManager(options.session);
-    this.totp = new TotpManager(options.pool, options.totp);
+    this.totp = new TotpManager(pool, options.totp);
     this.factors = [this.totp, ...(options.secondFactors ?? [])];
     const names = new Set<string>();
     for (const factor of this.factors) {
@@ -190,7 +205,7 @@ export class Auth {
         ? null
         : options.rateLimit instanceof LoginRateLimiter
           ? options.rateLimit
-          : new LoginRateLimiter({ ...options.rateLimit, pool: options.pool });
+          : new LoginRateLimiter({ ...options.rateLimit, pool });
     this.#onEvent = options.onEvent ?? (() => {});
     this.#onError =
       options.onError ??
@@ -198,7 +213,7 @@ export class Auth {
         process.emitWarning(`pgsession auth: ${(err as Error)?.message ?? String(err)}`, {
           code: 'PGSESSION_AUTH',
         }));
-    this.notices = new SecurityNotices(options.pool, {
+    this.notices = new SecurityNotices(pool, {
       ...(options.notices === false ? { enabled: false } : options.notices),
       notify: options.notify,
       onError: this.#onError,

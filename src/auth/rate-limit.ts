@@ -8,6 +8,7 @@ import {
   type RateLimiterStoreAbstract,
 } from 'rate-limiter-flexible';
 import { StoreUnavailableError } from '../core/errors.js';
+import { withQueryOptions } from '../db/query.js';
 import { networkOf, RATE_LIMIT_PREFIXES } from './address.js';
 import { TooManyAttemptsError } from './errors.js';
 
@@ -103,11 +104,13 @@ export class LoginRateLimiter {
 
   constructor(options: LoginRateLimiterOptions = {}) {
     this.policy = Object.freeze({ ...DEFAULT_LOGIN_RATE_LIMITS, ...options.policy });
+    // Through pgsession's query seam: rate-limiter-flexible names its statements
+    // (`auth_rate_limits:rlflx-upsert`), which transaction-mode poolers may not carry.
+    const pool = options.pool && withQueryOptions(options.pool);
     const make = (keyPrefix: string, limit: Limit): RateLimiterAbstract => {
-      if (!options.pool)
-        return new RateLimiterMemory({ keyPrefix, points: limit.points, duration: limit.duration });
+      if (!pool) return new RateLimiterMemory({ keyPrefix, points: limit.points, duration: limit.duration });
       const limiter: RateLimiterStoreAbstract = new RateLimiterPostgres({
-        storeClient: options.pool,
+        storeClient: pool,
         storeType: 'pool',
         tableName: options.tableName ?? 'auth_rate_limits',
         // The auth migrations create the table; the library must not race to create it per limiter.
@@ -204,7 +207,7 @@ export class WindowCounter {
     const { keyPrefix, duration } = options;
     this.#limiter = options.pool
       ? new RateLimiterPostgres({
-          storeClient: options.pool,
+          storeClient: withQueryOptions(options.pool),
           storeType: 'pool',
           tableName: options.tableName ?? 'auth_rate_limits',
           tableCreated: true,

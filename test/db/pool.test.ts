@@ -1,6 +1,10 @@
 import net from 'node:net';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { ConfigError } from '../../src/core/errors.js';
+import { isDatabaseUnavailable, StatementTimeoutError } from '../../src/db/errors.js';
 import { createPool, POOL_DEFAULTS } from '../../src/db/pool.js';
+import { queryOptionsOf } from '../../src/db/query.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 
 let db: TestDatabase;
@@ -21,17 +25,85 @@ describe('createPool', () => {
         max: 10,
         connectionTimeoutMillis: 5_000,
         idleTimeoutMillis: 30_000,
-        query_timeout: 15_000,
-        statement_timeout: 15_000,
+        query_timeout: 20_000,
         application_name: 'pgsession',
       });
-      const { rows } = await pool.query(
-        "SELECT current_setting('statement_timeout') AS st, current_setting('application_name') AS app",
-      );
-      expect(rows).toEqual([{ st: '15s', app: 'pgsession' }]);
+      // No statement_timeout startup parameter: transaction-mode poolers refuse the connection.
+      expect(pool.options.statement_timeout).toBeUndefined();
+      expect(queryOptionsOf(pool)).toEqual({ preparedStatements: true, statementTimeoutMs: 15_000 });
+      const { rows } = await pool.query("SELECT current_setting('application_name') AS app");
+      expect(rows).toEqual([{ app: 'pgsession' }]);
     } finally {
       await pool.end();
     }
+  });
+
+  it('cancels a statement on the server when statementTimeout passes', async () => {
+    const name = `timeout-test-${process.pid}`;
+    const pool = createPool(db.url, { statementTimeout: 300, application_name: name });
+    try {
+      const started = Date.now();
+      const err = await pool.query('SELECT pg_sleep(10)').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(StatementTimeoutError);
+      expect(err).toMatchObject({ code: 'PGSESSION_STATEMENT_TIMEOUT', status: 503 });
+      expect((err as Error).cause).toMatchObject({ code: '57014' });
+      expect(isDatabaseUnavailable(err)).toBe(true);
+      expect(Date.now() - started).toBeLessThan(3_000);
+      // Cancelled on the server, not just abandoned by the client.
+      const { rows } = await db.pool.query(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'",
+        [name],
+      );
+      expect(rows[0].n).toBe(0);
+      // The same limit on a lent client (a transaction), and the pool keeps working.
+      const client = await pool.connect();
+      try {
+        await expect(client.query('SELECT pg_sleep(10)')).rejects.toBeInstanceOf(StatementTimeoutError);
+      } finally {
+        client.release(true);
+      }
+      expect((await pool.query('SELECT 1 AS ok')).rows).toEqual([{ ok: 1 }]);
+      // A statement with its own query_timeout (migrations) is not held to the default.
+      await expect(
+        pool.query({ text: 'SELECT pg_sleep(0.5)', query_timeout: 5_000 } as pg.QueryConfig),
+      ).resolves.toBeDefined();
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it('sends no named statement with preparedStatements: false', async () => {
+    const prepared = async (pool: pg.Pool) => {
+      const client = await pool.connect();
+      try {
+        await client.query({ name: 'pgsession_probe', text: 'SELECT $1::int AS n', values: [1] });
+        const { rows } = await client.query('SELECT name FROM pg_prepared_statements');
+        return rows.map((r: { name: string }) => r.name);
+      } finally {
+        client.release(true);
+      }
+    };
+    const on = createPool(db.url);
+    const off = createPool(db.url, { preparedStatements: false });
+    try {
+      expect(await prepared(on)).toEqual(['pgsession_probe']);
+      expect(await prepared(off)).toEqual([]);
+      // Callback and promise forms both still answer.
+      const rows = await new Promise((resolve, reject) =>
+        off.query({ name: 'x', text: 'SELECT 2 AS n' }, (err: Error | undefined, res: pg.QueryResult) =>
+          err ? reject(err) : resolve(res.rows),
+        ),
+      );
+      expect(rows).toEqual([{ n: 2 }]);
+    } finally {
+      await on.end();
+      await off.end();
+    }
+  });
+
+  it('rejects a bad preparedStatements or statementTimeout with ConfigError', () => {
+    expect(() => createPool(db.url, { statementTimeout: -1 })).toThrow(ConfigError);
+    expect(() => createPool(db.url, { preparedStatements: 'no' as never })).toThrow(ConfigError);
   });
 
   it('lets options override the defaults', async () => {

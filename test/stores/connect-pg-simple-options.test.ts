@@ -11,6 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { ConfigError } from '../../src/core/errors.js';
 import { hashId } from '../../src/core/id.js';
 import { kSessionStore, type SessionJSON } from '../../src/core/store.js';
+import { queryOptionsOf } from '../../src/db/query.js';
 import connectPgSimple from '../../src/stores/postgres/connect-pg-simple.js';
 import type { PgStoreInstance, QueryCallback } from '../../src/stores/postgres/pg-store.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
@@ -128,12 +129,11 @@ describe('where queries go', () => {
     const byString = track(new PGStore({ conString: db.url, pruneSessionInterval: false }));
     const pool = byString[kSessionStore].pool as pg.Pool & { options: pg.PoolConfig };
     expect(pool.options.connectionString).toBe(db.url);
-    // pgsession's timeouts, so an outage never hangs requests (unless the config sets them).
-    expect(pool.options).toMatchObject({
-      connectionTimeoutMillis: 5000,
-      statement_timeout: 15000,
-      keepAlive: true,
-    });
+    // pgsession's timeouts, so an outage never hangs requests (unless the config sets them);
+    // the statement limit per query, not as a startup parameter a transaction pooler refuses.
+    expect(pool.options).toMatchObject({ connectionTimeoutMillis: 5000, keepAlive: true });
+    expect(pool.options.statement_timeout).toBeUndefined();
+    expect(queryOptionsOf(pool)).toEqual({ preparedStatements: true, statementTimeoutMs: 15_000 });
     const byObject = track(
       new PGStore({
         conObject: { connectionString: db.url, statement_timeout: 1234 },

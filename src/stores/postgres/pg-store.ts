@@ -5,6 +5,8 @@ import type pg from 'pg';
 import { ConfigError, PgSessionError } from '../../core/errors.js';
 import { hashId } from '../../core/id.js';
 import { type HasSessionStore, kSessionStore, type SessionJSON, userIdOf } from '../../core/store.js';
+import { guardPoolErrors } from '../../db/pool.js';
+import { type QueryOptions, resolveQueryOptions, withQueryOptions } from '../../db/query.js';
 import { clientConfigOf } from '../cache/pg-listener.js';
 import { CachedPostgresSessionStore, type PostgresCacheOptions } from '../cache/postgres.js';
 import { DEFAULT_CHANNEL, generateNodeId, type NotifyTarget } from '../cache/protocol.js';
@@ -105,6 +107,17 @@ export interface PgStoreOptions {
    * Shorthand for `cache: { listenConnection }`.
    */
   listenConnectionString?: string | undefined;
+  /**
+   * Named prepared statements (default true, or the setting of a pool made by `createPool`).
+   * `false` behind a transaction-mode pooler that does not track them (docs/scaling.md).
+   */
+  preparedStatements?: QueryOptions['preparedStatements'];
+  /**
+   * Time limit of each statement, in milliseconds (default 15 000, or the setting of a pool made
+   * by `createPool`; `false`: none). Enforced by cancelling the statement, so it works through
+   * transaction-mode poolers, unlike `statement_timeout` in the pool's configuration.
+   */
+  statementTimeout?: QueryOptions['statementTimeout'];
 }
 
 type Done = (err?: unknown) => void;
@@ -275,6 +288,10 @@ function checkOptions(options: PgStoreOptions): void {
       `pgsession: the ${name} option must be ${expected}, got ${JSON.stringify(o[name])}`,
     );
   };
+  resolveQueryOptions({
+    preparedStatements: o.preparedStatements as boolean | undefined,
+    statementTimeout: o.statementTimeout as number | false | undefined,
+  });
   for (const name of ['createTableIfMissing', 'disableTouch', 'hashIds']) {
     if (o[name] !== undefined && typeof o[name] !== 'boolean') fail(name, 'a boolean');
   }
@@ -391,6 +408,14 @@ export function createPgStoreClass(Base: BaseConstructor, flavor: PgStoreFlavor)
         const config: pg.PoolConfig = options.conObject ?? (conString ? { connectionString: conString } : {});
         pool = createOwnPool(config, (...args) => errorLog(...args));
         ownsPool = true;
+      }
+      // Every statement the store sends goes through this seam (see `withQueryOptions`).
+      if (pool) {
+        guardPoolErrors(pool, (line) => errorLog(line));
+        pool = withQueryOptions(pool, {
+          preparedStatements: options.preparedStatements,
+          statementTimeout: options.statementTimeout,
+        });
       }
       this.#db = db ?? pool;
 

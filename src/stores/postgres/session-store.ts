@@ -9,7 +9,8 @@ import {
   type SessionStore,
   userIdOf,
 } from '../../core/store.js';
-import { POOL_DEFAULTS } from '../../db/pool.js';
+import { describeError, guardPoolErrors, POOL_DEFAULTS } from '../../db/pool.js';
+import { type QueryOptions, queryOptionsOf, withQueryOptions } from '../../db/query.js';
 import type { NotifyTarget } from '../cache/protocol.js';
 import { buildQueries, type Queries, type Statement } from './queries.js';
 import {
@@ -71,8 +72,17 @@ export interface PostgresSessionStoreOptions extends TableOptions {
    * whichever way it is stored. Default true.
    */
   idsHashed?: boolean | undefined;
-  /** Use named prepared statements for the hot paths (default true; turn off behind PgBouncer in transaction mode). */
-  preparedStatements?: boolean | undefined;
+  /**
+   * Use named prepared statements for the hot paths (default true, or the setting of a pool made
+   * by `createPool`). Turn off behind a transaction-mode pooler that does not track them.
+   */
+  preparedStatements?: QueryOptions['preparedStatements'];
+  /**
+   * Time limit of each statement in milliseconds (default 15 000, or the setting of a pool made
+   * by `createPool`; `false`: none), enforced by cancelling the statement, so it works through
+   * transaction-mode poolers (see `withQueryOptions`).
+   */
+  statementTimeout?: QueryOptions['statementTimeout'];
   /** Rows deleted per statement by {@link PostgresSessionStore.prune}. Default 5000. */
   pruneBatchSize?: number | undefined;
   /**
@@ -143,8 +153,9 @@ export const defaultPruneJitter = (delay: number): number => Math.ceil(delay / 2
 const OWN_POOL_DEFAULTS = {
   // Timeouts so a database outage never turns into hung requests (see `POOL_DEFAULTS`):
   // connecting, the statement on the server, and the wait for an answer on the client.
+  // The statement's own limit is `statementTimeout`, applied per query (not a startup parameter,
+  // which transaction-mode poolers refuse).
   connectionTimeoutMillis: POOL_DEFAULTS.connectionTimeoutMillis,
-  statement_timeout: POOL_DEFAULTS.statement_timeout,
   query_timeout: POOL_DEFAULTS.query_timeout,
   keepAlive: true,
 } as const satisfies pg.PoolConfig;
@@ -163,7 +174,7 @@ export function createOwnPool(config: pg.PoolConfig, errorLog: (...args: unknown
     for (const [key, value] of Object.entries(OWN_POOL_DEFAULTS)) settings[key] ??= value;
   }
   // Without a listener, an idle client's error (server restart) would crash the process.
-  pool.on('error', (err) => errorLog('pgsession: PostgreSQL pool error:', err));
+  pool.on('error', (err) => errorLog(`pgsession: PostgreSQL pool error: ${describeError(err)}`));
   return pool;
 }
 
@@ -236,7 +247,6 @@ export class PostgresSessionStore implements SessionStore {
 
   constructor(options: PostgresSessionStoreOptions) {
     this.names = tableNames(options);
-    this.#queries = buildQueries(this.names, options.preparedStatements ?? true, options.notify);
     this.#createTable = options.createTableIfMissing ?? true;
     this.#announce =
       options.notify && options.announceOtherWriters !== false ? { channel: options.notify.channel } : false;
@@ -247,19 +257,27 @@ export class PostgresSessionStore implements SessionStore {
       'pruneBatchSize',
     );
     this.#errorLog = options.errorLog ?? console.error.bind(console);
+    // Every statement the store sends goes through this seam (see `withQueryOptions`).
+    const sending = {
+      preparedStatements: options.preparedStatements,
+      statementTimeout: options.statementTimeout,
+    };
     if (options.pool) {
-      this.#pool = options.pool;
+      guardPoolErrors(options.pool, (line) => this.#errorLog(line));
+      this.#pool = withQueryOptions(options.pool, sending);
       this.#ownsPool = options.ownsPool === true;
     } else if (options.db) {
       this.#pool = undefined;
       this.#ownsPool = false;
     } else {
-      this.#pool = createOwnPool({ ...options.poolConfig }, this.#errorLog);
+      this.#pool = withQueryOptions(createOwnPool({ ...options.poolConfig }, this.#errorLog), sending);
       this.#ownsPool = true;
     }
-    const db = this.#pool ?? options.db;
+    const db = this.#pool ?? (options.db && withQueryOptions(options.db, sending));
     if (!db) throw new ConfigError('pgsession: the store needs a pool');
     this.#db = db;
+    const prepared = queryOptionsOf(db)?.preparedStatements ?? true;
+    this.#queries = buildQueries(this.names, prepared, options.notify);
     this.#run = options.run ?? ((statement, values) => this.#runOnPool(statement, values));
   }
 
@@ -603,8 +621,9 @@ export class PostgresSessionStore implements SessionStore {
    * long-held locks or giant transactions), until a batch comes back short. Only one process
    * prunes a table at a time: the others get 0 at once instead of queueing up behind it. On a
    * pool that lends connections that is a session-level `pg_try_advisory_lock` on a dedicated
-   * connection, released at the end; otherwise (a query-only pool, pg-promise) each batch takes
-   * the lock for its own statement.
+   * connection, released at the end; otherwise (a query-only pool, pg-promise, or
+   * `preparedStatements: false`, the transaction-pooler setting) each batch takes the lock for
+   * its own statement.
    *
    * @returns the number of rows deleted by this call.
    */
@@ -626,7 +645,10 @@ export class PostgresSessionStore implements SessionStore {
         if (deleted < batchSize || options.signal?.aborted) return total;
       }
     };
-    if (typeof this.#db.connect !== 'function') {
+    // Behind a transaction-mode pooler (preparedStatements off) a connection's statements may run
+    // on different backends, so a session-level lock could be taken on one and never released:
+    // each batch takes a transaction-level lock for its own statement instead.
+    if (typeof this.#db.connect !== 'function' || queryOptionsOf(this.#db)?.preparedStatements === false) {
       return batches(async () => {
         const row = await this.#query<{ deleted: number; locked: boolean }>(this.#queries.pruneBatchLocked, [
           cutoff,
