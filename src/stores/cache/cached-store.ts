@@ -5,6 +5,7 @@ import type {
   SessionListing,
   SessionRecord,
   SessionStore,
+  StoreCallOptions,
 } from '../../core/store.js';
 import { ALL_KEYS } from './protocol.js';
 import type { InvalidationHandlers, InvalidationSource } from './types.js';
@@ -334,7 +335,10 @@ export class CachedSessionStore implements SessionStore {
     this.#flush();
   }
 
-  async get(key: string, options?: { legacyKey?: string; fresh?: boolean }): Promise<SessionRecord | null> {
+  async get(
+    key: string,
+    options?: { legacyKey?: string; fresh?: boolean; id?: string | undefined },
+  ): Promise<SessionRecord | null> {
     const serving = this.#serving();
     if (!serving) {
       // Read through; counted as a bypass.
@@ -372,13 +376,13 @@ export class CachedSessionStore implements SessionStore {
     return record;
   }
 
-  async create(key: string, record: SessionRecord): Promise<void> {
+  async create(key: string, record: SessionRecord, options?: StoreCallOptions): Promise<void> {
     // Serialized now, as the inner store does: the caller may reuse its objects afterwards.
     const json = JSON.stringify(record.data);
     const gen0 = this.#begin();
     let ok = false;
     try {
-      await this.inner.create(key, record);
+      await this.inner.create(key, record, options);
       ok = true;
     } finally {
       const fresh = this.#end(key, gen0);
@@ -387,11 +391,15 @@ export class CachedSessionStore implements SessionStore {
     }
   }
 
-  async update(key: string, change: SessionChange): Promise<SessionRecord | null> {
+  async update(
+    key: string,
+    change: SessionChange,
+    options?: StoreCallOptions,
+  ): Promise<SessionRecord | null> {
     const gen0 = this.#begin();
     let record: SessionRecord | null = null;
     try {
-      record = await this.inner.update(key, change);
+      record = await this.inner.update(key, change, options);
       return record;
     } finally {
       // On failure the write may or may not have committed: the entry is dropped either way.
@@ -401,10 +409,14 @@ export class CachedSessionStore implements SessionStore {
     }
   }
 
-  async touch(key: string, expiresAt: number, lastActiveAt: number, ...rest: unknown[]): Promise<boolean> {
-    // Any further arguments (the session as the request sees it) go to the inner store as given.
-    const touch = this.inner.touch as (...args: unknown[]) => Promise<boolean>;
-    const touched = await touch.call(this.inner, key, expiresAt, lastActiveAt, ...rest);
+  async touch(
+    key: string,
+    expiresAt: number,
+    lastActiveAt: number,
+    current?: { data: SessionJSON; createdAt: number; version: number },
+    options?: StoreCallOptions,
+  ): Promise<boolean> {
+    const touched = await this.inner.touch(key, expiresAt, lastActiveAt, current, options);
     if (!touched) {
       this.#mark(key);
     } else {
@@ -419,12 +431,11 @@ export class CachedSessionStore implements SessionStore {
     return touched;
   }
 
-  async destroy(key: string, ...rest: unknown[]): Promise<void> {
+  async destroy(key: string, options?: StoreCallOptions & { legacyKey?: string }): Promise<void> {
     this.#mark(key);
     try {
-      // Any further arguments (a store's own options) go to the inner store as given.
-      const destroy = this.inner.destroy as (...args: unknown[]) => Promise<void>;
-      await destroy.call(this.inner, key, ...rest);
+      // `legacyKey`: a row still stored under the raw id goes too (connect-pg-simple's rows).
+      await this.inner.destroy(key, options);
     } finally {
       this.#mark(key);
     }

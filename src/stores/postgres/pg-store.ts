@@ -16,6 +16,7 @@ import {
   createOwnPool,
   defaultPruneJitter,
   PostgresSessionStore,
+  type PostgresStore,
   type Queryable,
   type Row,
 } from './session-store.js';
@@ -120,7 +121,7 @@ export type QueryCallback = (err: Error | null, firstRow?: Row) => void;
  */
 export interface PgStoreInstance extends Store, HasSessionStore {
   /** The promise-based store this wraps; pgsession's middleware talks to it directly. */
-  readonly [kSessionStore]: PostgresSessionStore;
+  readonly [kSessionStore]: PostgresStore;
   /** Whether new sessions are stored under the hash of their id. */
   readonly hashIds: boolean;
   /** Lifetime in seconds of sessions without a cookie expiry (connect-pg-simple's public field). */
@@ -316,7 +317,7 @@ export function createPgStoreClass(Base: BaseConstructor, flavor: PgStoreFlavor)
   const Parent = Base as unknown as new (options?: unknown) => EventEmitter;
 
   class PgStoreImpl extends Parent {
-    readonly [kSessionStore]: PostgresSessionStore;
+    readonly [kSessionStore]: PostgresStore;
     readonly hashIds: boolean;
     ttl: number | undefined;
     closed = false;

@@ -754,3 +754,40 @@ function positiveInteger(value: number, what: string): number {
   if (!Number.isFinite(value) || value <= 0) throw new RangeError(`${what} must be a positive number`);
   return Math.floor(value);
 }
+
+/**
+ * The PostgreSQL store's whole surface: the engine's port plus what `PgStore`, the CLI and admin
+ * tools use. {@link PostgresSessionStore} is the table itself; `CachedPostgresSessionStore`
+ * puts the session cache in front of one and offers the same surface, by composition.
+ */
+export type PostgresStore = SessionStore &
+  Pick<
+    PostgresSessionStore,
+    | 'names'
+    | 'tracksActivity'
+    | 'pool'
+    | 'idsHashed'
+    | 'ready'
+    | 'get'
+    | 'create'
+    | 'update'
+    | 'touch'
+    | 'destroy'
+    | 'replace'
+    | 'upsert'
+    | 'remove'
+    | 'listByUser'
+    | 'destroyByUser'
+    | 'all'
+    | 'count'
+    | 'keys'
+    | 'clear'
+    | 'countRaw'
+    | 'rekey'
+    | 'prune'
+    | 'startPruning'
+    | 'stopPruning'
+    | 'pruning'
+    | 'closed'
+    | 'close'
+  >;
