@@ -1,7 +1,7 @@
 import { defineConfig } from 'tsup';
 
 // Entry points: the library, the connect-pg-simple compatibility factory and the Fastify,
-// Hono, metrics and auth subpaths,
+// Hono, metrics, auth and testing (the store contract) subpaths,
 // each built as ESM and CommonJS with declarations for both.
 const entry = {
   index: 'src/index.ts',
@@ -10,6 +10,7 @@ const entry = {
   hono: 'src/adapters/hono/index.ts',
   metrics: 'src/metrics/index.ts',
   auth: 'src/auth/index.ts',
+  testing: 'src/testing/index.ts',
 };
 
 export default defineConfig({
