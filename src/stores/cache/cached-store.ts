@@ -217,6 +217,12 @@ export class CachedSessionStore implements SessionStore {
   #inflight = 0;
   /** Key → generation of its last invalidation, kept only while calls are in flight. */
   readonly #invalidatedAt = new Map<string, number>();
+  /**
+   * Key → generation and version of this process's last successful update of it, kept only
+   * while calls are in flight: reads that began before it must not cache what they got, and
+   * slower updates must not replace it with an older version.
+   */
+  readonly #writtenAt = new Map<string, { gen: number; version: number }>();
 
   #hits = 0;
   #misses = 0;
@@ -402,10 +408,14 @@ export class CachedSessionStore implements SessionStore {
       record = await this.inner.update(key, change, options);
       return record;
     } finally {
-      // On failure the write may or may not have committed: the entry is dropped either way.
-      const fresh = this.#end(key, gen0);
-      this.#mark(key);
-      if (record && fresh) this.#store(key, Entry.of(record));
+      // This process knows what it wrote: the stored record (merged with concurrent writers
+      // under the row lock, with its version) is the current session unless something else
+      // invalidated the key meanwhile. Concurrent updates of one session keep the highest
+      // version, whatever order their answers arrive in. On failure the write may or may not
+      // have committed, and a null means the session is gone: the entry is dropped.
+      const fresh = this.#end(key, gen0, true);
+      if (record && fresh) this.#keepWritten(key, record);
+      else this.#mark(key);
     }
   }
 
@@ -476,6 +486,7 @@ export class CachedSessionStore implements SessionStore {
       // flight (which may belong to the user) from caching what it got.
       this.#floor = ++this.#gen;
       this.#invalidatedAt.clear();
+      this.#writtenAt.clear();
       const doomed: string[] = [];
       for (const [key, entry] of this.#cache.entries()) {
         if (entry.userId === userId && key !== exceptKey) doomed.push(key);
@@ -526,11 +537,37 @@ export class CachedSessionStore implements SessionStore {
    * Ends a call begun at `gen0`; true when its result may be kept (nothing invalidated its key,
    * or everything, since it began). Where it is kept is {@link #store}'s business.
    */
-  #end(key: string, gen0: number): boolean {
-    const fresh = gen0 >= this.#floor && (this.#invalidatedAt.get(key) ?? -1) <= gen0;
-    if (--this.#inflight === 0) this.#invalidatedAt.clear();
+  #end(key: string, gen0: number, write = false): boolean {
+    const fresh =
+      gen0 >= this.#floor &&
+      (this.#invalidatedAt.get(key) ?? -1) <= gen0 &&
+      // A read that overlapped this process's own update of the key holds an older copy.
+      (write || (this.#writtenAt.get(key)?.gen ?? -1) <= gen0);
+    if (--this.#inflight === 0) {
+      this.#invalidatedAt.clear();
+      this.#writtenAt.clear();
+    }
     if (!fresh) this.#racesSkipped++;
     return fresh;
+  }
+
+  /** Keep the record an update of this process returned, unless a newer one is kept already. */
+  #keepWritten(key: string, record: SessionRecord): void {
+    const newest = Math.max(
+      this.#writtenAt.get(key)?.version ?? Number.NEGATIVE_INFINITY,
+      this.#cache.peek(key)?.version ?? Number.NEGATIVE_INFINITY,
+    );
+    if (record.version > newest) this.#store(key, Entry.of(record));
+    if (this.#inflight === 0) return;
+    const gen = ++this.#gen;
+    if (this.#writtenAt.size >= MAX_TRACKED_INVALIDATIONS) {
+      // Bounded memory, as in #mark: past the limit, calls in flight cache nothing.
+      this.#writtenAt.clear();
+      this.#invalidatedAt.clear();
+      this.#floor = gen;
+    } else {
+      this.#writtenAt.set(key, { gen, version: Math.max(record.version, newest) });
+    }
   }
 
   /** Forget `key`, and make sure no call already in flight caches it. */
@@ -575,6 +612,7 @@ export class CachedSessionStore implements SessionStore {
     this.#flushes++;
     this.#floor = ++this.#gen;
     this.#invalidatedAt.clear();
+    this.#writtenAt.clear();
     this.#cache.clear();
     this.#lkg.clear();
   }
@@ -592,6 +630,7 @@ export class CachedSessionStore implements SessionStore {
     this.#flushes++;
     this.#floor = ++this.#gen;
     this.#invalidatedAt.clear();
+    this.#writtenAt.clear();
     this.#cache.clear();
     for (const [key, entry] of moved) {
       if (entry.expiresAt >= now) this.#lkg.set(key, new Stale(entry, now));
