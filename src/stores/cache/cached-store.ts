@@ -53,6 +53,13 @@ export interface CachedSessionStoreOptions {
    * 0 turns the limit off.
    */
   remoteFlushIntervalMs?: number | undefined;
+  /**
+   * Most ms a session is served from memory after it was cached, before it is read again.
+   * Default: no limit (invalidations keep entries current). For sources that may, rarely, miss
+   * an announcement of a data-only change (coalesced announcements whose writer died before
+   * sending them, docs/scaling.md): it bounds how long that older copy can be served.
+   */
+  entryMaxAge?: number | undefined;
 }
 
 /** Counters for metrics; all monotonic except `entries`, `bytes` and `listening`. */
@@ -109,6 +116,8 @@ const MAX_TRACKED_INVALIDATIONS = 4096;
  * an object graph) and every read parses a fresh copy the caller owns. No closures per entry.
  */
 class Entry {
+  /** When it was cached (the store's clock), for `entryMaxAge`. */
+  cachedAt = 0;
   constructor(
     readonly json: string,
     public expiresAt: number,
@@ -205,6 +214,7 @@ export class CachedSessionStore implements SessionStore {
   readonly #unsubscribe: () => void;
   #closed = false;
   readonly #remoteFlushInterval: number;
+  readonly #entryMaxAge: number;
   /** When the last flush asked for by another process ran (performance.now()), and the pending one. */
   #lastRemoteFlush = -Infinity;
   #remoteFlushTimer: NodeJS.Timeout | undefined;
@@ -283,6 +293,11 @@ export class CachedSessionStore implements SessionStore {
       throw new RangeError('remoteFlushIntervalMs must be a non-negative number of milliseconds');
     }
     this.#remoteFlushInterval = flushInterval;
+    const entryMaxAge = options.entryMaxAge ?? Number.POSITIVE_INFINITY;
+    if (Number.isNaN(entryMaxAge) || entryMaxAge < 0) {
+      throw new RangeError('entryMaxAge must be a non-negative number of milliseconds');
+    }
+    this.#entryMaxAge = entryMaxAge;
 
     const handlers: InvalidationHandlers = {
       onInvalidate: (keys) => {
@@ -353,7 +368,8 @@ export class CachedSessionStore implements SessionStore {
     } else {
       const entry = this.#cache.get(key);
       if (entry !== undefined) {
-        if (entry.expiresAt >= this.#now()) {
+        const now = this.#now();
+        if (entry.expiresAt >= now && now - entry.cachedAt <= this.#entryMaxAge) {
           this.#hits++;
           return entry.toRecord();
         }
@@ -503,8 +519,10 @@ export class CachedSessionStore implements SessionStore {
    * not closed) as a last-known-good copy, current as of now.
    */
   #store(key: string, entry: Entry): void {
-    if (this.listening) this.#cache.set(key, entry);
-    else if (this.#lkgMaxAge > 0 && !this.#closed) this.#lkg.set(key, new Stale(entry, this.#now()));
+    if (this.listening) {
+      entry.cachedAt = this.#now();
+      this.#cache.set(key, entry);
+    } else if (this.#lkgMaxAge > 0 && !this.#closed) this.#lkg.set(key, new Stale(entry, this.#now()));
   }
 
   /** Drop `key` from memory, cache and last-known-good copies alike. */

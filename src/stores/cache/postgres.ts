@@ -53,7 +53,17 @@ export interface PostgresCacheOptions {
    * `CachedSessionStoreOptions.remoteFlushIntervalMs` and docs/security.md.
    */
   remoteFlushIntervalMs?: number | undefined;
+  /**
+   * Most ms a cached session is served before it is read again. Default 60 000 with
+   * `announceData: 'coalesced'` (it bounds how long another server's data-only save can go
+   * unseen if that server died before announcing it), else no limit. See
+   * `CachedSessionStoreOptions.entryMaxAge` and docs/scaling.md.
+   */
+  entryMaxAge?: number | undefined;
 }
+
+/** Default `entryMaxAge` with coalesced announcements: one minute. */
+export const DEFAULT_COALESCED_ENTRY_MAX_AGE = 60_000;
 
 /** Options of {@link CachedPostgresSessionStore}. */
 export interface CachedPostgresSessionStoreOptions extends PostgresSessionStoreOptions {
@@ -111,6 +121,9 @@ export class CachedPostgresSessionStore implements PostgresStore {
       maxEntrySize: cacheOptions.maxEntrySize,
       lastKnownGoodMaxAge: cacheOptions.lastKnownGoodMaxAge,
       remoteFlushIntervalMs: cacheOptions.remoteFlushIntervalMs,
+      entryMaxAge:
+        cacheOptions.entryMaxAge ??
+        (options.announceData === 'coalesced' ? DEFAULT_COALESCED_ENTRY_MAX_AGE : undefined),
       now: options.now,
       closeSource: true,
       closeInner: false,

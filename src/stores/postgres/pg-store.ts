@@ -106,6 +106,16 @@ export interface PgStoreOptions {
    * Shorthand for `cache: { listenConnection }`.
    */
   listenConnectionString?: string | undefined;
+  /**
+   * How saves that change only a session's data are announced to other processes' caches:
+   * `'coalesced'` (default) in batches, one `pg_notify` statement per `announceIntervalMs` for
+   * all of them, so saves commit without NOTIFY's database-wide commit lock; `'statement'` in
+   * each save's own statement. Deletes, revocations and changes of owner are announced in the
+   * write's own statement either way. See docs/scaling.md, "Invalidation at scale".
+   */
+  announceData?: 'statement' | 'coalesced' | undefined;
+  /** With `announceData: 'coalesced'`: most ms between a save and its announcement. Default 5. */
+  announceIntervalMs?: number | undefined;
 }
 
 type Done = (err?: unknown) => void;
@@ -294,6 +304,12 @@ function checkOptions(options: PgStoreOptions): void {
   ) {
     fail('pruneSessionInterval', 'a number of seconds or false');
   }
+  if (o.announceData !== undefined && o.announceData !== 'statement' && o.announceData !== 'coalesced') {
+    fail('announceData', "'statement' or 'coalesced'");
+  }
+  if (o.announceIntervalMs !== undefined && !nonNegative(o.announceIntervalMs)) {
+    fail('announceIntervalMs', 'a number of milliseconds');
+  }
   const randomized = o.pruneSessionRandomizedInterval;
   if (randomized !== undefined && randomized !== false && typeof randomized !== 'function') {
     fail('pruneSessionRandomizedInterval', 'a function or false');
@@ -425,6 +441,8 @@ export function createPgStoreClass(Base: BaseConstructor, flavor: PgStoreFlavor)
         now: this.#now,
         errorLog,
         notify,
+        announceData: options.announceData ?? 'coalesced',
+        announceIntervalMs: options.announceIntervalMs,
         // Every statement goes through `this.query`, as in connect-pg-simple (its tests replace
         // `query` on the instance): looked up at each call.
         run: (statement: Statement, values: unknown[]) => {

@@ -10,6 +10,7 @@ import {
   userIdOf,
 } from '../../core/store.js';
 import { POOL_DEFAULTS } from '../../db/pool.js';
+import { CoalescingAnnouncer } from '../cache/announcer.js';
 import type { NotifyTarget } from '../cache/protocol.js';
 import { buildQueries, type Queries, type Statement } from './queries.js';
 import {
@@ -80,6 +81,17 @@ export interface PostgresSessionStoreOptions extends TableOptions {
    * as the change, for the caches of other processes (`PgInvalidationListener`). Default: off.
    */
   notify?: NotifyTarget | undefined;
+  /**
+   * With `notify`, how saves that change only a session's data are announced: `'statement'`
+   * (default here) in the save's own statement, like deletes; `'coalesced'` (`PgStore`'s
+   * default) in batches, one `pg_notify` statement per `announceIntervalMs` for every key this
+   * process saved meanwhile, so saves commit without a pending notification (NOTIFY's
+   * database-wide commit lock, docs/scaling.md). Deletes, revocations and changes of owner are
+   * announced in the write's own statement either way.
+   */
+  announceData?: 'statement' | 'coalesced' | undefined;
+  /** With `announceData: 'coalesced'`: most ms between a save and its announcement. Default 5. */
+  announceIntervalMs?: number | undefined;
   /**
    * With `notify`: also install triggers that announce changes made by other writers
    * (hand-written SQL, scripts, connect-pg-simple) on the same channel (see `ensureSchema`'s
@@ -227,6 +239,8 @@ export class PostgresSessionStore implements SessionStore {
   readonly #idsHashed: boolean;
   readonly #pruneBatchSize: number;
   readonly #errorLog: (...args: unknown[]) => void;
+  /** Batches data-only saves' announcements (`announceData: 'coalesced'`). */
+  readonly #announcer: CoalescingAnnouncer | undefined;
   #schemaReady = false;
   #schemaPromise: Promise<void> | undefined;
   #pruneTimer: NodeJS.Timeout | undefined;
@@ -236,7 +250,8 @@ export class PostgresSessionStore implements SessionStore {
 
   constructor(options: PostgresSessionStoreOptions) {
     this.names = tableNames(options);
-    this.#queries = buildQueries(this.names, options.preparedStatements ?? true, options.notify);
+    const coalesce = options.notify !== undefined && options.announceData === 'coalesced';
+    this.#queries = buildQueries(this.names, options.preparedStatements ?? true, options.notify, coalesce);
     this.#createTable = options.createTableIfMissing ?? true;
     this.#announce =
       options.notify && options.announceOtherWriters !== false ? { channel: options.notify.channel } : false;
@@ -261,6 +276,21 @@ export class PostgresSessionStore implements SessionStore {
     if (!db) throw new ConfigError('pgsession: the store needs a pool');
     this.#db = db;
     this.#run = options.run ?? ((statement, values) => this.#runOnPool(statement, values));
+    this.#announcer =
+      coalesce && options.notify
+        ? new CoalescingAnnouncer({
+            // Housekeeping, not one of the table's statements: straight to the pool.
+            send: (text, values) => db.query(text, values),
+            target: options.notify,
+            intervalMs: options.announceIntervalMs,
+            onError: (err) => this.#errorLog('pgsession: failed to announce saved sessions:', err),
+          })
+        : undefined;
+  }
+
+  /** The announcer of data-only saves, with `announceData: 'coalesced'`. */
+  get announcer(): CoalescingAnnouncer | undefined {
+    return this.#announcer;
   }
 
   /** The pool queries run on (the one given, or the one the store created). */
@@ -405,7 +435,7 @@ export class PostgresSessionStore implements SessionStore {
     const now = this.#now();
     const [h, k] = this.#address(key);
     try {
-      const row = await this.#query<RecordRow>(this.#queries.update, [
+      const row = await this.#query<RecordRow & { notified?: number }>(this.#queries.update, [
         h,
         change.unset,
         serialize(change.set),
@@ -415,6 +445,8 @@ export class PostgresSessionStore implements SessionStore {
         now,
         k,
       ]);
+      // A data-only save (its statement announced nothing): announced with the next batch.
+      if (row && this.#announcer && !(Number(row.notified) > 0)) this.#announcer.add(h);
       return row ? this.#toRecord(row, now) : null;
     } catch (err) {
       // The merge goes through jsonb, which cannot hold "\u0000" although the json column can
@@ -746,6 +778,7 @@ export class PostgresSessionStore implements SessionStore {
     if (this.#closed) return;
     this.#closed = true;
     await this.#pruneRun;
+    await this.#announcer?.close();
     if (this.#ownsPool) await (this.#pool as pg.Pool).end();
   }
 }
