@@ -122,7 +122,9 @@ async function serve(): Promise<void> {
   process.send?.({ port });
   process.on('message', async (m) => {
     if (m === 'stop') {
-      server.close();
+      // Let requests in flight finish before the store and pool go.
+      server.closeIdleConnections();
+      await new Promise((resolve) => server.close(resolve));
       await close();
       await pool.end();
       process.exit(0);

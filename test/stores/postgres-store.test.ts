@@ -119,15 +119,45 @@ describe('PostgresSessionStore', () => {
     await expect(store.create('k1', record())).rejects.toMatchObject({ code: '23505' });
   });
 
-  it('keeps both changes when two requests update different keys at the same time', async () => {
+  it('keeps both changes when two servers update different keys at the same time', async () => {
     await store.create('k1', record({}, { a: 0, b: 0 }));
+    // Two processes (one store each: within one process, concurrent saves share a statement).
+    const other = new PostgresSessionStore({ pool: db.pool, tableName: 'sessions', now: () => clock });
     const results = await whileRowLocked('k1', 2, () =>
-      Promise.all([store.update('k1', change({ a: 1 })), store.update('k1', change({ b: 2 }))]),
+      Promise.all([store.update('k1', change({ a: 1 })), other.update('k1', change({ b: 2 }))]),
     );
     expect(results.every((r) => r !== null)).toBe(true);
     const final = await store.get('k1');
     expect(final?.data).toMatchObject({ a: 1, b: 2 });
     expect(final?.version).toBe(2);
+  });
+
+  it('combines concurrent saves of one session in this process into one statement, each caller getting its own copy', async () => {
+    await store.create('k1', record({}, { a: 0, b: 0, c: 0 }));
+    let statements = 0;
+    const counting = new PostgresSessionStore({
+      pool: db.pool,
+      tableName: 'sessions',
+      now: () => clock,
+      run: async (statement, values) => {
+        statements++;
+        return (await db.pool.query(statement.text, values)).rows[0];
+      },
+    });
+    const results = await whileRowLocked('k1', 1, () =>
+      Promise.all([
+        counting.update('k1', change({ a: 1 })),
+        counting.update('k1', change({ b: 2 }, ['c'])),
+        counting.update('k1', change({ c: 3, a: 4 })),
+      ]),
+    );
+    // The first waited for the lock; the two that came while it ran went as one.
+    expect(statements).toBe(2);
+    expect(results.map((r) => r?.version)).toEqual([1, 2, 2]);
+    expect(results[1]).toEqual(results[2]);
+    expect(results[1]).not.toBe(results[2]);
+    expect(results[2]?.data).toMatchObject({ a: 4, b: 2, c: 3 });
+    expect((await store.get('k1'))?.data).toMatchObject({ a: 4, b: 2, c: 3 });
   });
 
   it('saves a session holding "\\u0000" (which jsonb refuses) whole instead of failing every update', async () => {

@@ -12,6 +12,7 @@ import {
 import { POOL_DEFAULTS } from '../../db/pool.js';
 import { CoalescingAnnouncer } from '../cache/announcer.js';
 import type { NotifyTarget } from '../cache/protocol.js';
+import { SaveCombiner } from './combine.js';
 import { buildQueries, type Queries, type Statement } from './queries.js';
 import {
   advisoryLockKeys,
@@ -239,6 +240,7 @@ export class PostgresSessionStore implements SessionStore {
   readonly #idsHashed: boolean;
   readonly #pruneBatchSize: number;
   readonly #errorLog: (...args: unknown[]) => void;
+  readonly #saves = new SaveCombiner<SessionRecord | null>((r) => (r === null ? null : structuredClone(r)));
   /** Batches data-only saves' announcements (`announceData: 'coalesced'`). */
   readonly #announcer: CoalescingAnnouncer | undefined;
   #schemaReady = false;
@@ -431,7 +433,12 @@ export class PostgresSessionStore implements SessionStore {
    * the session is gone or expired, nothing is written and null is returned (a concurrent
    * logout wins; no resurrection). `baseVersion` is not enforced: merging is the conflict policy.
    */
-  async update(key: string, change: SessionChange): Promise<SessionRecord | null> {
+  update(key: string, change: SessionChange): Promise<SessionRecord | null> {
+    // Concurrent saves of one session share one statement (see combine.ts).
+    return this.#saves.run(key, change, (combined) => this.#update(key, combined));
+  }
+
+  async #update(key: string, change: SessionChange): Promise<SessionRecord | null> {
     const now = this.#now();
     const [h, k] = this.#address(key);
     try {
