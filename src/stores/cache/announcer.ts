@@ -83,20 +83,28 @@ export class CoalescingAnnouncer {
     if (this.#pending.size === 0) return;
     const keys = [...this.#pending];
     this.#pending = new Set();
-    this.#sending = this.#send(SEND_SQL, [this.#channel, encodePayloads(this.#nodeId, keys)]).then(
-      () => {
-        this.#failed = false;
-        this.stats.announced += keys.length;
-        this.stats.batches++;
-      },
-      (err: unknown) => {
-        // Kept for the next batch: the saves committed, so their announcement is still owed.
-        this.#failed = true;
-        this.stats.failures++;
-        for (const key of keys) this.add(key);
-        this.#onError(err);
-      },
-    );
+    // Through a promise: a pool that throws instead of rejecting still counts as a failed send.
+    const payloads = encodePayloads(this.#nodeId, keys);
+    this.#sending = Promise.resolve()
+      .then(() => this.#send(SEND_SQL, [this.#channel, payloads]))
+      .then(
+        () => {
+          this.#failed = false;
+          this.stats.announced += keys.length;
+          this.stats.batches++;
+        },
+        (err: unknown) => {
+          // Kept for the next batch: the saves committed, so their announcement is still owed.
+          this.#failed = true;
+          this.stats.failures++;
+          for (const key of keys) this.add(key);
+          try {
+            this.#onError(err);
+          } catch {
+            // A throwing error handler must not stop the announcements (nor go unhandled).
+          }
+        },
+      );
     try {
       await this.#sending;
     } finally {
