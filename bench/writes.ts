@@ -13,7 +13,10 @@
  *    own connection), the same with the triggers for other writers doing the announcing, and
  *    touches at 64 writers.
  *
- * Options: `--route-only`, `--store-only`, `--seconds=N` (per cell, default 8 for the route and 3
+ * 3. **Revocation**: a logout on one server (`CachedPostgresSessionStore`, coalesced), polled on
+ *    another that had the session cached, 60 times, with no load and under 64 concurrent savers.
+ *
+ * Options: `--route-only`, `--store-only`, `--revocation` (only part 3), `--seconds=N` (per cell, default 8 for the route and 3
  * for the store), `--rounds=N` (default 3). Uses `DATABASE_URL` (a fresh database is created on
  * that server and dropped afterwards). Prints a JSON summary and a Markdown table.
  */
@@ -466,6 +469,102 @@ async function storeBench(adminUrl: string, seconds: number): Promise<StoreRow[]
   return rows;
 }
 
+// ---- revocation latency: a logout on one server, seen by another ----
+
+interface RevocationRow {
+  writers: number;
+  samples: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+async function revocationBench(adminUrl: string): Promise<RevocationRow[]> {
+  const { CachedPostgresSessionStore } = await import('../src/stores/cache/postgres.js');
+  const name = `pgsession_writes_${process.pid}_revoke`;
+  const url = await createDatabase(adminUrl, name);
+  const pools = [0, 1, 2].map(() => new pg.Pool({ connectionString: url, max: 70 }));
+  const make = (pool: pg.Pool, nodeId: string) =>
+    new CachedPostgresSessionStore({
+      pool,
+      tableName: 'session',
+      notify: { channel: 'pgsession_invalidate', nodeId },
+      announceData: 'coalesced',
+    });
+  const [a, b, writer] = [make(pools[0]!, 'a'), make(pools[1]!, 'b'), make(pools[2]!, 'w')];
+  await a.ready();
+  for (const s of [a, b, writer]) {
+    s.listener.start();
+    if (!(await s.listener.waitUntilListening(20_000))) throw new Error('listener did not start');
+  }
+  const HOUR = 3_600_000;
+  const record = () => {
+    const now = Date.now();
+    return {
+      data: { cookie: { originalMaxAge: HOUR }, userId: 'u' },
+      expiresAt: now + HOUR,
+      createdAt: now,
+      lastActiveAt: now,
+      userId: 'u',
+      version: 0,
+    };
+  };
+  const rows: RevocationRow[] = [];
+  let seq = 0;
+  for (const writers of [0, 64]) {
+    const stop = { done: false };
+    const keys = Array.from({ length: writers }, (_, i) => `load-${writers}-${i}`);
+    for (const k of keys) await writer.create(k, record());
+    const load = Promise.all(
+      keys.map(async (k) => {
+        let n = 0;
+        while (!stop.done) {
+          const now = Date.now();
+          await writer.update(k, {
+            set: { n: ++n },
+            unset: [],
+            data: { cookie: { originalMaxAge: HOUR }, userId: 'u', n },
+            expiresAt: now + HOUR,
+            lastActiveAt: now,
+            userId: 'u',
+            baseVersion: 0,
+          });
+        }
+      }),
+    );
+    const samples: number[] = [];
+    for (let i = 0; i < 60; i++) {
+      const key = `revoke-${seq++}`;
+      await a.create(key, record());
+      await b.get(key);
+      await b.get(key); // cached on b
+      // From the moment the logout has committed (its statement answered): how long the other
+      // server still serves the session.
+      await a.destroy(key);
+      const t0 = performance.now();
+      while ((await b.get(key)) !== null) await new Promise((r) => setImmediate(r));
+      samples.push(performance.now() - t0);
+    }
+    stop.done = true;
+    await load;
+    samples.sort((x, y) => x - y);
+    rows.push({
+      writers,
+      samples: samples.length,
+      p50Ms: round(percentile(samples, 50)),
+      p99Ms: round(percentile(samples, 99)),
+      maxMs: round(samples[samples.length - 1]!),
+    });
+    console.error(
+      `revocation seen by another server, ${writers} writers: p99 ${round(percentile(samples, 99))} ms`,
+    );
+  }
+  for (const s of [a, b, writer]) await s.close();
+  for (const p of pools) await p.end();
+  await dropDatabase(adminUrl, name);
+  return rows;
+}
+
 async function main(): Promise<void> {
   if (args.has('serve')) return serve();
   const adminUrl = process.env.DATABASE_URL;
@@ -474,6 +573,18 @@ async function main(): Promise<void> {
   const started = new Date().toISOString();
   const load = loadavg().map((v) => round(v));
   const out: Record<string, unknown> = { started, loadBefore: load, cpus: cpus().length };
+  if (args.has('revocation') || !(args.has('route-only') || args.has('store-only'))) {
+    const rows = await revocationBench(adminUrl);
+    out.revocation = rows;
+    console.log('\n| concurrent writers | logouts seen by another server: p50 / p99 / max (ms) |');
+    console.log('| --- | --- |');
+    for (const r of rows)
+      console.log(`| ${r.writers} | ${r.p50Ms} / ${r.p99Ms} / ${r.maxMs} (n=${r.samples}) |`);
+    if (args.has('revocation')) {
+      console.log(`\n${JSON.stringify(out)}`);
+      return;
+    }
+  }
   if (!args.has('store-only')) {
     const rows = await routeBench(adminUrl, Number(args.get('seconds') ?? 8), rounds);
     out.route = rows.map((r) => ({
