@@ -327,7 +327,7 @@ async function storeBench(adminUrl: string, seconds: number): Promise<StoreRow[]
   const { PostgresSessionStore } = await import('../src/stores/postgres/session-store.js');
   const name = `pgsession_writes_${process.pid}_store`;
   const url = await createDatabase(adminUrl, name);
-  const pool = new pg.Pool({ connectionString: url, max: 70 });
+  const pool = new pg.Pool({ connectionString: url, max: 66 });
   const other = new pg.Client({ connectionString: url });
   await other.connect();
   await other.query(
@@ -483,7 +483,8 @@ async function revocationBench(adminUrl: string): Promise<RevocationRow[]> {
   const { CachedPostgresSessionStore } = await import('../src/stores/cache/postgres.js');
   const name = `pgsession_writes_${process.pid}_revoke`;
   const url = await createDatabase(adminUrl, name);
-  const pools = [0, 1, 2].map(() => new pg.Pool({ connectionString: url, max: 70 }));
+  // Few connections for the two servers compared; the savers' pool carries the 64 writers.
+  const pools = [4, 4, 66].map((max) => new pg.Pool({ connectionString: url, max }));
   const make = (pool: pg.Pool, nodeId: string) =>
     new CachedPostgresSessionStore({
       pool,
