@@ -1,7 +1,7 @@
 import { defineConfig } from 'tsup';
 
 // Entry points: the library, the connect-pg-simple compatibility factory and the Fastify,
-// Hono, Koa, Fetch-API (web), metrics and auth subpaths,
+// Hono, Koa, Fetch-API (web), metrics, auth and testing (the store contract) subpaths,
 // each built as ESM and CommonJS with declarations for both.
 const entry = {
   index: 'src/index.ts',
@@ -12,6 +12,7 @@ const entry = {
   web: 'src/adapters/web/index.ts',
   metrics: 'src/metrics/index.ts',
   auth: 'src/auth/index.ts',
+  testing: 'src/testing/index.ts',
 };
 
 export default defineConfig({

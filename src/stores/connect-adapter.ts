@@ -138,8 +138,11 @@ export function fromConnectStore(store: ConnectStore, now: () => number = Date.n
       await callStore((cb) => touch.call(store, key, toConnectSession(state.data, meta), cb));
       return true;
     },
-    async destroy(key) {
+    async destroy(key, options) {
       await callStore((cb) => store.destroy(key, cb));
+      // A row still under the raw id (never re-keyed by a `get`); the engine itself never asks.
+      const legacy = options?.legacyKey;
+      if (legacy !== undefined && legacy !== key) await callStore((cb) => store.destroy(legacy, cb));
     },
   };
   return adapter;

@@ -265,7 +265,11 @@ describe('PgStore wiring', () => {
     ];
     try {
       expect(stores[0]![kSessionStore]).toBeInstanceOf(CachedPostgresSessionStore);
-      expect(stores[0]![kSessionStore]).toBeInstanceOf(PostgresSessionStore);
+      // The cache composes: it wraps the table rather than being one.
+      expect((stores[0]![kSessionStore] as CachedPostgresSessionStore).table).toBeInstanceOf(
+        PostgresSessionStore,
+      );
+      expect(stores[1]![kSessionStore]).toBeInstanceOf(PostgresSessionStore);
       expect(stores[1]![kSessionStore]).not.toBeInstanceOf(CachedPostgresSessionStore);
       expect(stores[2]![kSessionStore]).not.toBeInstanceOf(CachedPostgresSessionStore);
       expect(() => new PgStore({ pool: db.pool, cache: {}, notifyChannel: false })).toThrow(/notifications/);

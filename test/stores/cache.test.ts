@@ -137,17 +137,6 @@ describe('CachedSessionStore', () => {
     expect(cache.stats()).toMatchObject({ hits: 2, misses: 1, entries: 1 });
   });
 
-  it('hands every caller its own copy', async () => {
-    const { inner, cache } = setup();
-    await inner.memory.create('k1', record('u1', { cart: [1] }));
-    const a = await cache.get('k1');
-    (a!.data.cart as number[]).push(2);
-    a!.data.userId = 'mallory';
-    const b = await cache.get('k1');
-    expect(b!.data).toMatchObject({ userId: 'u1', cart: [1] });
-    expect(b).not.toBe(a);
-  });
-
   it('caches what it creates, and never caches unknown ids', async () => {
     const { inner, cache } = setup();
     const rec = record();
@@ -409,6 +398,57 @@ describe('CachedSessionStore', () => {
       expect((await read)?.data.v).toBe('old');
       expect((await cache.get('k1'))?.data.v).toBe('new');
       expect(inner.calls.get).toBe(1);
+    });
+
+    it('keeps its own fresh copy through concurrent updates of one session: the newest version, whatever order the answers come in', async () => {
+      const { inner, cache } = setup();
+      const rec = record();
+      await cache.create('k1', rec);
+      // Three requests save the same session at once; the store answers the oldest write last.
+      const answers: Array<() => void> = [];
+      const update = inner.store.update;
+      inner.store.update = async (key, ch) => {
+        const stored = await update(key, ch);
+        await new Promise<void>((resolve) => answers.push(resolve));
+        return stored;
+      };
+      const writes = [1, 2, 3].map((n) => cache.update('k1', change({ [`k${n}`]: n }, rec)));
+      await vi.waitFor(() => expect(answers).toHaveLength(3));
+      // A read that began before the answers came back must not be cached over them.
+      const read = cache.get('k1');
+      for (const answer of [...answers].reverse()) answer();
+      const versions = (await Promise.all(writes)).map((r) => r?.version);
+      expect(versions).toEqual([1, 2, 3]);
+      await read;
+      inner.store.update = update;
+      const reads = inner.calls.get ?? 0;
+      // The next request runs no SQL: the writes' own copy (the newest) is served.
+      expect(await cache.get('k1')).toMatchObject({ version: 3, data: { k1: 1, k2: 2, k3: 3 } });
+      expect(inner.calls.get ?? 0).toBe(reads);
+    });
+
+    it('still drops its copy when another process invalidates the key during its update', async () => {
+      const { inner, source, cache } = setup();
+      const rec = record();
+      await cache.create('k1', rec);
+      let answer!: () => void;
+      const update = inner.store.update;
+      inner.store.update = async (key, ch) => {
+        const stored = await update(key, ch);
+        await new Promise<void>((resolve) => {
+          answer = resolve;
+        });
+        return stored;
+      };
+      const write = cache.update('k1', change({ n: 2 }, rec));
+      await vi.waitFor(() => expect(answer).toBeDefined());
+      source.invalidate('k1');
+      answer();
+      await write;
+      inner.store.update = update;
+      const reads = inner.calls.get ?? 0;
+      await cache.get('k1');
+      expect(inner.calls.get).toBe(reads + 1);
     });
 
     it('does not cache reads that overlapped a destroyByUser', async () => {

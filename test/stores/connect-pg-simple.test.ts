@@ -9,6 +9,7 @@ import express from 'express';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { hashId } from '../../src/core/id.js';
 import { kSessionStore } from '../../src/core/store.js';
+import { CachedPostgresSessionStore } from '../../src/stores/cache/postgres.js';
 import connectPgSimple from '../../src/stores/postgres/connect-pg-simple.js';
 import { PostgresSessionStore } from '../../src/stores/postgres/session-store.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
@@ -73,7 +74,9 @@ describe('pgsession/connect-pg-simple', () => {
     expect(PGStore.name).toBe('PGStore');
     const store = new PGStore({ pool: db.pool, pruneSessionInterval: false });
     expect(store).toBeInstanceOf(session.Store);
-    expect(store[kSessionStore]).toBeInstanceOf(PostgresSessionStore);
+    // The engine face: the table, behind the session cache (which wraps it, see cache-pg.test.ts).
+    expect(store[kSessionStore]).toBeInstanceOf(CachedPostgresSessionStore);
+    expect((store[kSessionStore] as CachedPostgresSessionStore).table).toBeInstanceOf(PostgresSessionStore);
     expect(store[kSessionStore].pruning).toBe(false);
     expect(typeof store.regenerate).toBe('function'); // inherited from express-session's Store
     await store.close();

@@ -5,6 +5,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { hashId } from '../../src/core/id.js';
 import { kSessionStore, type SessionJSON } from '../../src/core/store.js';
+import { CachedPostgresSessionStore } from '../../src/stores/cache/postgres.js';
 import { Store } from '../../src/stores/connect-store.js';
 import { PgStore, UnknownSessionKeyError } from '../../src/stores/postgres/pg-store.js';
 import { PostgresSessionStore } from '../../src/stores/postgres/session-store.js';
@@ -142,7 +143,9 @@ describe('PgStore with express-session', () => {
 describe('PgStore API', () => {
   it('is an express-session Store with the engine face attached', () => {
     expect(store).toBeInstanceOf(Store);
-    expect(store[kSessionStore]).toBeInstanceOf(PostgresSessionStore);
+    // The engine face: the table, behind the session cache (which wraps it, see cache-pg.test.ts).
+    expect(store[kSessionStore]).toBeInstanceOf(CachedPostgresSessionStore);
+    expect((store[kSessionStore] as CachedPostgresSessionStore).table).toBeInstanceOf(PostgresSessionStore);
     expect(store.hashIds).toBe(true);
     expect(typeof store.regenerate).toBe('function');
     expect(typeof store.createSession).toBe('function');

@@ -90,17 +90,8 @@ async function waitForLockWaiters(n: number): Promise<void> {
   throw new Error(`expected ${n} statements waiting on a lock`);
 }
 
+// The rules every store keeps run in contract.test.ts (the store contract); these are the table's own.
 describe('PostgresSessionStore', () => {
-  it('stores and loads a record with millisecond times', async () => {
-    const r = record(
-      { userId: '7', createdAt: T0 - 5000, lastActiveAt: T0 - 1000 },
-      { userId: 7, cart: [1, 2] },
-    );
-    await store.create('k1', r);
-    expect(await store.get('k1')).toEqual(r);
-    expect(await store.get('missing')).toBeNull();
-  });
-
   it('writes expire like connect-pg-simple: to_timestamp of the app clock, as timestamp without time zone', async () => {
     await store.create('k1', record({ expiresAt: T0 + 60_000 }));
     const { rows } = await db.pool.query(
@@ -110,23 +101,12 @@ describe('PostgresSessionStore', () => {
     expect(rows).toEqual([{ same: true, id_hashed: true }]);
   });
 
-  it('compares against its own clock, never the database clock', async () => {
-    // T0 is in 2030: by the database's now() this session would already be live for years.
-    await store.create('k1', record({ expiresAt: T0 + 1000 }));
-    clock = T0 + 999;
-    expect(await store.get('k1')).not.toBeNull();
-    clock = T0 + 1001;
-    expect(await store.get('k1')).toBeNull();
-  });
-
-  it('never returns, touches, updates or lists an expired row, even before pruning', async () => {
+  // get / touch / update / listByUser of an expired row: the store contract (contract.test.ts).
+  it('never replaces, counts or lists an expired row, even before pruning', async () => {
     await store.create('k1', record({ expiresAt: T0 + 1000, userId: 'u1' }));
     clock = T0 + 1001;
     expect(await store.get('k1')).toBeNull();
-    expect(await store.touch('k1', clock + 60_000, clock)).toBe(false);
-    expect(await store.update('k1', change({ a: 1 }))).toBeNull();
     expect(await store.replace('k1', record().data, clock + 60_000, clock)).toBe(false);
-    expect(await store.listByUser('u1')).toEqual([]);
     expect(await store.count()).toBe(0);
     expect(await store.keys()).toEqual([]);
     expect(await store.all()).toEqual([]);
@@ -139,31 +119,45 @@ describe('PostgresSessionStore', () => {
     await expect(store.create('k1', record())).rejects.toMatchObject({ code: '23505' });
   });
 
-  it('merges an update key by key and returns the stored record', async () => {
-    await store.create('k1', record({}, { a: 1, b: 2, keep: 'me' }));
-    clock = T0 + 5000;
-    const updated = await store.update('k1', change({ a: 10, c: 3 }, ['b'], { userId: 'u9' }));
-    expect(updated).toMatchObject({
-      data: { a: 10, c: 3, keep: 'me', cookie: { originalMaxAge: 3_600_000 } },
-      expiresAt: clock + 3_600_000,
-      lastActiveAt: clock,
-      createdAt: T0,
-      userId: 'u9',
-      version: 1,
-    });
-    expect(updated!.data).not.toHaveProperty('b');
-    expect(await store.get('k1')).toEqual(updated);
-  });
-
-  it('keeps both changes when two requests update different keys at the same time', async () => {
+  it('keeps both changes when two servers update different keys at the same time', async () => {
     await store.create('k1', record({}, { a: 0, b: 0 }));
+    // Two processes (one store each: within one process, concurrent saves share a statement).
+    const other = new PostgresSessionStore({ pool: db.pool, tableName: 'sessions', now: () => clock });
     const results = await whileRowLocked('k1', 2, () =>
-      Promise.all([store.update('k1', change({ a: 1 })), store.update('k1', change({ b: 2 }))]),
+      Promise.all([store.update('k1', change({ a: 1 })), other.update('k1', change({ b: 2 }))]),
     );
     expect(results.every((r) => r !== null)).toBe(true);
     const final = await store.get('k1');
     expect(final?.data).toMatchObject({ a: 1, b: 2 });
     expect(final?.version).toBe(2);
+  });
+
+  it('combines concurrent saves of one session in this process into one statement, each caller getting its own copy', async () => {
+    await store.create('k1', record({}, { a: 0, b: 0, c: 0 }));
+    let statements = 0;
+    const counting = new PostgresSessionStore({
+      pool: db.pool,
+      tableName: 'sessions',
+      now: () => clock,
+      run: async (statement, values) => {
+        statements++;
+        return (await db.pool.query(statement.text, values)).rows[0];
+      },
+    });
+    const results = await whileRowLocked('k1', 1, () =>
+      Promise.all([
+        counting.update('k1', change({ a: 1 })),
+        counting.update('k1', change({ b: 2 }, ['c'])),
+        counting.update('k1', change({ c: 3, a: 4 })),
+      ]),
+    );
+    // The first waited for the lock; the two that came while it ran went as one.
+    expect(statements).toBe(2);
+    expect(results.map((r) => r?.version)).toEqual([1, 2, 2]);
+    expect(results[1]).toEqual(results[2]);
+    expect(results[1]).not.toBe(results[2]);
+    expect(results[2]?.data).toMatchObject({ a: 4, b: 2, c: 3 });
+    expect((await store.get('k1'))?.data).toMatchObject({ a: 4, b: 2, c: 3 });
   });
 
   it('saves a session holding "\\u0000" (which jsonb refuses) whole instead of failing every update', async () => {
@@ -177,14 +171,12 @@ describe('PostgresSessionStore', () => {
     expect(await store.update('k1', change({ a: 3, note: 'x\u0000y' }))).toBeNull();
   });
 
-  it('never resurrects a destroyed session', async () => {
+  // update / touch / get after destroy: the store contract (contract.test.ts).
+  it('never resurrects a destroyed session through replace', async () => {
     await store.create('k1', record({}, { userId: 1 }));
     await store.destroy('k1');
-    expect(await store.update('k1', change({ userId: 1 }))).toBeNull();
     expect(await store.replace('k1', record().data, clock + 1000, clock)).toBe(false);
-    expect(await store.touch('k1', clock + 1000, clock)).toBe(false);
     expect(await store.get('k1')).toBeNull();
-    await store.destroy('k1'); // destroying a missing session is fine
   });
 
   it('lets a logout that commits while an update waits win', async () => {
@@ -201,40 +193,6 @@ describe('PostgresSessionStore', () => {
       client.release();
     }
     expect(await store.get('k1')).toBeNull();
-  });
-
-  it('touch moves expire and last activity, never sess or version', async () => {
-    await store.create('k1', record({}, { n: 1 }));
-    // Another request changed the data after this one loaded it.
-    await store.update('k1', change({ n: 2 }));
-    clock = T0 + 10_000;
-    expect(await store.touch('k1', clock + 7_200_000, clock)).toBe(true);
-    const r = await store.get('k1');
-    expect(r).toMatchObject({
-      data: { n: 2 },
-      expiresAt: clock + 7_200_000,
-      lastActiveAt: clock,
-      version: 1,
-    });
-  });
-
-  it('lists a user’s live sessions, most recent activity first, and revokes them', async () => {
-    await store.create('old', record({ userId: 'alice', lastActiveAt: T0 - 3000 }));
-    await store.create('new', record({ userId: 'alice', lastActiveAt: T0 - 1000 }));
-    await store.create('mid', record({ userId: 'alice', lastActiveAt: T0 - 2000 }));
-    await store.create('gone', record({ userId: 'alice', expiresAt: T0 + 10 }));
-    await store.create('bob', record({ userId: 'bob' }));
-    clock = T0 + 20;
-    const listed = await store.listByUser('alice');
-    expect(listed.map((l) => l.key)).toEqual(['new', 'mid', 'old']);
-    expect(listed[0]!.record.userId).toBe('alice');
-
-    expect(await store.destroyByUser('alice', 'new')).toBe(2);
-    expect((await store.listByUser('alice')).map((l) => l.key)).toEqual(['new']);
-    expect(await store.destroyByUser('alice')).toBe(1);
-    expect(await store.listByUser('alice')).toEqual([]);
-    expect(await store.get('bob')).not.toBeNull();
-    expect(await store.destroyByUser('nobody')).toBe(0);
   });
 
   it('fills in defaults for rows written by connect-pg-simple (no metadata columns)', async () => {
@@ -338,12 +296,6 @@ describe('PostgresSessionStore', () => {
       expect((await db.pool.query('SELECT sid, key_hash FROM sessions')).rows).toEqual([
         { sid: 'raw-id', key_hash: 'hashed' },
       ]);
-    });
-
-    it('destroys a row still stored under the raw id', async () => {
-      await insertLegacy('raw-id', { cookie: {} });
-      await store.destroy('hashed', { legacyKey: 'raw-id' });
-      expect((await db.pool.query('SELECT count(*)::int AS n FROM sessions')).rows[0].n).toBe(0);
     });
   });
 

@@ -5,6 +5,7 @@ import type {
   SessionListing,
   SessionRecord,
   SessionStore,
+  StoreCallOptions,
 } from '../../core/store.js';
 import { ALL_KEYS } from './protocol.js';
 import type { InvalidationHandlers, InvalidationSource } from './types.js';
@@ -52,6 +53,13 @@ export interface CachedSessionStoreOptions {
    * 0 turns the limit off.
    */
   remoteFlushIntervalMs?: number | undefined;
+  /**
+   * Most ms a session is served from memory after it was cached, before it is read again.
+   * Default: no limit (invalidations keep entries current). For sources that may, rarely, miss
+   * an announcement of a data-only change (coalesced announcements whose writer died before
+   * sending them, docs/scaling.md): it bounds how long that older copy can be served.
+   */
+  entryMaxAge?: number | undefined;
 }
 
 /** Counters for metrics; all monotonic except `entries`, `bytes` and `listening`. */
@@ -108,6 +116,8 @@ const MAX_TRACKED_INVALIDATIONS = 4096;
  * an object graph) and every read parses a fresh copy the caller owns. No closures per entry.
  */
 class Entry {
+  /** When it was cached (the store's clock), for `entryMaxAge`. */
+  cachedAt = 0;
   constructor(
     readonly json: string,
     public expiresAt: number,
@@ -204,6 +214,7 @@ export class CachedSessionStore implements SessionStore {
   readonly #unsubscribe: () => void;
   #closed = false;
   readonly #remoteFlushInterval: number;
+  readonly #entryMaxAge: number;
   /** When the last flush asked for by another process ran (performance.now()), and the pending one. */
   #lastRemoteFlush = -Infinity;
   #remoteFlushTimer: NodeJS.Timeout | undefined;
@@ -216,6 +227,12 @@ export class CachedSessionStore implements SessionStore {
   #inflight = 0;
   /** Key → generation of its last invalidation, kept only while calls are in flight. */
   readonly #invalidatedAt = new Map<string, number>();
+  /**
+   * Key → generation and version of this process's last successful update of it, kept only
+   * while calls are in flight: reads that began before it must not cache what they got, and
+   * slower updates must not replace it with an older version.
+   */
+  readonly #writtenAt = new Map<string, { gen: number; version: number }>();
 
   #hits = 0;
   #misses = 0;
@@ -276,6 +293,11 @@ export class CachedSessionStore implements SessionStore {
       throw new RangeError('remoteFlushIntervalMs must be a non-negative number of milliseconds');
     }
     this.#remoteFlushInterval = flushInterval;
+    const entryMaxAge = options.entryMaxAge ?? Number.POSITIVE_INFINITY;
+    if (Number.isNaN(entryMaxAge) || entryMaxAge < 0) {
+      throw new RangeError('entryMaxAge must be a non-negative number of milliseconds');
+    }
+    this.#entryMaxAge = entryMaxAge;
 
     const handlers: InvalidationHandlers = {
       onInvalidate: (keys) => {
@@ -334,7 +356,10 @@ export class CachedSessionStore implements SessionStore {
     this.#flush();
   }
 
-  async get(key: string, options?: { legacyKey?: string; fresh?: boolean }): Promise<SessionRecord | null> {
+  async get(
+    key: string,
+    options?: { legacyKey?: string; fresh?: boolean; id?: string | undefined },
+  ): Promise<SessionRecord | null> {
     const serving = this.#serving();
     if (!serving) {
       // Read through; counted as a bypass.
@@ -343,7 +368,8 @@ export class CachedSessionStore implements SessionStore {
     } else {
       const entry = this.#cache.get(key);
       if (entry !== undefined) {
-        if (entry.expiresAt >= this.#now()) {
+        const now = this.#now();
+        if (entry.expiresAt >= now && now - entry.cachedAt <= this.#entryMaxAge) {
           this.#hits++;
           return entry.toRecord();
         }
@@ -372,13 +398,13 @@ export class CachedSessionStore implements SessionStore {
     return record;
   }
 
-  async create(key: string, record: SessionRecord): Promise<void> {
+  async create(key: string, record: SessionRecord, options?: StoreCallOptions): Promise<void> {
     // Serialized now, as the inner store does: the caller may reuse its objects afterwards.
     const json = JSON.stringify(record.data);
     const gen0 = this.#begin();
     let ok = false;
     try {
-      await this.inner.create(key, record);
+      await this.inner.create(key, record, options);
       ok = true;
     } finally {
       const fresh = this.#end(key, gen0);
@@ -387,24 +413,36 @@ export class CachedSessionStore implements SessionStore {
     }
   }
 
-  async update(key: string, change: SessionChange): Promise<SessionRecord | null> {
+  async update(
+    key: string,
+    change: SessionChange,
+    options?: StoreCallOptions,
+  ): Promise<SessionRecord | null> {
     const gen0 = this.#begin();
     let record: SessionRecord | null = null;
     try {
-      record = await this.inner.update(key, change);
+      record = await this.inner.update(key, change, options);
       return record;
     } finally {
-      // On failure the write may or may not have committed: the entry is dropped either way.
-      const fresh = this.#end(key, gen0);
-      this.#mark(key);
-      if (record && fresh) this.#store(key, Entry.of(record));
+      // This process knows what it wrote: the stored record (merged with concurrent writers
+      // under the row lock, with its version) is the current session unless something else
+      // invalidated the key meanwhile. Concurrent updates of one session keep the highest
+      // version, whatever order their answers arrive in. On failure the write may or may not
+      // have committed, and a null means the session is gone: the entry is dropped.
+      const fresh = this.#end(key, gen0, true);
+      if (record && fresh) this.#keepWritten(key, record);
+      else this.#mark(key);
     }
   }
 
-  async touch(key: string, expiresAt: number, lastActiveAt: number, ...rest: unknown[]): Promise<boolean> {
-    // Any further arguments (the session as the request sees it) go to the inner store as given.
-    const touch = this.inner.touch as (...args: unknown[]) => Promise<boolean>;
-    const touched = await touch.call(this.inner, key, expiresAt, lastActiveAt, ...rest);
+  async touch(
+    key: string,
+    expiresAt: number,
+    lastActiveAt: number,
+    current?: { data: SessionJSON; createdAt: number; version: number },
+    options?: StoreCallOptions,
+  ): Promise<boolean> {
+    const touched = await this.inner.touch(key, expiresAt, lastActiveAt, current, options);
     if (!touched) {
       this.#mark(key);
     } else {
@@ -419,12 +457,11 @@ export class CachedSessionStore implements SessionStore {
     return touched;
   }
 
-  async destroy(key: string, ...rest: unknown[]): Promise<void> {
+  async destroy(key: string, options?: StoreCallOptions & { legacyKey?: string }): Promise<void> {
     this.#mark(key);
     try {
-      // Any further arguments (a store's own options) go to the inner store as given.
-      const destroy = this.inner.destroy as (...args: unknown[]) => Promise<void>;
-      await destroy.call(this.inner, key, ...rest);
+      // `legacyKey`: a row still stored under the raw id goes too (connect-pg-simple's rows).
+      await this.inner.destroy(key, options);
     } finally {
       this.#mark(key);
     }
@@ -465,6 +502,7 @@ export class CachedSessionStore implements SessionStore {
       // flight (which may belong to the user) from caching what it got.
       this.#floor = ++this.#gen;
       this.#invalidatedAt.clear();
+      this.#writtenAt.clear();
       const doomed: string[] = [];
       for (const [key, entry] of this.#cache.entries()) {
         if (entry.userId === userId && key !== exceptKey) doomed.push(key);
@@ -481,8 +519,10 @@ export class CachedSessionStore implements SessionStore {
    * not closed) as a last-known-good copy, current as of now.
    */
   #store(key: string, entry: Entry): void {
-    if (this.listening) this.#cache.set(key, entry);
-    else if (this.#lkgMaxAge > 0 && !this.#closed) this.#lkg.set(key, new Stale(entry, this.#now()));
+    if (this.listening) {
+      entry.cachedAt = this.#now();
+      this.#cache.set(key, entry);
+    } else if (this.#lkgMaxAge > 0 && !this.#closed) this.#lkg.set(key, new Stale(entry, this.#now()));
   }
 
   /** Drop `key` from memory, cache and last-known-good copies alike. */
@@ -515,11 +555,37 @@ export class CachedSessionStore implements SessionStore {
    * Ends a call begun at `gen0`; true when its result may be kept (nothing invalidated its key,
    * or everything, since it began). Where it is kept is {@link #store}'s business.
    */
-  #end(key: string, gen0: number): boolean {
-    const fresh = gen0 >= this.#floor && (this.#invalidatedAt.get(key) ?? -1) <= gen0;
-    if (--this.#inflight === 0) this.#invalidatedAt.clear();
+  #end(key: string, gen0: number, write = false): boolean {
+    const fresh =
+      gen0 >= this.#floor &&
+      (this.#invalidatedAt.get(key) ?? -1) <= gen0 &&
+      // A read that overlapped this process's own update of the key holds an older copy.
+      (write || (this.#writtenAt.get(key)?.gen ?? -1) <= gen0);
+    if (--this.#inflight === 0) {
+      this.#invalidatedAt.clear();
+      this.#writtenAt.clear();
+    }
     if (!fresh) this.#racesSkipped++;
     return fresh;
+  }
+
+  /** Keep the record an update of this process returned, unless a newer one is kept already. */
+  #keepWritten(key: string, record: SessionRecord): void {
+    const newest = Math.max(
+      this.#writtenAt.get(key)?.version ?? Number.NEGATIVE_INFINITY,
+      this.#cache.peek(key)?.version ?? Number.NEGATIVE_INFINITY,
+    );
+    if (record.version > newest) this.#store(key, Entry.of(record));
+    if (this.#inflight === 0) return;
+    const gen = ++this.#gen;
+    if (this.#writtenAt.size >= MAX_TRACKED_INVALIDATIONS) {
+      // Bounded memory, as in #mark: past the limit, calls in flight cache nothing.
+      this.#writtenAt.clear();
+      this.#invalidatedAt.clear();
+      this.#floor = gen;
+    } else {
+      this.#writtenAt.set(key, { gen, version: Math.max(record.version, newest) });
+    }
   }
 
   /** Forget `key`, and make sure no call already in flight caches it. */
@@ -564,6 +630,7 @@ export class CachedSessionStore implements SessionStore {
     this.#flushes++;
     this.#floor = ++this.#gen;
     this.#invalidatedAt.clear();
+    this.#writtenAt.clear();
     this.#cache.clear();
     this.#lkg.clear();
   }
@@ -581,6 +648,7 @@ export class CachedSessionStore implements SessionStore {
     this.#flushes++;
     this.#floor = ++this.#gen;
     this.#invalidatedAt.clear();
+    this.#writtenAt.clear();
     this.#cache.clear();
     for (const [key, entry] of moved) {
       if (entry.expiresAt >= now) this.#lkg.set(key, new Stale(entry, now));

@@ -1,6 +1,21 @@
 import type pg from 'pg';
-import type { SessionChange, SessionJSON, SessionRecord, SessionStore } from '../../core/store.js';
-import { PostgresSessionStore, type PostgresSessionStoreOptions } from '../postgres/session-store.js';
+import type {
+  SessionChange,
+  SessionJSON,
+  SessionListing,
+  SessionRecord,
+  StoreCallOptions,
+} from '../../core/store.js';
+import type { TableNames } from '../postgres/schema.js';
+import {
+  PostgresSessionStore,
+  type PostgresSessionStoreOptions,
+  type PostgresStore,
+  type PruneOptions,
+  type PruningScheduleOptions,
+  type StoredKey,
+  type StoredSession,
+} from '../postgres/session-store.js';
 import { CachedSessionStore, type CacheStats } from './cached-store.js';
 import { clientConfigOf, type ListenerStats, PgInvalidationListener } from './pg-listener.js';
 import { DEFAULT_CHANNEL, generateNodeId } from './protocol.js';
@@ -38,7 +53,17 @@ export interface PostgresCacheOptions {
    * `CachedSessionStoreOptions.remoteFlushIntervalMs` and docs/security.md.
    */
   remoteFlushIntervalMs?: number | undefined;
+  /**
+   * Most ms a cached session is served before it is read again. Default 60 000 with
+   * `announceData: 'coalesced'` (it bounds how long another server's data-only save can go
+   * unseen if that server died before announcing it), else no limit. See
+   * `CachedSessionStoreOptions.entryMaxAge` and docs/scaling.md.
+   */
+  entryMaxAge?: number | undefined;
 }
+
+/** Default `entryMaxAge` with coalesced announcements: one minute. */
+export const DEFAULT_COALESCED_ENTRY_MAX_AGE = 60_000;
 
 /** Options of {@link CachedPostgresSessionStore}. */
 export interface CachedPostgresSessionStoreOptions extends PostgresSessionStoreOptions {
@@ -50,32 +75,39 @@ export interface CachedPostgresSessionStoreOptions extends PostgresSessionStoreO
 export interface PostgresCacheStats extends CacheStats, Omit<ListenerStats, 'listening'> {}
 
 /**
- * The PostgreSQL store with a per-process session cache in front (a {@link CachedSessionStore}
- * kept coherent by a {@link PgInvalidationListener}), for `PgStore`'s default configuration.
+ * The PostgreSQL store with a per-process session cache in front, for `PgStore`'s default
+ * configuration: a {@link PostgresSessionStore} (the table), wrapped by a
+ * {@link CachedSessionStore} (the cache, a decorator over any store) kept coherent by a
+ * {@link PgInvalidationListener}.
  *
- * It *is* a {@link PostgresSessionStore} (same methods, `instanceof`, `pool`, `ready()`,
- * pruning): the engine-facing methods (`get`, `create`, `update`, `touch`, `destroy`,
- * `destroyByUser`) go through the cache; the express-session–only writes (`replace`,
- * `upsert`, `clear`) evict what they touch. Every change is also announced with `pg_notify`
- * in its own statement (the store's `notify`), under a node id the listener recognises, so
- * this process skips its own announcements.
+ * It offers the table's whole surface ({@link PostgresStore}: `pool`, `ready()`, pruning, the
+ * express-session–only writes) by composition. The engine's methods (`get`, `create`, `update`,
+ * `touch`, `destroy`, `destroyByUser`) go through the cache; the express-session–only writes
+ * (`replace`, `upsert`, `remove`, `clear`) go to the table and evict what they touch; the rest
+ * (listing, counting, pruning, re-keying) go to the table, as they change nothing a cached
+ * copy holds. Every change is also announced with `pg_notify` in its own statement (the table's
+ * `notify`), under a node id the listener recognises, so this process skips its own
+ * announcements.
  *
  * The listener connects on first use (a store that is only used for `ready()` or migrations
  * never opens it) and never keeps the process alive; `close()` ends it.
  */
-export class CachedPostgresSessionStore extends PostgresSessionStore {
-  /** The cache in front of the table. */
+export class CachedPostgresSessionStore implements PostgresStore {
+  /** The table the cache reads through to. */
+  readonly table: PostgresSessionStore;
+  /** The cache in front of {@link table}. */
   readonly cache: CachedSessionStore;
   /** The listener keeping {@link cache} coherent with other processes. */
   readonly listener: PgInvalidationListener;
+  readonly tracksActivity = true;
 
   constructor(options: CachedPostgresSessionStoreOptions) {
     const nodeId = options.notify?.nodeId ?? generateNodeId();
     const channel = options.notify?.channel ?? DEFAULT_CHANNEL;
-    super({ ...options, notify: { channel, nodeId } });
-    const cacheOptions = options.cache ?? {};
+    const { cache: cacheOptions = {}, ...tableOptions } = options;
+    this.table = new PostgresSessionStore({ ...tableOptions, notify: { channel, nodeId } });
     this.listener = new PgInvalidationListener({
-      connection: cacheOptions.listenConnection ?? clientConfigOf(this.pool),
+      connection: cacheOptions.listenConnection ?? clientConfigOf(this.table.pool),
       channel,
       ignoreSender: nodeId,
       healthCheckIntervalMs: cacheOptions.healthCheckIntervalMs,
@@ -83,23 +115,18 @@ export class CachedPostgresSessionStore extends PostgresSessionStore {
       onError: cacheOptions.onError,
       autoStart: false,
     });
-    // The table itself, for the cache to read through to.
-    const table: SessionStore = {
-      get: (key, opts) => super.get(key, opts),
-      create: (key, record) => super.create(key, record),
-      update: (key, change) => super.update(key, change),
-      touch: (key, expiresAt, lastActiveAt) => super.touch(key, expiresAt, lastActiveAt),
-      destroy: (key, ...rest: unknown[]) => super.destroy(key, rest[0] as { legacyKey?: string } | undefined),
-      destroyByUser: (userId, exceptKey) => super.destroyByUser(userId, exceptKey),
-    };
-    this.cache = new CachedSessionStore(table, this.listener, {
+    this.cache = new CachedSessionStore(this.table, this.listener, {
       max: cacheOptions.max,
       maxSize: cacheOptions.maxSize,
       maxEntrySize: cacheOptions.maxEntrySize,
       lastKnownGoodMaxAge: cacheOptions.lastKnownGoodMaxAge,
       remoteFlushIntervalMs: cacheOptions.remoteFlushIntervalMs,
+      entryMaxAge:
+        cacheOptions.entryMaxAge ??
+        (options.announceData === 'coalesced' ? DEFAULT_COALESCED_ENTRY_MAX_AGE : undefined),
       now: options.now,
       closeSource: true,
+      closeInner: false,
     });
   }
 
@@ -109,34 +136,68 @@ export class CachedPostgresSessionStore extends PostgresSessionStore {
     return { ...listener, ...this.cache.stats() };
   }
 
-  override get(
+  // ---- the table's own properties ----
+
+  get names(): TableNames {
+    return this.table.names;
+  }
+
+  get pool(): pg.Pool {
+    return this.table.pool;
+  }
+
+  get idsHashed(): boolean {
+    return this.table.idsHashed;
+  }
+
+  get pruning(): boolean {
+    return this.table.pruning;
+  }
+
+  get closed(): boolean {
+    return this.table.closed;
+  }
+
+  ready(): Promise<void> {
+    return this.table.ready();
+  }
+
+  // ---- the engine's port, through the cache ----
+
+  get(
     key: string,
-    options?: { legacyKey?: string; fresh?: boolean },
+    options?: { legacyKey?: string; fresh?: boolean; id?: string | undefined },
   ): Promise<SessionRecord | null> {
     return this.cache.get(key, options);
   }
 
-  override create(key: string, record: SessionRecord): Promise<void> {
-    return this.cache.create(key, record);
+  create(key: string, record: SessionRecord, options?: StoreCallOptions): Promise<void> {
+    return this.cache.create(key, record, options);
   }
 
-  override update(key: string, change: SessionChange): Promise<SessionRecord | null> {
-    return this.cache.update(key, change);
+  update(key: string, change: SessionChange, options?: StoreCallOptions): Promise<SessionRecord | null> {
+    return this.cache.update(key, change, options);
   }
 
-  override touch(key: string, expiresAt: number, lastActiveAt: number): Promise<boolean> {
+  touch(key: string, expiresAt: number, lastActiveAt: number): Promise<boolean> {
     return this.cache.touch(key, expiresAt, lastActiveAt);
   }
 
-  override destroy(key: string, options?: { legacyKey?: string }): Promise<void> {
+  destroy(key: string, options?: StoreCallOptions & { legacyKey?: string }): Promise<void> {
     return this.cache.destroy(key, options);
   }
 
-  override destroyByUser(userId: string, exceptKey?: string): Promise<number> {
+  destroyByUser(userId: string, exceptKey?: string): Promise<number> {
     return this.cache.destroyByUser!(userId, exceptKey);
   }
 
-  override async replace(
+  listByUser(userId: string): Promise<SessionListing[]> {
+    return this.table.listByUser(userId);
+  }
+
+  // ---- express-session–only writes: to the table, evicting what they touch ----
+
+  async replace(
     key: string,
     data: SessionJSON,
     expiresAt: number,
@@ -145,39 +206,75 @@ export class CachedPostgresSessionStore extends PostgresSessionStore {
     options?: { legacyKey?: string },
   ): Promise<boolean> {
     try {
-      return await super.replace(key, data, expiresAt, lastActiveAt, userId, options);
+      return await this.table.replace(key, data, expiresAt, lastActiveAt, userId, options);
     } finally {
       this.cache.invalidate([key]);
     }
   }
 
-  override async upsert(key: string, record: SessionRecord, options?: { legacyKey?: string }): Promise<void> {
+  async upsert(key: string, record: SessionRecord, options?: { legacyKey?: string }): Promise<void> {
     try {
-      await super.upsert(key, record, options);
+      await this.table.upsert(key, record, options);
     } finally {
       this.cache.invalidate([key]);
     }
   }
 
-  override async remove(key: string, options?: { legacyKey?: string }): Promise<boolean> {
+  async remove(key: string, options?: { legacyKey?: string }): Promise<boolean> {
     try {
-      return await super.remove(key, options);
+      return await this.table.remove(key, options);
     } finally {
       this.cache.invalidate([key]);
     }
   }
 
-  override async clear(): Promise<void> {
+  async clear(): Promise<void> {
     try {
-      await super.clear();
+      await this.table.clear();
     } finally {
       this.cache.clear();
     }
   }
 
-  /** Close the listener, then the store (pruning; the pool if the store created it). */
-  override async close(): Promise<void> {
+  // ---- reads and housekeeping that no cached copy depends on ----
+
+  all(): Promise<StoredSession[]> {
+    return this.table.all();
+  }
+
+  count(): Promise<number> {
+    return this.table.count();
+  }
+
+  keys(): Promise<StoredKey[]> {
+    return this.table.keys();
+  }
+
+  countRaw(): Promise<number> {
+    return this.table.countRaw();
+  }
+
+  /** Rows keep their storage key, so cached copies stay valid. */
+  rekey(options?: PruneOptions): Promise<number> {
+    return this.table.rekey(options);
+  }
+
+  /** Only expired rows go, which the cache already refuses to serve. */
+  prune(options?: PruneOptions): Promise<number> {
+    return this.table.prune(options);
+  }
+
+  startPruning(options?: PruningScheduleOptions): void {
+    this.table.startPruning(options);
+  }
+
+  stopPruning(): void {
+    this.table.stopPruning();
+  }
+
+  /** Close the listener, then the table (pruning; the pool if the table created it). */
+  async close(): Promise<void> {
     await this.cache.close();
-    await super.close();
+    await this.table.close();
   }
 }

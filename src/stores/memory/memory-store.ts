@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache';
+import { PgSessionError } from '../../core/errors.js';
 import { hashId } from '../../core/id.js';
 import {
   kSessionStore,
@@ -110,6 +111,13 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
         return entry ? MemoryStore.record(entry) : null;
       },
       create: async (key, record) => {
+        // As a primary key would: ids have 256 bits, so a collision means a bug, never a session to overwrite.
+        if (this.live(key)) {
+          throw new PgSessionError(
+            'PGSESSION_KEY_EXISTS',
+            'pgsession: a session with this key exists already',
+          );
+        }
         this.entries.set(key, {
           json: JSON.stringify(record.data),
           expiresAt: record.expiresAt,
@@ -150,8 +158,10 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
         }
         return true;
       },
-      destroy: async (key) => {
+      destroy: async (key, options) => {
         this.entries.delete(key);
+        // A row still kept under the raw id (one `get` would have re-keyed) goes too.
+        if (options?.legacyKey !== undefined) this.entries.delete(options.legacyKey);
       },
       listByUser: async (userId) => {
         const out: SessionListing[] = [];

@@ -32,6 +32,7 @@ export {
   defaultPruneJitter,
   PostgresSessionStore,
   type PostgresSessionStoreOptions,
+  type PostgresStore,
   type PruneOptions,
   type PruningScheduleOptions,
   type Queryable,

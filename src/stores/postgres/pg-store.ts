@@ -18,6 +18,7 @@ import {
   createOwnPool,
   defaultPruneJitter,
   PostgresSessionStore,
+  type PostgresStore,
   type Queryable,
   type Row,
 } from './session-store.js';
@@ -118,6 +119,16 @@ export interface PgStoreOptions {
    * transaction-mode poolers, unlike `statement_timeout` in the pool's configuration.
    */
   statementTimeout?: QueryOptions['statementTimeout'];
+  /**
+   * How saves that change only a session's data are announced to other processes' caches:
+   * `'coalesced'` (default) in batches, one `pg_notify` statement per `announceIntervalMs` for
+   * all of them, so saves commit without NOTIFY's database-wide commit lock; `'statement'` in
+   * each save's own statement. Deletes, revocations and changes of owner are announced in the
+   * write's own statement either way. See docs/scaling.md, "Invalidation at scale".
+   */
+  announceData?: 'statement' | 'coalesced' | undefined;
+  /** With `announceData: 'coalesced'`: most ms between a save and its announcement. Default 5. */
+  announceIntervalMs?: number | undefined;
 }
 
 type Done = (err?: unknown) => void;
@@ -133,7 +144,7 @@ export type QueryCallback = (err: Error | null, firstRow?: Row) => void;
  */
 export interface PgStoreInstance extends Store, HasSessionStore {
   /** The promise-based store this wraps; pgsession's middleware talks to it directly. */
-  readonly [kSessionStore]: PostgresSessionStore;
+  readonly [kSessionStore]: PostgresStore;
   /** Whether new sessions are stored under the hash of their id. */
   readonly hashIds: boolean;
   /** Lifetime in seconds of sessions without a cookie expiry (connect-pg-simple's public field). */
@@ -310,6 +321,12 @@ function checkOptions(options: PgStoreOptions): void {
   ) {
     fail('pruneSessionInterval', 'a number of seconds or false');
   }
+  if (o.announceData !== undefined && o.announceData !== 'statement' && o.announceData !== 'coalesced') {
+    fail('announceData', "'statement' or 'coalesced'");
+  }
+  if (o.announceIntervalMs !== undefined && !nonNegative(o.announceIntervalMs)) {
+    fail('announceIntervalMs', 'a number of milliseconds');
+  }
   const randomized = o.pruneSessionRandomizedInterval;
   if (randomized !== undefined && randomized !== false && typeof randomized !== 'function') {
     fail('pruneSessionRandomizedInterval', 'a function or false');
@@ -333,7 +350,7 @@ export function createPgStoreClass(Base: BaseConstructor, flavor: PgStoreFlavor)
   const Parent = Base as unknown as new (options?: unknown) => EventEmitter;
 
   class PgStoreImpl extends Parent {
-    readonly [kSessionStore]: PostgresSessionStore;
+    readonly [kSessionStore]: PostgresStore;
     readonly hashIds: boolean;
     ttl: number | undefined;
     closed = false;
@@ -449,6 +466,8 @@ export function createPgStoreClass(Base: BaseConstructor, flavor: PgStoreFlavor)
         now: this.#now,
         errorLog,
         notify,
+        announceData: options.announceData ?? 'coalesced',
+        announceIntervalMs: options.announceIntervalMs,
         // Every statement goes through `this.query`, as in connect-pg-simple (its tests replace
         // `query` on the instance): looked up at each call.
         run: (statement: Statement, values: unknown[]) => {

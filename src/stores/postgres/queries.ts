@@ -160,7 +160,12 @@ const ANNOUNCED = 'coalesce(key_hash, sid) AS sid, (id_hashed OR key_hash IS NOT
  *   pooler such as PgBouncer in transaction mode, which cannot keep them).
  * @param notify - announce changed keys on this channel (see "Cache invalidation" above).
  */
-export function buildQueries(names: TableNames, prepare = true, notify?: NotifyTarget): Queries {
+export function buildQueries(
+  names: TableNames,
+  prepare = true,
+  notify?: NotifyTarget,
+  coalesceData = false,
+): Queries {
   const t = names.qualified;
   const live = (nowParam: string) => `expire >= ${ts(nowParam)}`;
 
@@ -170,6 +175,14 @@ export function buildQueries(names: TableNames, prepare = true, notify?: NotifyT
   const notified = notify === undefined ? '' : ', (SELECT count(*) FROM n) AS notified';
   const written = (write: string, returning = ''): string =>
     `WITH w AS (\n${write}\nRETURNING ${ANNOUNCED}${returning ? `, ${returning}` : ''}\n)${notifyCte}`;
+  // `coalesceData`: a save announces itself in its own statement only when it changes the
+  // session's owner (`before`, the row as the statement's snapshot saw it); data-only saves
+  // are announced in batches by the store (CoalescingAnnouncer), after they commit, so they
+  // commit without a pending notification. The notify CTE reads `wi`, which is empty then.
+  const coalescedWritten = (write: string, returning = ''): string =>
+    `w AS (\n${write}\nRETURNING ${ANNOUNCED}${returning ? `, ${returning}` : ''}, user_id AS written_user\n), wi AS (\n  SELECT * FROM w WHERE EXISTS (SELECT 1 FROM before WHERE before.user_id IS DISTINCT FROM w.written_user)\n)${
+      notify === undefined ? '' : `, n AS (\n${notifyKeysSql('wi', notify)}\n)`
+    }`;
   // Statements that announce their own changes say so before they change a row (the triggers'
   // conditions are checked as each row changes): see announce-trigger.ts.
   const marked = notify === undefined ? '' : `\n  AND ${MARK_ANNOUNCED} IS NOT NULL`;
@@ -263,7 +276,13 @@ SELECT max(version) AS version${notified} FROM w`),
     // Key-level merge: two requests that changed different keys both keep their change, because
     // each applies only its own keys to whatever the row holds when it gets the row lock. Never
     // inserts: a row deleted by a concurrent logout matches nothing and stays deleted.
-    update: plain(`${written(
+    update: plain(`${
+      coalesceData && notify
+        ? `WITH before AS (
+  SELECT user_id FROM ${t} WHERE ${match('$1', '$8')}
+), `
+        : ''
+    }${(coalesceData && notify ? coalescedWritten : written)(
       `UPDATE ${t} SET
   sess = ((sess::jsonb - $2::text[]) || $3::jsonb)::json,
   expire = ${ts('$4')},

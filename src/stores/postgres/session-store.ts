@@ -11,7 +11,9 @@ import {
 } from '../../core/store.js';
 import { describeError, guardPoolErrors, POOL_DEFAULTS } from '../../db/pool.js';
 import { type QueryOptions, queryOptionsOf, withQueryOptions } from '../../db/query.js';
+import { CoalescingAnnouncer } from '../cache/announcer.js';
 import type { NotifyTarget } from '../cache/protocol.js';
+import { SaveCombiner } from './combine.js';
 import { buildQueries, type Queries, type Statement } from './queries.js';
 import {
   advisoryLockKeys,
@@ -90,6 +92,17 @@ export interface PostgresSessionStoreOptions extends TableOptions {
    * as the change, for the caches of other processes (`PgInvalidationListener`). Default: off.
    */
   notify?: NotifyTarget | undefined;
+  /**
+   * With `notify`, how saves that change only a session's data are announced: `'statement'`
+   * (default here) in the save's own statement, like deletes; `'coalesced'` (`PgStore`'s
+   * default) in batches, one `pg_notify` statement per `announceIntervalMs` for every key this
+   * process saved meanwhile, so saves commit without a pending notification (NOTIFY's
+   * database-wide commit lock, docs/scaling.md). Deletes, revocations and changes of owner are
+   * announced in the write's own statement either way.
+   */
+  announceData?: 'statement' | 'coalesced' | undefined;
+  /** With `announceData: 'coalesced'`: most ms between a save and its announcement. Default 5. */
+  announceIntervalMs?: number | undefined;
   /**
    * With `notify`: also install triggers that announce changes made by other writers
    * (hand-written SQL, scripts, connect-pg-simple) on the same channel (see `ensureSchema`'s
@@ -238,6 +251,9 @@ export class PostgresSessionStore implements SessionStore {
   readonly #idsHashed: boolean;
   readonly #pruneBatchSize: number;
   readonly #errorLog: (...args: unknown[]) => void;
+  readonly #saves = new SaveCombiner<SessionRecord | null>((r) => (r === null ? null : structuredClone(r)));
+  /** Batches data-only saves' announcements (`announceData: 'coalesced'`). */
+  readonly #announcer: CoalescingAnnouncer | undefined;
   #schemaReady = false;
   #schemaPromise: Promise<void> | undefined;
   #pruneTimer: NodeJS.Timeout | undefined;
@@ -247,6 +263,7 @@ export class PostgresSessionStore implements SessionStore {
 
   constructor(options: PostgresSessionStoreOptions) {
     this.names = tableNames(options);
+    const coalesce = options.notify !== undefined && options.announceData === 'coalesced';
     this.#createTable = options.createTableIfMissing ?? true;
     this.#announce =
       options.notify && options.announceOtherWriters !== false ? { channel: options.notify.channel } : false;
@@ -277,8 +294,23 @@ export class PostgresSessionStore implements SessionStore {
     if (!db) throw new ConfigError('pgsession: the store needs a pool');
     this.#db = db;
     const prepared = queryOptionsOf(db)?.preparedStatements ?? true;
-    this.#queries = buildQueries(this.names, prepared, options.notify);
+    this.#queries = buildQueries(this.names, prepared, options.notify, coalesce);
     this.#run = options.run ?? ((statement, values) => this.#runOnPool(statement, values));
+    this.#announcer =
+      coalesce && options.notify
+        ? new CoalescingAnnouncer({
+            // Housekeeping, not one of the table's statements: straight to the pool.
+            send: (text, values) => db.query(text, values),
+            target: options.notify,
+            intervalMs: options.announceIntervalMs,
+            onError: (err) => this.#errorLog('pgsession: failed to announce saved sessions:', err),
+          })
+        : undefined;
+  }
+
+  /** The announcer of data-only saves, with `announceData: 'coalesced'`. */
+  get announcer(): CoalescingAnnouncer | undefined {
+    return this.#announcer;
   }
 
   /** The pool queries run on (the one given, or the one the store created). */
@@ -419,11 +451,16 @@ export class PostgresSessionStore implements SessionStore {
    * the session is gone or expired, nothing is written and null is returned (a concurrent
    * logout wins; no resurrection). `baseVersion` is not enforced: merging is the conflict policy.
    */
-  async update(key: string, change: SessionChange): Promise<SessionRecord | null> {
+  update(key: string, change: SessionChange): Promise<SessionRecord | null> {
+    // Concurrent saves of one session share one statement (see combine.ts).
+    return this.#saves.run(key, change, (combined) => this.#update(key, combined));
+  }
+
+  async #update(key: string, change: SessionChange): Promise<SessionRecord | null> {
     const now = this.#now();
     const [h, k] = this.#address(key);
     try {
-      const row = await this.#query<RecordRow>(this.#queries.update, [
+      const row = await this.#query<RecordRow & { notified?: number }>(this.#queries.update, [
         h,
         change.unset,
         serialize(change.set),
@@ -433,6 +470,8 @@ export class PostgresSessionStore implements SessionStore {
         now,
         k,
       ]);
+      // A data-only save (its statement announced nothing): announced with the next batch.
+      if (row && this.#announcer && !(Number(row.notified) > 0)) this.#announcer.add(h);
       return row ? this.#toRecord(row, now) : null;
     } catch (err) {
       // The merge goes through jsonb, which cannot hold "\u0000" although the json column can
@@ -768,6 +807,7 @@ export class PostgresSessionStore implements SessionStore {
     if (this.#closed) return;
     this.#closed = true;
     await this.#pruneRun;
+    await this.#announcer?.close();
     if (this.#ownsPool) await (this.#pool as pg.Pool).end();
   }
 }
@@ -776,3 +816,40 @@ function positiveInteger(value: number, what: string): number {
   if (!Number.isFinite(value) || value <= 0) throw new RangeError(`${what} must be a positive number`);
   return Math.floor(value);
 }
+
+/**
+ * The PostgreSQL store's whole surface: the engine's port plus what `PgStore`, the CLI and admin
+ * tools use. {@link PostgresSessionStore} is the table itself; `CachedPostgresSessionStore`
+ * puts the session cache in front of one and offers the same surface, by composition.
+ */
+export type PostgresStore = SessionStore &
+  Pick<
+    PostgresSessionStore,
+    | 'names'
+    | 'tracksActivity'
+    | 'pool'
+    | 'idsHashed'
+    | 'ready'
+    | 'get'
+    | 'create'
+    | 'update'
+    | 'touch'
+    | 'destroy'
+    | 'replace'
+    | 'upsert'
+    | 'remove'
+    | 'listByUser'
+    | 'destroyByUser'
+    | 'all'
+    | 'count'
+    | 'keys'
+    | 'clear'
+    | 'countRaw'
+    | 'rekey'
+    | 'prune'
+    | 'startPruning'
+    | 'stopPruning'
+    | 'pruning'
+    | 'closed'
+    | 'close'
+  >;
