@@ -579,6 +579,21 @@ describe('CachedSessionStore', () => {
   });
 });
 
+describe('CachedSessionStore options', () => {
+  it('a bad option is a ConfigError at construction, naming the option', async () => {
+    const { ConfigError } = await import('../../src/core/errors.js');
+    const inner = new MemoryStore()[kSessionStore];
+    for (const [options, name] of [
+      [{ lastKnownGoodMaxAge: -1 }, 'lastKnownGoodMaxAge'],
+      [{ remoteFlushIntervalMs: Number.NaN }, 'remoteFlushIntervalMs'],
+      [{ entryMaxAge: -5 }, 'entryMaxAge'],
+    ] as const) {
+      expect(() => new CachedSessionStore(inner, new FakeSource(), options)).toThrow(ConfigError);
+      expect(() => new CachedSessionStore(inner, new FakeSource(), options)).toThrow(name);
+    }
+  });
+});
+
 describe('invalidation payloads', () => {
   it('round-trips sender and keys', () => {
     const keys = [hashId('a'), hashId('b')];

@@ -1,3 +1,4 @@
+import { ConfigError } from '../../core/errors.js';
 import { ALL_KEYS, checkChannel, encodePayloads, type NotifyTarget } from './protocol.js';
 
 /**
@@ -56,7 +57,7 @@ export class CoalescingAnnouncer {
     encodePayloads(this.#nodeId, []); // checks the node id now, not at the first save
     const interval = options.intervalMs ?? DEFAULT_ANNOUNCE_INTERVAL_MS;
     if (!Number.isFinite(interval) || interval < 0) {
-      throw new RangeError('announceIntervalMs must be a non-negative number of milliseconds');
+      throw new ConfigError('announceIntervalMs must be a non-negative number of milliseconds');
     }
     this.#interval = interval;
     this.#onError = options.onError ?? (() => {});

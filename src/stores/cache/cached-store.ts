@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache';
+import { ConfigError } from '../../core/errors.js';
 import type {
   SessionChange,
   SessionJSON,
@@ -268,7 +269,7 @@ export class CachedSessionStore implements SessionStore {
     });
     const lkgMaxAge = options.lastKnownGoodMaxAge ?? DEFAULT_LAST_KNOWN_GOOD_MAX_AGE;
     if (!Number.isFinite(lkgMaxAge) || lkgMaxAge < 0) {
-      throw new RangeError('lastKnownGoodMaxAge must be a non-negative number of milliseconds');
+      throw new ConfigError('lastKnownGoodMaxAge must be a non-negative number of milliseconds');
     }
     this.#lkgMaxAge = lkgMaxAge;
     this.#lkg = new LRUCache<string, Stale>({
@@ -290,12 +291,12 @@ export class CachedSessionStore implements SessionStore {
 
     const flushInterval = options.remoteFlushIntervalMs ?? DEFAULT_REMOTE_FLUSH_INTERVAL_MS;
     if (!Number.isFinite(flushInterval) || flushInterval < 0) {
-      throw new RangeError('remoteFlushIntervalMs must be a non-negative number of milliseconds');
+      throw new ConfigError('remoteFlushIntervalMs must be a non-negative number of milliseconds');
     }
     this.#remoteFlushInterval = flushInterval;
     const entryMaxAge = options.entryMaxAge ?? Number.POSITIVE_INFINITY;
     if (Number.isNaN(entryMaxAge) || entryMaxAge < 0) {
-      throw new RangeError('entryMaxAge must be a non-negative number of milliseconds');
+      throw new ConfigError('entryMaxAge must be a non-negative number of milliseconds');
     }
     this.#entryMaxAge = entryMaxAge;
 
@@ -657,6 +658,6 @@ export class CachedSessionStore implements SessionStore {
 }
 
 function positive(value: number, what: string): number {
-  if (!Number.isFinite(value) || value < 1) throw new RangeError(`${what} must be a positive number`);
+  if (!Number.isFinite(value) || value < 1) throw new ConfigError(`${what} must be a positive number`);
   return Math.floor(value);
 }

@@ -813,7 +813,7 @@ export class PostgresSessionStore implements SessionStore {
 }
 
 function positiveInteger(value: number, what: string): number {
-  if (!Number.isFinite(value) || value <= 0) throw new RangeError(`${what} must be a positive number`);
+  if (!Number.isFinite(value) || value <= 0) throw new ConfigError(`${what} must be a positive number`);
   return Math.floor(value);
 }
 
