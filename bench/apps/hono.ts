@@ -31,8 +31,9 @@ export async function honoApp(layer: Layer, ctx: AppContext): Promise<App> {
       await next();
       const setCookie = floor.commit(state);
       if (setCookie !== null) {
+        // As pgsession's adapter: `c.header` copies the finished response once, the copy takes the second.
         c.header('Set-Cookie', setCookie, { append: true });
-        c.header('Cache-Control', 'no-store');
+        c.res.headers.set('Cache-Control', 'no-store');
       }
     });
   } else if (layer !== 'ceiling') {
