@@ -206,6 +206,11 @@ export async function throughput(
         const { server, one, many } = servers.get(configName(c))!;
         const cookies = c.sessions === 'one' ? one : many;
         const target = `${server.url}/dashboard`;
+        // With sessions in rotation, every session is requested once right before the window:
+        // each is then measured as a user active more than once per touchAfter (60 s), whose
+        // throttled touch is not due. Without it, a session last seen minutes ago (in the previous
+        // round) writes its touch on its first request, and the window measures touches.
+        if (c.sessions === 'many') await visitAll(server, cookies);
         const warm = await runWrk({
           url: target,
           cookies,
