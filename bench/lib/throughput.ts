@@ -130,6 +130,18 @@ async function visitAll(server: ServerProcess, cookies: readonly string[]): Prom
   await Promise.all(Array.from({ length: 32 }, worker));
 }
 
+/** Wait until the server has sent no write for a second: the touches a visit pass started have landed. */
+async function writesSettled(server: ServerProcess, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = (await server.stats()).writeStatements;
+  while (Date.now() < deadline) {
+    await sleep(1_000);
+    const now = (await server.stats()).writeStatements;
+    if (now === last) return;
+    last = now;
+  }
+}
+
 export async function throughput(
   plan: ThroughputPlan,
   admin: Admin,
@@ -209,8 +221,12 @@ export async function throughput(
         // With sessions in rotation, every session is requested once right before the window:
         // each is then measured as a user active more than once per touchAfter (60 s), whose
         // throttled touch is not due. Without it, a session last seen minutes ago (in the previous
-        // round) writes its touch on its first request, and the window measures touches.
-        if (c.sessions === 'many') await visitAll(server, cookies);
+        // round) writes its touch on its first request, and the window measures touches. The
+        // touches this pass causes are written in the background: the window starts once they have.
+        if (c.sessions === 'many') {
+          await visitAll(server, cookies);
+          await writesSettled(server);
+        }
         const warm = await runWrk({
           url: target,
           cookies,
