@@ -35,13 +35,16 @@ import type { Floor } from './lib/floor.js';
 // ---- SQL accounting: every statement any pg client of this process sends ----
 
 let allStatements = 0;
-/** Statements that write (anything but a SELECT): on a steady request, only throttled touches. */
+/**
+ * Statements that start with UPDATE: the stores' touches (and saves). Everything else is counted
+ * as a read: a SELECT, or pgsession's read of a session, one statement that starts with WITH.
+ */
 let writeStatements = 0;
 const textOf = (q: unknown) => (typeof q === 'string' ? q : ((q as { text?: string } | null)?.text ?? ''));
 const originalQuery = pg.Client.prototype.query;
 pg.Client.prototype.query = function countedQuery(this: pg.Client, ...args: unknown[]) {
   allStatements++;
-  if (!/^\s*select\b/i.test(textOf(args[0]))) writeStatements++;
+  if (/^\s*update\b/i.test(textOf(args[0]))) writeStatements++;
   return (originalQuery as (...a: unknown[]) => unknown).apply(this, args);
 } as typeof pg.Client.prototype.query;
 let connects = 0;
