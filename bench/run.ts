@@ -200,7 +200,8 @@ async function memory(plan: Plan, admin: Admin) {
       const res = await request(`${server.url}/__populate`, {
         method: 'POST',
         json: { prefix, from: loaded, to: size },
-        timeoutMs: 300_000,
+        // 100k reads through the store: minutes on a busy machine.
+        timeoutMs: 1_800_000,
       });
       const populated = JSON.parse(res.body) as { found: number; ms: number };
       if (populated.found !== size - loaded)
