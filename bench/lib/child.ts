@@ -1,6 +1,7 @@
-import { type ChildProcess, fork } from 'node:child_process';
+import { type ChildProcess, fork, spawnSync } from 'node:child_process';
+import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { CONFIG_ENV, type ServerConfig } from './config.js';
+import { CONFIG_ENV, configName, type ServerConfig } from './config.js';
 import { request } from './http.js';
 
 const SERVER = fileURLToPath(new URL('../server.ts', import.meta.url));
@@ -12,7 +13,7 @@ export interface ServerProcess {
   readonly pid: number;
   /** `http://127.0.0.1:<port>` */
   readonly url: string;
-  /** Whether the store has the per-process cache in front of it (pg-cache and auth modes). */
+  /** Whether the store has the per-process cache in front of it (pgsession with its default store). */
   readonly cacheActive: boolean;
   stats(): Promise<ServerStats>;
   /** Graceful stop (closes the pool and listener), killed after 5 s; resolves when it has exited. */
@@ -21,9 +22,11 @@ export interface ServerProcess {
 
 /** What `GET /__stats` answers. */
 export interface ServerStats {
-  mode: string;
+  config: string;
   cacheActive: boolean;
   allStatements: number;
+  /** Of which not SELECTs (touches, saves). */
+  writeStatements: number;
   poolStatements: number;
   /** Connections this process opened so far. */
   connects: number;
@@ -32,12 +35,18 @@ export interface ServerStats {
   /** CPU time (user + system) this process used so far, µs. */
   cpuMicros: number;
   poolTotal: number;
-  poolIdle: number;
   memory: { rss: number; heapUsed: number; heapTotal: number; external: number };
   cache: Record<string, unknown> | null;
+  /** Sessions the floor holds (floor layers only). */
+  floorSessions: number | null;
 }
 
 const children = new Set<ChildProcess>();
+
+/** The CPU servers are pinned to (`taskset`), or undefined on a one-core machine. */
+export const SERVER_CPU: string | undefined = os.cpus().length > 1 ? '1' : undefined;
+/** The CPU the load generator runs on. */
+export const LOAD_CPU: string | undefined = os.cpus().length > 1 ? '0' : undefined;
 
 /** Kill every child still running (on the runner's exit or interruption). */
 export function killAllServers(): void {
@@ -66,7 +75,7 @@ export async function startServer(config: ServerConfig, timeoutMs = 60_000): Pro
   child.stderr?.on('data', (chunk: Buffer) => {
     const text = chunk.toString();
     stderr = (stderr + text).slice(-4000);
-    process.stderr.write(text.replace(/^(?=.)/gm, `  [server ${config.mode}] `));
+    process.stderr.write(text.replace(/^(?=.)/gm, `  [server ${configName(config)}] `));
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   void exited.then(() => children.delete(child));
@@ -74,7 +83,9 @@ export async function startServer(config: ServerConfig, timeoutMs = 60_000): Pro
   const ready = await new Promise<{ port: number; cacheActive: boolean }>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`bench server (${config.mode}) did not start within ${timeoutMs} ms\n${stderr}`));
+      reject(
+        new Error(`bench server (${configName(config)}) did not start within ${timeoutMs} ms\n${stderr}`),
+      );
     }, timeoutMs);
     child.on('message', (message: { ready?: boolean; port?: number; cacheActive?: boolean }) => {
       if (message?.ready && typeof message.port === 'number') {
@@ -85,10 +96,18 @@ export async function startServer(config: ServerConfig, timeoutMs = 60_000): Pro
     child.once('exit', (code, signal) => {
       clearTimeout(timer);
       reject(
-        new Error(`bench server (${config.mode}) exited during start-up (${code ?? signal})\n${stderr}`),
+        new Error(
+          `bench server (${configName(config)}) exited during start-up (${code ?? signal})\n${stderr}`,
+        ),
       );
     });
   });
+  // One core for the server, the other for the load generator (and PostgreSQL): `-a` pins every
+  // thread it has now, and threads started later inherit the mask.
+  if (SERVER_CPU !== undefined && child.pid) {
+    const pinned = spawnSync('taskset', ['-a', '-cp', SERVER_CPU, String(child.pid)], { encoding: 'utf8' });
+    if (pinned.status !== 0) throw new Error(`taskset failed: ${pinned.stderr || pinned.error}`);
+  }
   const url = `http://127.0.0.1:${ready.port}`;
   return {
     config,

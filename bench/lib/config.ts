@@ -3,37 +3,26 @@
  * configuration shares: the seed's session settings and the session data a login stores.
  */
 
-/** The session stacks compared by the throughput benchmark, plus the auth server of the login storm. */
-export type ServerMode =
-  /** Express without sessions: the ceiling. */
-  | 'bare'
-  /** express-session + its MemoryStore. */
-  | 'memory'
-  /** express-session + connect-pg-simple: the seed's stack. */
-  | 'cps'
-  /** pgsession + `PgStore({ cache: false })`. */
-  | 'pg-nocache'
-  /** pgsession + `PgStore()` (its default: cache on). */
-  | 'pg-cache'
-  /** pgsession + `PgStore()` + the auth layer (argon2id logins), for the login storm. */
-  | 'auth';
+import type { Framework, Layer } from '../apps/common.js';
 
+/** One benchmark server: a framework, a session layer, and what the section needs of it. */
 export interface ServerConfig {
-  mode: ServerMode;
-  /** The database of this configuration (absent for `bare` and `memory`). */
+  framework: Framework;
+  layer: Layer;
+  /** The database of this configuration (absent for the floor and the ceiling). */
   databaseUrl?: string | undefined;
-  /**
-   * Idle pooled connections are closed after this many ms, so that the runner can make every
-   * backend of the database exit (which flushes its statistics) before it reads
-   * `pg_stat_database`. The same for every configuration.
-   */
-  poolIdleMs?: number | undefined;
-  /** Cache bounds for `pg-cache` (the memory benchmark raises `maxSize` so 100k sessions fit). */
+  /** pgsession's per-process cache (default on, as `PgStore`'s default). */
+  cache?: boolean | undefined;
+  /** Cache bounds (the memory section raises `maxSize` so 100k sessions fit). */
   cacheMax?: number | undefined;
   cacheMaxSize?: number | undefined;
-  /** Users the `auth` server creates at start-up (`bench-user-<i>@example.com`). */
+  /** The login-storm server: pgsession's auth layer with this many users (`bench-user-<i>@example.com`). */
   users?: number | undefined;
 }
+
+/** A short name for a configuration, in logs and tables. */
+export const configName = (c: Pick<ServerConfig, 'framework' | 'layer'>): string =>
+  `${c.framework}/${c.layer}`;
 
 /** Environment variable carrying the {@link ServerConfig}. */
 export const CONFIG_ENV = 'BENCH_SERVER';

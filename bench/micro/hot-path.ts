@@ -24,6 +24,7 @@ import { CachedSessionStore } from '../../src/stores/cache/cached-store.js';
 import type { InvalidationSource } from '../../src/stores/cache/types.js';
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
 import { COOKIE_NAME, MAX_AGE_MS, SECRET, USER_AGENT } from '../lib/config.js';
+import { Floor, floorMiddleware } from '../lib/floor.js';
 
 const arg = (name: string, fallback: number): number => {
   const hit = process.argv.find((a) => a.startsWith(`--${name}=`));
@@ -86,17 +87,26 @@ function dashboard(req: IncomingMessage, res: ServerResponse, done: () => void):
   done();
 }
 
+const floor = new Floor();
+const floorLayer = floorMiddleware(floor);
+const withFloor = (req: IncomingMessage, res: ServerResponse, done: () => void) =>
+  floorLayer(req, res, (err?: unknown) => {
+    if (err) throw err;
+    dashboard(req, res, done);
+  });
+
 const withSession = (req: IncomingMessage, res: ServerResponse, done: () => void) =>
   middleware(req, res, (err?: unknown) => {
     if (err) throw err;
     dashboard(req, res, done);
   });
 
-/** The same two handlers as Express apps: one bare, one with the session middleware first. */
-function expressApp(withMiddleware: boolean) {
+/** The same handlers as Express apps: bare, with the session middleware first, or with the floor's. */
+function expressApp(layer: 'bare' | 'session' | 'floor') {
   const app = express();
   app.disable('x-powered-by');
-  if (withMiddleware) app.use(NOOP ? (_req, _res, next) => next() : middleware);
+  if (layer === 'session') app.use(NOOP ? (_req, _res, next) => next() : middleware);
+  if (layer === 'floor') app.use(floorLayer as express.RequestHandler);
   app.get('/dashboard', (req, res) => {
     const s = (req as unknown as { session?: BenchSession }).session;
     res.type('html').send(`${BODY}${s?.userId ?? 'bare'}${s?.csrfToken ?? ''}`);
@@ -107,8 +117,9 @@ function expressApp(withMiddleware: boolean) {
     app(req as never, res as never);
   };
 }
-const bareExpress = expressApp(false);
-const sessionExpress = expressApp(true);
+const bareExpress = expressApp('bare');
+const sessionExpress = expressApp('session');
+const floorExpress = expressApp('floor');
 
 // Log in once, as the bench's POST /login does.
 const login = await request(undefined, (req, res, done) =>
@@ -126,49 +137,53 @@ await new Promise((r) => setTimeout(r, 50));
 const setCookie = login.getHeader('set-cookie');
 const cookieValue = String(Array.isArray(setCookie) ? setCookie[0] : setCookie).split(';')[0]!;
 const cookieHeader = `theme=dark; ${cookieValue}; _ga=GA1.1.123456789.1700000000`;
+const floorLogin = await request(undefined, (req, res, done) =>
+  floorLayer(req, res, () => {
+    const s = (req as unknown as { session: BenchSession }).session;
+    s.userId = 1;
+    s.userRole = 'user';
+    s.csrfToken = 'x'.repeat(43);
+    s._meta = { ip: '127.0.0.1', ua: USER_AGENT, loginAt: Date.now() };
+    res.end('ok');
+    done();
+  }),
+);
+const floorCookie = String(floorLogin.getHeader('set-cookie')).split(';')[0]!;
+const floorHeader = `theme=dark; ${floorCookie}; _ga=GA1.1.123456789.1700000000`;
 
-async function run(kind: 'bare' | 'session', n: number): Promise<number> {
+type Kind = 'bare' | 'session' | 'floor';
+async function run(kind: Kind, n: number): Promise<number> {
   const handler = EXPRESS
-    ? kind === 'bare'
-      ? bareExpress
-      : sessionExpress
-    : kind === 'bare'
-      ? dashboard
-      : withSession;
+    ? { bare: bareExpress, session: sessionExpress, floor: floorExpress }[kind]
+    : { bare: dashboard, session: withSession, floor: withFloor }[kind];
+  const header = kind === 'floor' ? floorHeader : cookieHeader;
   // CPU time of this process (user + system), not wall time: less sensitive to other processes
   // competing for the cores, which on a shared machine only delay the loop.
   const c0 = process.cpuUsage();
   for (let i = 0; i < n; i++) {
-    const res = await request(cookieHeader, handler);
-    if (kind === 'session' && i === 0 && !NOOP && !res.getHeader('set-cookie'))
+    const res = await request(header, handler);
+    if (kind !== 'bare' && i === 0 && !NOOP && !res.getHeader('set-cookie'))
       throw new Error('no rolling cookie');
   }
   const c = process.cpuUsage(c0);
   return ((c.user + c.system) * 1000) / n; // ns per request
 }
 
-// Warm-up: let V8 optimise both paths.
-await run('bare', REQUESTS / 2);
-await run('session', REQUESTS / 2);
+// Warm-up: let V8 optimise every path.
+const kinds: Kind[] = ['bare', 'session', 'floor'];
+for (const k of kinds) await run(k, REQUESTS / 2);
 
-const bare: number[] = [];
-const sess: number[] = [];
+const times: Record<Kind, number[]> = { bare: [], session: [], floor: [] };
 for (let r = 0; r < ROUNDS; r++) {
-  if (r % 2 === 0) {
-    bare.push(await run('bare', REQUESTS));
-    sess.push(await run('session', REQUESTS));
-  } else {
-    sess.push(await run('session', REQUESTS));
-    bare.push(await run('bare', REQUESTS));
-  }
+  for (const k of r % 2 === 0 ? kinds : [...kinds].reverse()) times[k].push(await run(k, REQUESTS));
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const diffs = sess.map((s, i) => s - bare[i]!);
+const layer = (k: Kind) => median(times[k].map((t, i) => t - times.bare[i]!)) / 1000;
 const stats = cached.stats();
 console.log(
-  `bare ${(median(bare) / 1000).toFixed(1)} µs/req, with session ${(median(sess) / 1000).toFixed(1)} µs/req, ` +
-    `session layer ${(median(diffs) / 1000).toFixed(1)} µs/req (median of ${ROUNDS} rounds x ${REQUESTS}; ` +
-    `per round: ${diffs.map((d) => (d / 1000).toFixed(1)).join(' ')}); cache hits ${stats.hits}, misses ${stats.misses}`,
+  `bare ${(median(times.bare) / 1000).toFixed(1)} µs/req; session layer: pgsession ${layer('session').toFixed(1)} µs/req, ` +
+    `floor ${layer('floor').toFixed(1)} µs/req (median of ${ROUNDS} rounds x ${REQUESTS}; pgsession per round: ` +
+    `${times.session.map((t, i) => ((t - times.bare[i]!) / 1000).toFixed(1)).join(' ')}); cache hits ${stats.hits}, misses ${stats.misses}`,
 );
 await cached.close();
 process.exit(0);

@@ -90,15 +90,16 @@ export function forwardedHttps(header: string | readonly string[] | undefined): 
  * else; undefined asks the framework, which applies its own proxy setting (Express's
  * `trust proxy`, Fastify's `trustProxy`).
  */
-export function isSecureRequest(
-  req: IncomingMessage,
+export function isSecureRequest<R extends IncomingMessage>(
+  req: R,
   proxy: boolean | undefined,
-  framework: () => boolean,
+  /** Called with `req`, so that it need not be a closure made per request. */
+  framework: (req: R) => boolean,
 ): boolean {
   if ((req.socket as TLSSocket | undefined)?.encrypted) return true;
   if (proxy === false) return false;
   if (proxy === true) return forwardedHttps(req.headers['x-forwarded-proto']);
-  return framework();
+  return framework(req);
 }
 
 /** The path of a request URL, without the query string; an empty URL is the root (as express-session reads it). */

@@ -10,7 +10,7 @@ import { LRUCache } from 'lru-cache';
 import type { CookieOptions } from './cookie.js';
 import { validateCookieOptions } from './cookie.js';
 import type { DeferredTouch, EngineOptions, EngineServices } from './engine-options.js';
-import { backgroundFault, runStore } from './faults.js';
+import { backgroundFault, runStore, storeFault } from './faults.js';
 import { hashId } from './id.js';
 import { expiredReason } from './lifetime.js';
 import { RequestSession } from './request-session.js';
@@ -113,8 +113,12 @@ export class SessionEngine {
   /**
    * Attach a session to `host` for this request. Rejects (StoreUnavailableError) when the store
    * fails: a fault must never be mistaken for "no session", which would log the user out.
+   *
+   * Not an `async` function: a steady request (a cookie whose session the store serves and that
+   * has not expired) costs the store's one promise and one `then`, nothing more; everything else
+   * continues in {@link #settle}.
    */
-  async load(host: SessionHost, request: LoadRequest): Promise<RequestSession> {
+  load(host: SessionHost, request: LoadRequest): Promise<RequestSession> {
     const secrets = request.secrets ?? this.options.secrets;
     const ctx = new RequestSession(
       this.#services,
@@ -128,41 +132,70 @@ export class SessionEngine {
     if (!cookie && request.parsedCookies) cookie = this.#fromParsedCookies(request.parsedCookies, secrets);
     if (raw !== undefined && !cookie)
       this.#emit({ type: 'invalid-cookie', reason: 'signature', key: null }, host);
-    if (cookie) {
-      ctx.presentedCookie(cookie);
-      const key = cookie.key;
-      // The previous request's touch of this session may still be running: let it land first,
-      // or the activity it records would be missing and an active session could look idle.
-      const touching = this.#touching.get(key);
-      if (touching) await touching;
-      let record = await this.#get(key, cookie.id, false);
-      if (!record) this.#emit({ type: 'invalid-cookie', reason: 'unknown', key }, host);
-      if (record && expiredReason(this.options, record, ctx.cookieOptions)) {
-        // A cached copy may lag another server's activity: confirm with the store before killing it.
-        record = await this.#get(key, cookie.id, true);
-        const reason = record && expiredReason(this.options, record, ctx.cookieOptions);
-        if (record && reason) {
-          await runStore('destroy an expired session', () => this.options.store.destroy(key));
-          this.#emit({ type: 'expired', key, userId: record.userId, reason }, host);
-          record = null;
-          ctx.clearCookie = true;
+    if (!cookie) {
+      // No cookie, or a forged one: a fresh id, never the presented one (an attacker-chosen id is
+      // never adopted).
+      ctx.generate();
+      return Promise.resolve(ctx);
+    }
+    ctx.presentedCookie(cookie);
+    // The previous request's touch of this session may still be running: let it land first, or
+    // the activity it records would be missing and an active session could look idle.
+    const touching = this.#touching.get(cookie.key);
+    const found = cookie;
+    if (touching) return touching.then(() => this.#read(ctx, host, found));
+    return this.#read(ctx, host, found);
+  }
+
+  #read(ctx: RequestSession, host: SessionHost, cookie: VerifiedCookie): Promise<RequestSession> {
+    return this.#query(cookie.key, cookie.id, false).then(
+      (record) => {
+        if (record && !expiredReason(this.options, record, ctx.cookieOptions)) {
+          ctx.inflate(cookie.id, cookie.key, record);
+          return ctx;
         }
-      }
-      if (record) {
-        ctx.inflate(cookie.id, key, record);
-        return ctx;
-      }
-      // A cookie we signed whose session the store no longer serves (expired, revoked, logged out
-      // elsewhere): tell the browser to forget it, and delete any expired row still waiting for
-      // the pruner, so an expired session is destroyed on sight, not just ignored. (Stores written
-      // for express-session keep express-session's behaviour: their TTL already removed it.)
-      if (this.options.store.tracksActivity !== false) {
+        return this.#settle(ctx, host, cookie, record);
+      },
+      (err: unknown) => {
+        throw storeFault('load the session', err);
+      },
+    );
+  }
+
+  /** A presented cookie whose session is unknown, or looks expired. */
+  async #settle(
+    ctx: RequestSession,
+    host: SessionHost,
+    cookie: VerifiedCookie,
+    found: SessionRecord | null,
+  ): Promise<RequestSession> {
+    const key = cookie.key;
+    let record = found;
+    if (!record) this.#emit({ type: 'invalid-cookie', reason: 'unknown', key }, host);
+    if (record) {
+      // A cached copy may lag another server's activity: confirm with the store before killing it.
+      record = await this.#get(key, cookie.id, true);
+      const reason = record && expiredReason(this.options, record, ctx.cookieOptions);
+      if (record && reason) {
+        await runStore('destroy an expired session', () => this.options.store.destroy(key));
+        this.#emit({ type: 'expired', key, userId: record.userId, reason }, host);
+        record = null;
         ctx.clearCookie = true;
-        this.#background(this.options.store.destroy(key));
       }
     }
-    // No cookie, a forged one, or one for a session that no longer exists: a fresh id, never the
-    // presented one (an attacker-chosen id is never adopted).
+    if (record) {
+      ctx.inflate(cookie.id, key, record);
+      return ctx;
+    }
+    // A cookie we signed whose session the store no longer serves (expired, revoked, logged out
+    // elsewhere): tell the browser to forget it, and delete any expired row still waiting for
+    // the pruner, so an expired session is destroyed on sight, not just ignored. (Stores written
+    // for express-session keep express-session's behaviour: their TTL already removed it.)
+    if (this.options.store.tracksActivity !== false) {
+      ctx.clearCookie = true;
+      this.#background(this.options.store.destroy(key));
+    }
+    // A fresh id, never the presented one.
     ctx.generate();
     return ctx;
   }
@@ -242,13 +275,26 @@ export class SessionEngine {
     return typeof raw === 'string' && raw.length > 0 ? this.#verify(raw, secrets) : null;
   }
 
+  /** {@link #query}, with its failure as a store fault (as {@link runStore}). */
   #get(key: string, rawId: string, fresh: boolean): Promise<SessionRecord | null> {
+    return this.#query(key, rawId, fresh).then(undefined, (err: unknown) => {
+      throw storeFault('load the session', err);
+    });
+  }
+
+  /** The store's read of a session; its failure as the store gave it (a synchronous throw rejects). */
+  #query(key: string, rawId: string, fresh: boolean): Promise<SessionRecord | null> {
     const options: { legacyKey?: string; fresh?: boolean; id?: string } = {};
     if (this.options.hashIds) options.legacyKey = rawId;
     // The re-read of a session that looks expired is ours alone: express-session reads once.
     if (fresh) options.fresh = true;
     else options.id = rawId;
-    return runStore('load the session', () => this.options.store.get(key, options));
+    // Without runStore's closure and async frame: this is every request's one store call.
+    try {
+      return this.options.store.get(key, options);
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   #emit(event: Parameters<NonNullable<EngineOptions['onEvent']>>[0], host: SessionHost): void {

@@ -8,7 +8,7 @@
 import { SerializationError, StoreUnavailableError } from './errors.js';
 import { ConnectStoreError } from './store.js';
 
-function storeFault(what: string, err: unknown): unknown {
+export function storeFault(what: string, err: unknown): unknown {
   if (err instanceof ConnectStoreError) return err.original;
   if (err instanceof SerializationError || err instanceof StoreUnavailableError) return err;
   return new StoreUnavailableError(`session store failed to ${what}`, err);

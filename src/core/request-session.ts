@@ -31,6 +31,18 @@ export interface PresentedCookie {
   readonly secretIndex: number;
 }
 
+let prefixName: string | undefined;
+let prefixValue = false;
+
+/** {@link hasSecurePrefix}, remembered for the last name (one per engine in practice): this runs on every response. */
+function securePrefixed(name: string): boolean {
+  if (name !== prefixName) {
+    prefixValue = hasSecurePrefix(name);
+    prefixName = name;
+  }
+  return prefixValue;
+}
+
 export class RequestSession implements SessionController {
   /** The cookie the request came with, if it verified. */
   private presented: PresentedCookie | undefined;
@@ -114,8 +126,8 @@ export class RequestSession implements SessionController {
     this.key = key;
     host.sessionID = id;
     const stored = record.data.cookie ?? { originalMaxAge: null };
+    // The constructor turns a stored (string) `expires` into a Date itself.
     const cookie = new Cookie(stored);
-    if (typeof stored.expires === 'string') cookie.expires = new Date(stored.expires);
     cookie.originalMaxAge = stored.originalMaxAge ?? null;
     const session = new Session(host, record.data) as Session & Partial<SessionData>;
     session.cookie = cookie;
@@ -340,7 +352,7 @@ export class RequestSession implements SessionController {
         : null;
     }
     // A prefixed cookie without Secure would be rejected by the browser: treat it as Secure.
-    const prefixed = hasSecurePrefix(opts.name);
+    const prefixed = securePrefixed(opts.name);
     if ((session.cookie.secure === true || prefixed) && !this.secure) {
       opts.onInsecureRequest?.(session.cookie.secure === true ? 'secure' : 'prefix');
       return null;

@@ -146,7 +146,7 @@ export function session(options: SessionOptions): SessionMiddleware {
       .load(req, {
         cookieHeader: req.headers.cookie,
         // Without `proxy`, Express's own `req.secure` (its `trust proxy` setting) decides.
-        secure: isSecureRequest(req, proxy, () => req.secure === true),
+        secure: isSecureRequest(req, proxy, expressSecure),
         cookie,
         secrets,
         parsedCookies: parsedCookiesOf(req, name),
@@ -161,6 +161,9 @@ export function session(options: SessionOptions): SessionMiddleware {
   };
   return attachHandle(middleware, engine, sessionStore) as SessionMiddleware;
 }
+
+/** Express's own `req.secure` (its `trust proxy` setting). */
+const expressSecure = (req: Req): boolean => req.secure === true;
 
 /**
  * Without a `secret` option, express-session signs with cookie-parser's `req.secret`. The same

@@ -163,14 +163,19 @@ export function pgsessionHono(options: PgSessionHonoOptions): PgSessionHonoMiddl
     }
     await next();
     try {
-      await ctx.commit();
+      // null in the steady state: nothing to wait for.
+      const pending = ctx.commit();
+      if (pending) await pending;
     } catch (err) {
       throw toHttpError(err);
     }
     const headers = sessionHeaders(ctx);
     if (headers) {
+      // On a response the handler already made, `c.header` copies it first (it may be shared), so
+      // only the first header goes through it: the copy is this request's own, and takes the
+      // second directly instead of being copied again.
       c.header('Set-Cookie', headers.setCookie, { append: true });
-      c.header('Cache-Control', headers.cacheControl);
+      c.res.headers.set('Cache-Control', headers.cacheControl);
     }
   };
   return attachHandle(middleware, engine, sessionStore) as PgSessionHonoMiddleware;
