@@ -3,6 +3,7 @@ import { HOTP, Secret, TOTP } from 'otpauth';
 import type pg from 'pg';
 import { parseDuration } from '../core/duration.js';
 import { ConfigError } from '../core/errors.js';
+import { watchCheckedOut } from '../db/checkout.js';
 import { AuthError } from './errors.js';
 import { isSecondFactorRequired, type SecondFactor, type SecondFactorRequired } from './factors.js';
 
@@ -300,6 +301,7 @@ export class TotpManager implements SecondFactor {
     if (step === null) return { ok: false, reason: 'wrong-code' };
     const codes = Array.from({ length: RECOVERY_CODE_COUNT }, newRecoveryCode);
     const client = await this.#pool.connect();
+    const watch = watchCheckedOut(client);
     try {
       await client.query('BEGIN');
       // Only the pending secret that was checked is promoted (a concurrent restart changes it).
@@ -323,7 +325,8 @@ export class TotpManager implements SecondFactor {
       await client.query('ROLLBACK').catch(() => {});
       throw err;
     } finally {
-      client.release();
+      watch.done();
+      client.release(watch.error());
     }
     return { ok: true, recoveryCodes: codes };
   }
@@ -385,6 +388,7 @@ export class TotpManager implements SecondFactor {
   /** Turn TOTP off for a user: secret, pending enrollment and recovery codes deleted. */
   async disable(userId: number): Promise<boolean> {
     const client = await this.#pool.connect();
+    const watch = watchCheckedOut(client);
     try {
       await client.query('BEGIN');
       await client.query('DELETE FROM auth_totp_recovery_codes WHERE user_id = $1', [userId]);
@@ -398,7 +402,8 @@ export class TotpManager implements SecondFactor {
       await client.query('ROLLBACK').catch(() => {});
       throw err;
     } finally {
-      client.release();
+      watch.done();
+      client.release(watch.error());
     }
   }
 }

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type pg from 'pg';
+import { watchCheckedOut } from './checkout.js';
 import { quoteIdent, quoteQualified } from './sql.js';
 
 /** One schema change. `id` is recorded once applied; never rename or edit an applied migration. */
@@ -57,6 +58,7 @@ export async function runMigrations(
   const lockKey = advisoryLockKey(`pgsession:migrations:${options.schema ?? ''}:${tableName}`);
 
   const client = await pool.connect();
+  const watch = watchCheckedOut(client);
   let broken: Error | undefined;
   const applied: string[] = [];
   // query_timeout is a runtime option of pg's query config that @types/pg does not declare.
@@ -112,7 +114,8 @@ export async function runMigrations(
   } finally {
     // A migration may have changed session state (SET search_path, ...); don't hand that
     // connection to the application.
-    client.release(broken ?? applied.length > 0);
+    watch.done();
+    client.release(watch.error() ?? broken ?? applied.length > 0);
   }
 }
 

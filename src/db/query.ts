@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { ConfigError } from '../core/errors.js';
+import { watchCheckedOut } from './checkout.js';
 import { StatementTimeoutError } from './errors.js';
 
 /**
@@ -186,6 +187,7 @@ function poolQuery(pool: pg.Pool, settings: Resolved, args: unknown[]): unknown 
   }
   const run = async () => {
     const client = await pool.connect();
+    const watch = watchCheckedOut(client);
     let broken: Error | boolean = false;
     try {
       const { result, discard } = await timed(client, config, settings);
@@ -196,7 +198,8 @@ function poolQuery(pool: pg.Pool, settings: Resolved, args: unknown[]): unknown 
       broken = err instanceof Error ? err : true;
       throw stripFlag(err);
     } finally {
-      client.release(broken);
+      watch.done();
+      client.release(watch.error() ?? broken);
     }
   };
   return finish(run(), callback);

@@ -9,6 +9,7 @@ import {
   type SessionStore,
   userIdOf,
 } from '../../core/store.js';
+import { watchCheckedOut } from '../../db/checkout.js';
 import { describeError, guardPoolErrors, POOL_DEFAULTS } from '../../db/pool.js';
 import { type QueryOptions, queryOptionsOf, withQueryOptions } from '../../db/query.js';
 import { CoalescingAnnouncer } from '../cache/announcer.js';
@@ -703,6 +704,7 @@ export class PostgresSessionStore implements SessionStore {
     const connect = this.#db.connect.bind(this.#db);
     return this.#withSchema(async () => {
       const client = await connect();
+      const watch = watchCheckedOut(client);
       let broken: Error | undefined;
       let locked = false;
       try {
@@ -723,7 +725,8 @@ export class PostgresSessionStore implements SessionStore {
             broken = err;
           });
         }
-        client.release(broken);
+        watch.done();
+        client.release(watch.error() ?? broken);
       }
     });
   }
