@@ -6,7 +6,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import type { SessionEngine } from '../core/engine.js';
+import type { SessionEngine, SessionEvent } from '../core/engine.js';
 import { ConfigError, StoreUnavailableError } from '../core/errors.js';
 import { type EngineConfig, type ResolvedSession, resolveEngine } from '../core/options.js';
 import type { RequestSession } from '../core/request-session.js';
@@ -74,6 +74,26 @@ export function resolveSessionOptions<Req>(
     store,
     sessionStore: (store as Partial<HasSessionStore>)[kSessionStore] ?? engineStore,
     proxy: options.proxy,
+  };
+}
+
+/**
+ * An adapter's options with the callbacks that take a request (`genid`, `onEvent`, a `cookie`
+ * function) rewritten for the engine's host object: the engine calls them with its host, the
+ * app's callbacks get the framework's own request or context (`requestOf(host)`).
+ */
+export function forHost<Host, Req>(
+  options: Omit<SessionOptions<Req>, 'proxy'> & { proxy?: unknown },
+  requestOf: (host: Host) => Req,
+): SessionOptions<Host> {
+  const { genid, onEvent, cookie, proxy: _proxy, ...rest } = options;
+  return {
+    ...rest,
+    ...(genid ? { genid: (host: Host) => genid(requestOf(host)) } : {}),
+    ...(onEvent ? { onEvent: (event: SessionEvent, host: Host) => onEvent(event, requestOf(host)) } : {}),
+    ...(cookie !== undefined
+      ? { cookie: typeof cookie === 'function' ? (host: Host) => cookie(requestOf(host)) : cookie }
+      : {}),
   };
 }
 

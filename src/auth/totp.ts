@@ -300,34 +300,24 @@ export class TotpManager implements SecondFactor {
     const step = digits ? this.#matchStep(this.#open(userId, row.pending_secret), digits, now) : null;
     if (step === null) return { ok: false, reason: 'wrong-code' };
     const codes = Array.from({ length: RECOVERY_CODE_COUNT }, newRecoveryCode);
-    const client = await this.#pool.connect();
-    const watch = watchCheckedOut(client);
-    try {
-      await client.query('BEGIN');
+    const enabled = await this.#transaction(async (client) => {
       // Only the pending secret that was checked is promoted (a concurrent restart changes it).
       const { rowCount } = await client.query(
         `UPDATE auth_totp SET secret = pending_secret, enabled_at = now(), last_step = $3,
-           pending_secret = NULL, pending_at = NULL, updated_at = now()
-         WHERE user_id = $1 AND pending_secret = $2 AND enabled_at IS NULL`,
+             pending_secret = NULL, pending_at = NULL, updated_at = now()
+           WHERE user_id = $1 AND pending_secret = $2 AND enabled_at IS NULL`,
         [userId, row.pending_secret, step],
       );
-      if (rowCount !== 1) {
-        await client.query('ROLLBACK');
-        return { ok: false, reason: 'no-enrollment' };
-      }
+      if (rowCount !== 1) return null;
       await client.query('DELETE FROM auth_totp_recovery_codes WHERE user_id = $1', [userId]);
       await client.query(
         'INSERT INTO auth_totp_recovery_codes (user_id, code_hash) SELECT $1, unnest($2::text[])',
         [userId, codes.map((c) => hashRecoveryCode(userId, normalizeRecoveryCode(c)!))],
       );
-      await client.query('COMMIT');
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      watch.done();
-      client.release(watch.error());
-    }
+      return true;
+    });
+    if (!enabled) return { ok: false, reason: 'no-enrollment' };
+
     return { ok: true, recoveryCodes: codes };
   }
 
@@ -387,17 +377,29 @@ export class TotpManager implements SecondFactor {
 
   /** Turn TOTP off for a user: secret, pending enrollment and recovery codes deleted. */
   async disable(userId: number): Promise<boolean> {
-    const client = await this.#pool.connect();
-    const watch = watchCheckedOut(client);
-    try {
-      await client.query('BEGIN');
+    const enabled = await this.#transaction(async (client) => {
       await client.query('DELETE FROM auth_totp_recovery_codes WHERE user_id = $1', [userId]);
       const { rows } = await client.query<{ enabled: boolean }>(
         'DELETE FROM auth_totp WHERE user_id = $1 RETURNING enabled_at IS NOT NULL AS enabled',
         [userId],
       );
-      await client.query('COMMIT');
       return rows[0]?.enabled === true;
+    });
+    return enabled === true;
+  }
+
+  /**
+   * Run `fn` in a transaction on one connection: committed when it returns a value, rolled back
+   * when it returns null or throws. The connection's errors are watched while it is checked out.
+   */
+  async #transaction<T>(fn: (client: pg.PoolClient) => Promise<T | null>): Promise<T | null> {
+    const client = await this.#pool.connect();
+    const watch = watchCheckedOut(client);
+    try {
+      await client.query('BEGIN');
+      const value = await fn(client);
+      await client.query(value === null ? 'ROLLBACK' : 'COMMIT');
+      return value;
     } catch (err) {
       await client.query('ROLLBACK').catch(() => {});
       throw err;

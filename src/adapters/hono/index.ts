@@ -23,12 +23,12 @@
  */
 import type { Context, MiddlewareHandler } from 'hono';
 import { HTTPException } from 'hono/http-exception';
-import type { SessionEvent } from '../../core/engine.js';
 import { ConfigError, StoreUnavailableError } from '../../core/errors.js';
 import type { RequestSession } from '../../core/request-session.js';
 import { kController, type Session, type SessionController, type SessionData } from '../../core/session.js';
 import {
   attachHandle,
+  forHost,
   forwardedHttps,
   resolveSessionOptions,
   type SessionHandle,
@@ -136,16 +136,11 @@ export function pgsessionHono(options: PgSessionHonoOptions): PgSessionHonoMiddl
   if (!options || typeof options !== 'object') {
     throw new ConfigError('pgsessionHono(options): options object required');
   }
-  const { genid, onEvent, cookie, proxy, ...rest } = options;
+  const { proxy } = options;
   // The engine hands callbacks its host, a ContextHost: the app's callbacks get the context.
-  const { engine, sessionStore, cookiePath } = resolveSessionOptions<ContextHost>({
-    ...rest,
-    ...(genid ? { genid: (host) => genid(host.context) } : {}),
-    ...(onEvent ? { onEvent: (event: SessionEvent, host) => onEvent(event, host.context) } : {}),
-    ...(cookie !== undefined
-      ? { cookie: typeof cookie === 'function' ? (host) => cookie(host.context) : cookie }
-      : {}),
-  });
+  const { engine, sessionStore, cookiePath } = resolveSessionOptions<ContextHost>(
+    forHost(options, (host) => host.context),
+  );
   const trustProxy = proxy === true;
 
   const middleware: MiddlewareHandler<PgSessionEnv> = async (c, next) => {

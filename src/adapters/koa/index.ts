@@ -19,12 +19,12 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { Context, Middleware } from 'koa';
-import type { SessionEvent } from '../../core/engine.js';
 import { ConfigError, StoreUnavailableError } from '../../core/errors.js';
 import type { RequestSession } from '../../core/request-session.js';
 import type { Session, SessionData, SessionHost } from '../../core/session.js';
 import {
   attachHandle,
+  forHost,
   isSecureRequest,
   pathnameOf,
   resolveSessionOptions,
@@ -70,16 +70,11 @@ export function pgsessionKoa(options: PgSessionKoaOptions): PgSessionKoaMiddlewa
   if (!options || typeof options !== 'object') {
     throw new ConfigError('pgsessionKoa(options): options object required');
   }
-  const { genid, onEvent, cookie, ...rest } = options;
   // The engine hands callbacks its host, the Node request: the app's callbacks get the context.
   const contextOf = (host: Host) => host.koaContext as Context;
   const { engine, sessionStore, proxy, cookiePath } = resolveSessionOptions<Host>({
-    ...rest,
-    ...(genid ? { genid: (host) => genid(contextOf(host)) } : {}),
-    ...(onEvent ? { onEvent: (event: SessionEvent, host) => onEvent(event, contextOf(host)) } : {}),
-    ...(cookie !== undefined
-      ? { cookie: typeof cookie === 'function' ? (host) => cookie(contextOf(host)) : cookie }
-      : {}),
+    ...forHost(options, contextOf),
+    proxy: options.proxy,
   });
 
   const middleware: Middleware = async (ctx, next) => {

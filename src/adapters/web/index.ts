@@ -18,12 +18,12 @@
  *
  * @module
  */
-import type { SessionEvent } from '../../core/engine.js';
 import { ConfigError, StoreUnavailableError } from '../../core/errors.js';
 import type { RequestSession } from '../../core/request-session.js';
 import { kController, type Session, type SessionController, type SessionData } from '../../core/session.js';
 import {
   attachHandle,
+  forHost,
   forwardedHttps,
   resolveSessionOptions,
   type SessionHandle,
@@ -178,19 +178,14 @@ export function webSessions(options: WebSessionOptions): WebSessions {
   if (!options || typeof options !== 'object') {
     throw new ConfigError('webSessions(options): options object required');
   }
-  const { genid, onEvent, cookie, proxy, ...rest } = options;
+  const { proxy } = options;
   if (proxy !== undefined && typeof proxy !== 'boolean') {
     throw new ConfigError(`proxy option must be a boolean, got ${String(proxy)} (${typeof proxy})`);
   }
   // The engine hands callbacks its host, a RequestHost: the app's callbacks get the Request.
-  const { engine, sessionStore, cookiePath } = resolveSessionOptions<RequestHost>({
-    ...rest,
-    ...(genid ? { genid: (host) => genid(host.request) } : {}),
-    ...(onEvent ? { onEvent: (event: SessionEvent, host) => onEvent(event, host.request) } : {}),
-    ...(cookie !== undefined
-      ? { cookie: typeof cookie === 'function' ? (host) => cookie(host.request) : cookie }
-      : {}),
-  });
+  const { engine, sessionStore, cookiePath } = resolveSessionOptions<RequestHost>(
+    forHost(options, (host) => host.request),
+  );
   const trustProxy = proxy === true;
 
   async function load(request: Request): Promise<LoadedSession> {

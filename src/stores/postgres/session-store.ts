@@ -430,10 +430,10 @@ export class PostgresSessionStore implements SessionStore {
     return row ? this.#toRecord(row, now) : null;
   }
 
-  /** Insert a new session; an existing row with the same key is an error (unique violation). */
-  async create(key: string, record: SessionRecord): Promise<void> {
+  /** The columns of a new row for `key`, in the order the insert and upsert statements take them. */
+  #rowValues(key: string, record: SessionRecord): unknown[] {
     const [sid, hashed, keyHash] = this.#newRow(key);
-    await this.#query(this.#queries.insert, [
+    return [
       sid,
       serialize(record.data),
       record.expiresAt,
@@ -443,7 +443,12 @@ export class PostgresSessionStore implements SessionStore {
       record.version,
       hashed,
       keyHash,
-    ]);
+    ];
+  }
+
+  /** Insert a new session; an existing row with the same key is an error (unique violation). */
+  async create(key: string, record: SessionRecord): Promise<void> {
+    await this.#query(this.#queries.insert, this.#rowValues(key, record));
   }
 
   /**
@@ -522,21 +527,7 @@ export class PostgresSessionStore implements SessionStore {
    */
   async upsert(key: string, record: SessionRecord, options?: { legacyKey?: string }): Promise<void> {
     const [h, k] = this.#address(key, options?.legacyKey);
-    const [sid, hashed, keyHash] = this.#newRow(key);
-    await this.#query(this.#queries.upsert, [
-      sid,
-      serialize(record.data),
-      record.expiresAt,
-      record.createdAt,
-      record.lastActiveAt,
-      record.userId,
-      record.version,
-      hashed,
-      keyHash,
-      this.#now(),
-      h,
-      k,
-    ]);
+    await this.#query(this.#queries.upsert, [...this.#rowValues(key, record), this.#now(), h, k]);
   }
 
   /** Extend a live session's expiry without touching `sess`. False when it is gone or expired. */
