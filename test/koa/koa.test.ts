@@ -15,6 +15,7 @@ import { unsign } from '../../src/core/signature.js';
 import { type HasSessionStore, kSessionStore, type SessionStore } from '../../src/core/store.js';
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
 import { PgStore } from '../../src/stores/postgres/index.js';
+import { expressApp, flaky, idOf, shape } from '../helpers/adapters.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { Client, listen } from '../helpers/http.js';
 
@@ -72,55 +73,11 @@ async function koaApp(opts: PgSessionKoaOptions, proxy = false) {
   return new Client(server.url);
 }
 
-async function expressApp(opts: SessionOptions) {
-  const app = express();
-  app.use(session(opts));
-  app.post('/login', async (req, res) => {
-    await req.session.regenerate();
-    req.session.userId = 42;
-    res.json({ ok: true });
-  });
-  app.get('/me', (req, res) => res.json({ userId: req.session?.userId ?? null, id: req.sessionID ?? null }));
-  const server = await listen(http.createServer(app));
-  closers.push(server.close);
-  return new Client(server.url);
-}
-
-function idOf(setCookie: string): string {
-  const raw = decodeURIComponent(/connect\.sid=([^;]+)/.exec(setCookie)![1]!);
-  const id = unsign(raw.slice(2), [SECRET]);
-  expect(id).not.toBe(false);
-  return id as string;
-}
-
-function shape(setCookie: string): string {
-  return setCookie
-    .replace(/^connect\.sid=[^;]+/, 'connect.sid=<value>')
-    .replace(/Expires=[^;]+/, 'Expires=<date>');
-}
-
-/** A store whose methods can be made to fail, as a database outage would. */
-function flaky(inner: MemoryStore): { store: HasSessionStore; broken: Set<keyof SessionStore> } {
-  const face = inner[kSessionStore];
-  const broken = new Set<keyof SessionStore>();
-  const proxy = new Proxy(face, {
-    get(target, prop) {
-      const value: unknown = Reflect.get(target, prop, target);
-      if (typeof value !== 'function') return value;
-      return (...args: unknown[]) =>
-        broken.has(prop as keyof SessionStore)
-          ? Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:5432'))
-          : (value as (...a: unknown[]) => unknown).apply(target, args);
-    },
-  });
-  return { store: { [kSessionStore]: proxy }, broken };
-}
-
 describe('pgsession/koa', () => {
   it("logs in with the Express middleware's cookie format; Cache-Control: no-store", async () => {
     const store = new MemoryStore();
     const client = await koaApp(options(store));
-    const reference = await expressApp(options(store) as unknown as SessionOptions);
+    const reference = await expressApp(options(store) as unknown as SessionOptions, closers);
 
     const anonymous = await client.get('/me');
     expect(await anonymous.json()).toMatchObject({ userId: null });
@@ -129,7 +86,7 @@ describe('pgsession/koa', () => {
     const res = await client.post('/login');
     const [setCookie] = res.headers.getSetCookie();
     expect(res.headers.get('cache-control')).toBe('no-store');
-    const id = idOf(setCookie!);
+    const id = idOf(setCookie!, SECRET);
     // Committed before the response: the store has it when the client reads the answer.
     expect(await store[kSessionStore].get(hashId(id))).toMatchObject({ userId: '42' });
     const [expressCookie] = (await reference.post('/login')).headers.getSetCookie();
@@ -141,7 +98,7 @@ describe('pgsession/koa', () => {
   it('shares sessions with an Express app on the same store, both ways', async () => {
     const store = new MemoryStore();
     const web = await koaApp(options(store));
-    const exp = await expressApp(options(store) as unknown as SessionOptions);
+    const exp = await expressApp(options(store) as unknown as SessionOptions, closers);
     await web.post('/login');
     expect(await (await exp.get('/me', { headers: { cookie: web.cookieHeader() } })).json()).toMatchObject({
       userId: 42,
@@ -173,7 +130,7 @@ describe('pgsession/koa', () => {
     const res = await client.post('/logout');
     expect(await res.json()).toEqual({ ok: true, after: null });
     expect(res.headers.getSetCookie()[0]).toMatch(/^connect\.sid=; Path=\/; Expires=Thu, 01 Jan 1970/);
-    expect(await store[kSessionStore].get(hashId(idOf(cookie)))).toBeNull();
+    expect(await store[kSessionStore].get(hashId(idOf(cookie, SECRET)))).toBeNull();
     expect(await (await client.get('/me', { headers: { cookie } })).json()).toMatchObject({ userId: null });
   });
 
@@ -181,7 +138,7 @@ describe('pgsession/koa', () => {
     const client = await koaApp(options(new MemoryStore()));
     await client.post('/login');
     const value = client.jar.get('connect.sid')!;
-    const id = idOf(`connect.sid=${value}`);
+    const id = idOf(`connect.sid=${value}`, SECRET);
     const tampered = value.slice(0, -1) + (value.endsWith('A') ? 'B' : 'A');
     for (const cookie of [`connect.sid=${tampered}`, `connect.sid=${id}`]) {
       const body = (await (await client.get('/me', { headers: { cookie } })).json()) as { userId: unknown };
@@ -195,7 +152,7 @@ describe('pgsession/koa', () => {
     const res = await client.post('/login-redirect');
     expect(res.status).toBe(302);
     expect(res.headers.get('location')).toBe('/dashboard');
-    const id = idOf(res.headers.getSetCookie()[0]!);
+    const id = idOf(res.headers.getSetCookie()[0]!, SECRET);
     expect(await store[kSessionStore].get(hashId(id))).toMatchObject({ userId: '7' });
   });
 

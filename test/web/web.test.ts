@@ -15,6 +15,7 @@ import { unsign } from '../../src/core/signature.js';
 import { type HasSessionStore, kSessionStore, type SessionStore } from '../../src/core/store.js';
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
 import { PgStore } from '../../src/stores/postgres/index.js';
+import { expressApp, flaky, idOf, shape } from '../helpers/adapters.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { Client, listen } from '../helpers/http.js';
 
@@ -80,55 +81,11 @@ async function webApp(sessions: WebSessions) {
   return new Client(server.url);
 }
 
-async function expressApp(opts: SessionOptions) {
-  const app = express();
-  app.use(session(opts));
-  app.post('/login', async (req, res) => {
-    await req.session.regenerate();
-    req.session.userId = 42;
-    res.json({ ok: true });
-  });
-  app.get('/me', (req, res) => res.json({ userId: req.session?.userId ?? null, id: req.sessionID ?? null }));
-  const server = await listen(http.createServer(app));
-  closers.push(server.close);
-  return new Client(server.url);
-}
-
-function idOf(setCookie: string): string {
-  const raw = decodeURIComponent(/connect\.sid=([^;]+)/.exec(setCookie)![1]!);
-  const id = unsign(raw.slice(2), [SECRET]);
-  expect(id).not.toBe(false);
-  return id as string;
-}
-
-function shape(setCookie: string): string {
-  return setCookie
-    .replace(/^connect\.sid=[^;]+/, 'connect.sid=<value>')
-    .replace(/Expires=[^;]+/, 'Expires=<date>');
-}
-
-/** A store whose methods can be made to fail, as a database outage would. */
-function flaky(inner: MemoryStore): { store: HasSessionStore; broken: Set<keyof SessionStore> } {
-  const face = inner[kSessionStore];
-  const broken = new Set<keyof SessionStore>();
-  const proxy = new Proxy(face, {
-    get(target, prop) {
-      const value: unknown = Reflect.get(target, prop, target);
-      if (typeof value !== 'function') return value;
-      return (...args: unknown[]) =>
-        broken.has(prop as keyof SessionStore)
-          ? Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:5432'))
-          : (value as (...a: unknown[]) => unknown).apply(target, args);
-    },
-  });
-  return { store: { [kSessionStore]: proxy }, broken };
-}
-
 describe('pgsession/web (Fetch API)', () => {
   it("logs in with the Express middleware's cookie format; Cache-Control: no-store", async () => {
     const store = new MemoryStore();
     const client = await webApp(webSessions(options(store)));
-    const reference = await expressApp(options(store) as SessionOptions);
+    const reference = await expressApp(options(store) as SessionOptions, closers);
 
     const anonymous = await client.get('/me');
     expect(await anonymous.json()).toMatchObject({ userId: null });
@@ -137,7 +94,7 @@ describe('pgsession/web (Fetch API)', () => {
     const res = await client.post('/login');
     const [setCookie] = res.headers.getSetCookie();
     expect(res.headers.get('cache-control')).toBe('no-store');
-    const id = idOf(setCookie!);
+    const id = idOf(setCookie!, SECRET);
     // Committed before the response: the store has it when the client reads the answer.
     expect(await store[kSessionStore].get(hashId(id))).toMatchObject({ userId: '42' });
     const [expressCookie] = (await reference.post('/login')).headers.getSetCookie();
@@ -149,7 +106,7 @@ describe('pgsession/web (Fetch API)', () => {
   it('shares sessions with an Express app on the same store, both ways', async () => {
     const store = new MemoryStore();
     const web = await webApp(webSessions(options(store)));
-    const exp = await expressApp(options(store) as SessionOptions);
+    const exp = await expressApp(options(store) as SessionOptions, closers);
     await web.post('/login');
     expect(await (await exp.get('/me', { headers: { cookie: web.cookieHeader() } })).json()).toMatchObject({
       userId: 42,
@@ -181,7 +138,7 @@ describe('pgsession/web (Fetch API)', () => {
     const res = await client.post('/logout');
     expect(await res.json()).toEqual({ ok: true, after: null });
     expect(res.headers.getSetCookie()[0]).toMatch(/^connect\.sid=; Path=\/; Expires=Thu, 01 Jan 1970/);
-    expect(await store[kSessionStore].get(hashId(idOf(cookie)))).toBeNull();
+    expect(await store[kSessionStore].get(hashId(idOf(cookie, SECRET)))).toBeNull();
     expect(await (await client.get('/me', { headers: { cookie } })).json()).toMatchObject({ userId: null });
   });
 
@@ -189,7 +146,7 @@ describe('pgsession/web (Fetch API)', () => {
     const client = await webApp(webSessions(options(new MemoryStore())));
     await client.post('/login');
     const value = client.jar.get('connect.sid')!;
-    const id = idOf(`connect.sid=${value}`);
+    const id = idOf(`connect.sid=${value}`, SECRET);
     const tampered = value.slice(0, -1) + (value.endsWith('A') ? 'B' : 'A');
     for (const cookie of [`connect.sid=${tampered}`, `connect.sid=${id}`]) {
       const body = (await (await client.get('/me', { headers: { cookie } })).json()) as { userId: unknown };
@@ -203,7 +160,7 @@ describe('pgsession/web (Fetch API)', () => {
     const res = await client.post('/login-redirect');
     expect(res.status).toBe(303);
     expect(res.headers.get('location')).toBe('http://127.0.0.1/dashboard');
-    const id = idOf(res.headers.getSetCookie()[0]!);
+    const id = idOf(res.headers.getSetCookie()[0]!, SECRET);
     expect(await store[kSessionStore].get(hashId(id))).toMatchObject({ userId: '7' });
   });
 
