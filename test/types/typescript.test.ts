@@ -202,6 +202,14 @@ async function compile(
       'dir',
     );
   }
+  // A user's app sees the @types of its own dependencies, not every @types package this
+  // repository installs for its other adapters (@types/koa, say): the automatic inclusion is
+  // limited to the app's own folder, which gets Node's types as any Node app has them.
+  await symlink(
+    path.join(root, 'node_modules', '@types', 'node'),
+    path.join(dir, 'node_modules', '@types', 'node'),
+    'dir',
+  );
   for (const [file, source] of Object.entries(sources)) await writeFile(path.join(dir, file), source);
   await writeFile(
     path.join(dir, 'package.json'),
@@ -210,7 +218,13 @@ async function compile(
   await writeFile(
     path.join(dir, 'tsconfig.json'),
     JSON.stringify({
-      compilerOptions: { target: 'es2022', strict: true, noEmit: true, ...mode.compilerOptions },
+      compilerOptions: {
+        target: 'es2022',
+        strict: true,
+        noEmit: true,
+        typeRoots: ['./node_modules/@types'],
+        ...mode.compilerOptions,
+      },
       files: Object.keys(sources),
     }),
   );
