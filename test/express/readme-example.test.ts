@@ -11,8 +11,8 @@ import { MemoryStore, type SessionOptions } from '../../src/index.js';
 import { fetchSeen, SECRET, startPg } from './support.js';
 
 const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
-/** The block after "Or with the ESM API", as the README shows it. */
-const esmExample = /Or with the ESM API[\s\S]*?```ts\n([\s\S]*?)```/.exec(readme)?.[1] ?? '';
+/** The README's ESM example (its `app.ts`, which the guides test also runs as written). */
+const esmExample = /<!-- example: readme app\.ts -->\s*\n```ts\n([\s\S]*?)```/.exec(readme)?.[1] ?? '';
 
 /** The `name:` expression of the example, evaluated as it would be with this NODE_ENV. */
 function exampleName(nodeEnv: string | undefined): string {
