@@ -8,9 +8,9 @@ import type {
   SessionStore,
   StoreCallOptions,
 } from '../../core/store.js';
+import { isConnectionError } from '../../db/errors.js';
 import { ALL_KEYS } from './protocol.js';
 import type { InvalidationHandlers, InvalidationSource } from './types.js';
-import { isConnectionError } from './unreachable.js';
 
 /** Options for {@link CachedSessionStore}. */
 export interface CachedSessionStoreOptions {

@@ -1,3 +1,4 @@
+export { isConnectionError } from '../../db/errors.js';
 export {
   CachedSessionStore,
   type CachedSessionStoreOptions,
@@ -35,4 +36,3 @@ export {
   quoteLiteral,
 } from './protocol.js';
 export type { InvalidationHandlers, InvalidationSource } from './types.js';
-export { isConnectionError } from './unreachable.js';
