@@ -130,6 +130,16 @@ export function pathnameOf(url: string | undefined): string {
 }
 
 /**
+ * The pathname of an absolute URL (a Fetch `Request`'s `url`, already normalised by the URL
+ * parser that made it), found without parsing it again on every request.
+ */
+export function pathnameOfUrl(url: string): string {
+  const scheme = url.indexOf('://');
+  const slash = scheme === -1 ? -1 : url.indexOf('/', scheme + 3);
+  return slash === -1 ? '/' : pathnameOf(url.slice(slash));
+}
+
+/**
  * The headers a response gets for its session, or null: the Set-Cookie value the engine
  * decided, and `Cache-Control: no-store`, because a response that sets a session cookie must
  * never be stored by a shared cache (it would log its next receiver in as someone else).
@@ -142,6 +152,18 @@ export function sessionHeaders(ctx: RequestSession): { setCookie: string; cacheC
 /** `Retry-After` (seconds) for a store fault, which adapters answer with 503. */
 export function retryAfterOf(err: unknown): string | undefined {
   return err instanceof StoreUnavailableError ? String(err.retryAfter) : undefined;
+}
+
+/** The answer to a store fault for the Fetch-API adapters: 503, `Retry-After`, never cached. */
+export function unavailableResponse(err: StoreUnavailableError): Response {
+  return new Response('Service Unavailable', {
+    status: 503,
+    headers: {
+      'content-type': 'text/plain; charset=utf-8',
+      'retry-after': String(err.retryAfter),
+      'cache-control': 'no-store',
+    },
+  });
 }
 
 /** What each adapter exposes besides its handler: the engine, the store's engine face, and flush. */

@@ -183,6 +183,13 @@ describe('pgsession/web (Fetch API)', () => {
     expect(await (await client.post('/visit')).json()).toEqual({ visits: 1 });
   });
 
+  it('requests outside cookie.path get no session; inside it (query string and all) they do', async () => {
+    const sessions = webSessions(options(new MemoryStore(), { cookie: { path: '/app' } }));
+    expect((await sessions.load(new Request('http://localhost/other'))).session).toBeUndefined();
+    expect((await sessions.load(new Request('http://localhost/app/x?next=/other'))).session).toBeDefined();
+    expect((await sessions.load(new Request('http://localhost:8080/app'))).session).toBeDefined();
+  });
+
   it('bad options are a ConfigError at start-up', () => {
     expect(() => webSessions(undefined as unknown as WebSessionOptions)).toThrow(ConfigError);
     expect(() => webSessions({ ...options(new MemoryStore()), proxy: 'yes' as unknown as boolean })).toThrow(

@@ -34,6 +34,7 @@ import {
   type SessionHandle,
   type SessionOptions,
   sessionHeaders,
+  unavailableResponse,
 } from '../http.js';
 
 /** The context variables the middleware sets: `c.get('session')`, `c.get('sessionID')`. */
@@ -111,18 +112,7 @@ function isSecure(c: SessionContext, proxy: boolean): boolean {
 /** Store faults become a 503 with Retry-After; the cause is the `StoreUnavailableError`. */
 function toHttpError(err: unknown): unknown {
   if (!(err instanceof StoreUnavailableError)) return err;
-  return new HTTPException(503, {
-    message: err.message,
-    cause: err,
-    res: new Response('Service Unavailable', {
-      status: 503,
-      headers: {
-        'content-type': 'text/plain; charset=utf-8',
-        'retry-after': String(err.retryAfter),
-        'cache-control': 'no-store',
-      },
-    }),
-  });
+  return new HTTPException(503, { message: err.message, cause: err, res: unavailableResponse(err) });
 }
 
 /**

@@ -19,8 +19,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { Context, Middleware } from 'koa';
-import { ConfigError, StoreUnavailableError } from '../../core/errors.js';
-import type { RequestSession } from '../../core/request-session.js';
+import { ConfigError } from '../../core/errors.js';
 import type { Session, SessionData, SessionHost } from '../../core/session.js';
 import {
   attachHandle,
@@ -82,22 +81,15 @@ export function pgsessionKoa(options: PgSessionKoaOptions): PgSessionKoaMiddlewa
     const host = ctx.req as Host;
     if (host.session || !pathnameOf(ctx.url).startsWith(cookiePath)) return next();
     host.koaContext = ctx;
-    let session: RequestSession;
-    try {
-      session = await engine.load(host, {
-        cookieHeader: ctx.get('cookie') || undefined,
-        // Without `proxy`, Koa's own `ctx.secure` (its `app.proxy` setting) decides.
-        secure: isSecureRequest(ctx.req, proxy, () => ctx.secure),
-      });
-    } catch (err) {
-      throw toKoaError(ctx, err);
-    }
+    // A store fault is thrown as is: a StoreUnavailableError carries `status` 503 and its
+    // `Retry-After` in `headers`, which Koa's error handler applies.
+    const session = await engine.load(host, {
+      cookieHeader: ctx.get('cookie') || undefined,
+      // Without `proxy`, Koa's own `ctx.secure` (its `app.proxy` setting) decides.
+      secure: isSecureRequest(ctx.req, proxy, () => ctx.secure),
+    });
     await next();
-    try {
-      await session.commit();
-    } catch (err) {
-      throw toKoaError(ctx, err);
-    }
+    await session.commit();
     const headers = sessionHeaders(session);
     if (headers) {
       ctx.append('Set-Cookie', headers.setCookie);
@@ -105,15 +97,6 @@ export function pgsessionKoa(options: PgSessionKoaOptions): PgSessionKoaMiddlewa
     }
   };
   return attachHandle(middleware, engine, sessionStore) as PgSessionKoaMiddleware;
-}
-
-/** Store faults are 503s with `Retry-After` (Koa's error handler reads `status` and `headers`). */
-function toKoaError(ctx: Context, err: unknown): unknown {
-  if (err instanceof StoreUnavailableError) {
-    ctx.set('Retry-After', String(err.retryAfter));
-    ctx.set('Cache-Control', 'no-store');
-  }
-  return err;
 }
 
 const installed = new WeakSet<object>();

@@ -25,10 +25,12 @@ import {
   attachHandle,
   forHost,
   forwardedHttps,
+  pathnameOfUrl,
   resolveSessionOptions,
   type SessionHandle,
   type SessionOptions,
   sessionHeaders,
+  unavailableResponse,
 } from '../http.js';
 
 /** The request's session: express-session's API (data as properties, `regenerate`, `destroy`…). */
@@ -105,27 +107,6 @@ function isSecure(request: Request, proxy: boolean): boolean {
   return request.url.startsWith('https:');
 }
 
-/** The pathname of a request URL (a Request's `url` is always absolute). */
-function pathOf(request: Request): string {
-  try {
-    return new URL(request.url).pathname;
-  } catch {
-    return '/';
-  }
-}
-
-/** The answer to a store fault: 503, `Retry-After`, never cached. */
-function unavailable(err: StoreUnavailableError): Response {
-  return new Response('Service Unavailable', {
-    status: 503,
-    headers: {
-      'content-type': 'text/plain; charset=utf-8',
-      'retry-after': String(err.retryAfter),
-      'cache-control': 'no-store',
-    },
-  });
-}
-
 /** `response` with `headers` added: in place when its headers are mutable, else on a copy. */
 function withHeaders(
   response: Response,
@@ -190,7 +171,7 @@ export function webSessions(options: WebSessionOptions): WebSessions {
 
   async function load(request: Request): Promise<LoadedSession> {
     const host = new RequestHost(request);
-    if (!pathOf(request).startsWith(cookiePath)) return new Loaded(host, null);
+    if (!pathnameOfUrl(request.url).startsWith(cookiePath)) return new Loaded(host, null);
     const ctx = await engine.load(host, {
       cookieHeader: request.headers.get('cookie') ?? undefined,
       secure: isSecure(request, trustProxy),
@@ -204,7 +185,7 @@ export function webSessions(options: WebSessionOptions): WebSessions {
         const loaded = await load(request);
         return await loaded.respond(await fn(request, loaded.session, ...args));
       } catch (err) {
-        if (err instanceof StoreUnavailableError) return unavailable(err);
+        if (err instanceof StoreUnavailableError) return unavailableResponse(err);
         throw err;
       }
     };
