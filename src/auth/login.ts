@@ -114,9 +114,9 @@ export type DisableTotpResult =
 /** Result of {@link Auth.changeEmail}. */
 export type ChangeEmailResult = { ok: true; email: string } | { ok: false; reason: 'wrong-password' };
 
-/** The clock a factor measures its wait with. */
-function clockOf(factor: SecondFactor): () => number {
-  return factor.now ? () => (factor.now as () => number).call(factor) : Date.now;
+/** Now, on the clock a factor measures its wait with. */
+function nowOf(factor: SecondFactor): number {
+  return factor.now ? factor.now() : Date.now();
 }
 
 function hashEmail(email: string): string {
@@ -360,7 +360,7 @@ export class Auth {
     delete session._meta;
     delete session.authenticatedAt;
     session.csrfToken = generateCsrfToken();
-    session.pendingFactor = { factor: factor.name, userId, at: clockOf(factor)() };
+    session.pendingFactor = { factor: factor.name, userId, at: nowOf(factor) };
     const key = this.sessions.currentKey(req) ?? '';
     this.#emit({ type: 'second-factor-required', factor: factor.name, userId, key, ip, ua }, req);
     return { status: 'second-factor-required', factor: factor.name };
@@ -382,7 +382,7 @@ export class Auth {
     const pending = pendingFactorOf(req.session.pendingFactor);
     const factor = pending && this.factors.find((f) => f.name === pending.factor);
     if (!pending || !factor) return { ok: false, reason: 'no-pending-login' };
-    const age = clockOf(factor)() - pending.at;
+    const age = nowOf(factor) - pending.at;
     // A little tolerance for clocks stepping back; a wait "from the future" beyond it is forged.
     if (age > factor.pendingLoginTtl || age < -60_000) {
       delete req.session.pendingFactor;
