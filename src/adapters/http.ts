@@ -32,6 +32,13 @@ export interface ResolvedAdapter extends ResolvedSession {
   proxy: boolean | undefined;
 }
 
+/** `proxy` is a switch: true, false, or absent (follow the framework's own setting). */
+function checkProxy(proxy: unknown): void {
+  if (proxy !== undefined && typeof proxy !== 'boolean') {
+    throw new ConfigError(`proxy option must be a boolean, got ${String(proxy)} (${typeof proxy})`);
+  }
+}
+
 function isStore(store: unknown): store is ConnectStore | HasSessionStore {
   if (!store || typeof store !== 'object') return false;
   if ((store as Partial<HasSessionStore>)[kSessionStore]) return true;
@@ -49,11 +56,7 @@ export function resolveSessionOptions<Req>(
 ): ResolvedAdapter {
   if (!options || typeof options !== 'object')
     throw new ConfigError('session(options): options object required');
-  if (options.proxy !== undefined && typeof options.proxy !== 'boolean') {
-    throw new ConfigError(
-      `proxy option must be a boolean, got ${String(options.proxy)} (${typeof options.proxy})`,
-    );
-  }
+  checkProxy(options.proxy);
   let store = options.store;
   if (store !== undefined && !isStore(store)) {
     throw new ConfigError('store option must be a session store (with get, set and destroy methods)');
@@ -86,7 +89,9 @@ export function forHost<Host, Req>(
   options: Omit<SessionOptions<Req>, 'proxy'> & { proxy?: unknown },
   requestOf: (host: Host) => Req,
 ): SessionOptions<Host> {
-  const { genid, onEvent, cookie, proxy: _proxy, ...rest } = options;
+  const { genid, onEvent, cookie, proxy, ...rest } = options;
+  // The adapter reads `proxy` itself (its framework has no setting of its own to follow).
+  checkProxy(proxy);
   return {
     ...rest,
     ...(genid ? { genid: (host: Host) => genid(requestOf(host)) } : {}),

@@ -10,7 +10,7 @@ import {
   type PgSessionHonoOptions,
   pgsessionHono,
 } from '../../src/adapters/hono/index.js';
-import { StoreUnavailableError } from '../../src/core/errors.js';
+import { ConfigError, StoreUnavailableError } from '../../src/core/errors.js';
 import { hashId } from '../../src/core/id.js';
 import { unsign } from '../../src/core/signature.js';
 import { type HasSessionStore, kSessionStore, type SessionStore } from '../../src/core/store.js';
@@ -368,6 +368,12 @@ describe('Hono middleware', () => {
     expect(touches).toEqual([]);
     await mw.flush({ touches: true });
     expect(touches.map((t) => t.lastActiveAt)).toEqual([start + 5_000]);
+  });
+
+  it('a proxy option that is not a boolean is a ConfigError at start-up', () => {
+    expect(() => pgsessionHono(options(new MemoryStore(), { proxy: 'yes' as unknown as boolean }))).toThrow(
+      ConfigError,
+    );
   });
 
   it('leaves requests outside cookie.path without a session', async () => {

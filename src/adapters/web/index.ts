@@ -160,9 +160,6 @@ export function webSessions(options: WebSessionOptions): WebSessions {
     throw new ConfigError('webSessions(options): options object required');
   }
   const { proxy } = options;
-  if (proxy !== undefined && typeof proxy !== 'boolean') {
-    throw new ConfigError(`proxy option must be a boolean, got ${String(proxy)} (${typeof proxy})`);
-  }
   // The engine hands callbacks its host, a RequestHost: the app's callbacks get the Request.
   const { engine, sessionStore, cookiePath } = resolveSessionOptions<RequestHost>(
     forHost(options, (host) => host.request),
