@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import { ConfigError } from '../core/errors.js';
+import { ConfigError, StoreUnavailableError } from '../core/errors.js';
 import type { RegenerateOptions } from '../core/session.js';
+import { isDatabaseUnavailable } from '../db/errors.js';
 import { guardPoolErrors } from '../db/pool.js';
 import { type QueryOptions, withQueryOptions } from '../db/query.js';
 import { generateCsrfToken } from './csrf.js';
@@ -113,6 +114,14 @@ export type DisableTotpResult =
 
 /** Result of {@link Auth.changeEmail}. */
 export type ChangeEmailResult = { ok: true; email: string } | { ok: false; reason: 'wrong-password' };
+
+/**
+ * A login that failed because the database did (not because of the password) is given back to
+ * the limits: an outage must never add up to a lockout once the database is back.
+ */
+async function abandonOnOutage(attempt: LoginAttempt | undefined, err: unknown): Promise<void> {
+  if (err instanceof StoreUnavailableError || isDatabaseUnavailable(err)) await attempt?.abandoned();
+}
 
 /** Now, on the clock a factor measures its wait with. */
 function nowOf(factor: SecondFactor): number {
@@ -280,6 +289,23 @@ export class Auth {
     // background, so a 429 says nothing about whether it exists).
     const attempt = await this.#countAttempt(req, normalized, () => this.#noticeRecipient(normalized));
 
+    try {
+      return await this.#passwordStep(req, attempt, normalized, password, ip, ua);
+    } catch (err) {
+      await abandonOnOutage(attempt, err);
+      throw err;
+    }
+  }
+
+  /** {@link login} after the attempt was counted: the password, then a factor or the sign-in. */
+  async #passwordStep(
+    req: AuthRequest,
+    attempt: LoginAttempt | undefined,
+    normalized: string,
+    password: unknown,
+    ip: string,
+    ua: string,
+  ): Promise<AuthUser | SecondFactorRequired | null> {
     const inputOk = validPasswordInput(password) && isPlausibleEmail(normalized);
     const user = inputOk ? await this.users.findByEmail(normalized) : null;
     let result: VerifyResult = { ok: false, needsRehash: false, scheme: 'unknown' };
@@ -397,7 +423,13 @@ export class Auth {
     }
     // The account's own budget (shared with its password guesses), counted before the check.
     const attempt = await this.#countAttempt(req, user.email, async () => user);
-    const check = await factor.verify(user.id, proof);
+    let check: Awaited<ReturnType<SecondFactor['verify']>>;
+    try {
+      check = await factor.verify(user.id, proof);
+    } catch (err) {
+      await abandonOnOutage(attempt, err);
+      throw err;
+    }
     if (!check.ok) {
       this.notices.wrongSecondFactor(user, this.notices.context(req));
       this.#emit({ type: 'second-factor-failed', factor: factor.name, userId: user.id, ip, ua }, req);

@@ -80,6 +80,11 @@ export type LimitScope = 'account-ip' | 'ip' | 'account' | 'device';
 export interface LoginAttempt {
   /** The password was right: clear the pair's failures and refund the attempt. */
   succeeded(): Promise<void>;
+  /**
+   * The attempt ended with no answer about the password (the database failed mid-login): give
+   * it back, failures kept. Does nothing once `succeeded()` has run.
+   */
+  abandoned(): Promise<void>;
 }
 
 /** The key part for an email: a short hash, so counters never hold emails (or typos of passwords). */
@@ -161,8 +166,10 @@ export class LoginRateLimiter {
       ? [this.#device, `${account}:${options.device}`, 'device' as const]
       : [this.#account, account, 'account' as const];
     await consume(wide, wideKey, wideScope);
+    let refunded = false;
     return {
       succeeded: async () => {
+        refunded = true;
         await Promise.all([
           this.#pair.delete(pairKey),
           this.#address.reward(client, 1),
@@ -170,6 +177,11 @@ export class LoginRateLimiter {
         ]).catch(() => {
           // Not being refunded is harmless: the counters expire with their window.
         });
+      },
+      abandoned: async () => {
+        if (refunded) return;
+        refunded = true;
+        await Promise.all(taken.map(([l, k]) => l.reward(k, 1))).catch(() => {});
       },
     };
   }

@@ -201,3 +201,44 @@ describe('LoginRateLimiter', () => {
     await expect(limiter.attempt('m@x', '1.1.1.1')).rejects.toBeInstanceOf(TooManyAttemptsError);
   });
 });
+
+describe('a database failure in the middle of a login', () => {
+  it('is given back to the failed-login limits: once the database is back, the owner is not locked out', async () => {
+    const mw = session({ secret: 'flows-outage-secret-0123456789abcdefgh', store, name: 'sid' });
+    const limited = createAuth({
+      pool: db.pool,
+      session: mw,
+      argon2: { memoryCost: 4096 },
+      rateLimit: { policy: { perAccountAddress: { points: 2, duration: 600 } } },
+    });
+    await limited.users.create({ email: 'outage@example.com', password: 'violet harbour lantern 42' });
+    const app = express();
+    app.use(mw);
+    app.use(express.json());
+    app.post('/login', async (req, res) => {
+      const body = req.body as { email?: unknown; password?: unknown };
+      try {
+        res.status((await limited.login(req, body.email, body.password)) ? 200 : 401).end();
+      } catch (err) {
+        res.status(err instanceof TooManyAttemptsError ? 429 : 503).end();
+      }
+    });
+    const server = await listen(http.createServer(app));
+    try {
+      const c = new Client(server.url);
+      const login = () =>
+        c.post('/login', { json: { email: 'outage@example.com', password: 'violet harbour lantern 42' } });
+      // The user lookup fails as it does when the database goes away mid-request.
+      const lookup = limited.users.findByEmail;
+      limited.users.findByEmail = () =>
+        Promise.reject(
+          Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' }),
+        );
+      for (let i = 0; i < 4; i++) expect((await login()).status).toBe(503);
+      limited.users.findByEmail = lookup;
+      expect((await login()).status).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
+});
