@@ -1,15 +1,13 @@
-import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import express from 'express';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { type SessionOptions, session } from '../../src/adapters/express/middleware.js';
+import type { SessionOptions } from '../../src/adapters/express/middleware.js';
 import { pgsessionFastify } from '../../src/adapters/fastify/index.js';
 import { hashId } from '../../src/core/id.js';
-import { unsign } from '../../src/core/signature.js';
-import { type HasSessionStore, kSessionStore, type SessionStore } from '../../src/core/store.js';
+import { kSessionStore } from '../../src/core/store.js';
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
-import { Client, listen } from '../helpers/http.js';
+import { expressApp, flaky, idOf, shape } from '../helpers/adapters.js';
+import { Client } from '../helpers/http.js';
 import { touchRecorder } from '../helpers/touch-recorder.js';
 
 const SECRET = 'fastify-adapter-test-secret-0123456789abcdef';
@@ -64,59 +62,11 @@ async function fastifyApp(opts: SessionOptions, setup?: (app: FastifyInstance) =
 }
 
 /** The reference: the Express middleware with the same routes. */
-async function expressApp(opts: SessionOptions) {
-  const app = express();
-  app.use(session(opts));
-  app.post('/login', async (req, res) => {
-    await req.session.regenerate();
-    req.session.userId = 42;
-    res.json({ ok: true });
-  });
-  app.get('/me', (req, res) => {
-    res.json({ userId: req.session?.userId ?? null, id: req.sessionID ?? null });
-  });
-  const server = await listen(http.createServer(app));
-  closers.push(server.close);
-  return new Client(server.url);
-}
-
-/** A store whose methods can be made to fail, as a database outage would. */
-function flaky(inner: MemoryStore): { store: HasSessionStore; broken: Set<keyof SessionStore> } {
-  const face = inner[kSessionStore];
-  const broken = new Set<keyof SessionStore>();
-  const proxy = new Proxy(face, {
-    get(target, prop) {
-      const value: unknown = Reflect.get(target, prop, target);
-      if (typeof value !== 'function') return value;
-      return (...args: unknown[]) =>
-        broken.has(prop as keyof SessionStore)
-          ? Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:5432'))
-          : (value as (...a: unknown[]) => unknown).apply(target, args);
-    },
-  });
-  return { store: { [kSessionStore]: proxy }, broken };
-}
-
-function idOf(setCookie: string): string {
-  const raw = decodeURIComponent(/^connect\.sid=([^;]+)/.exec(setCookie)![1]!);
-  expect(raw.startsWith('s:')).toBe(true);
-  const id = unsign(raw.slice(2), [SECRET]);
-  expect(id).not.toBe(false);
-  return id as string;
-}
-
-/** The Set-Cookie attributes without the value and the (time-dependent) expiry. */
-function shape(setCookie: string): string {
-  return setCookie
-    .replace(/^connect\.sid=[^;]+/, 'connect.sid=<value>')
-    .replace(/Expires=[^;]+/, 'Expires=<date>');
-}
-
 describe('Fastify plugin', () => {
   it('logs in with a signed cookie in the same format as the Express middleware', async () => {
     const store = new MemoryStore();
     const { client } = await fastifyApp(options(store));
-    const reference = await expressApp(options(store));
+    const reference = await expressApp(options(store), closers);
 
     const anonymous = await client.get('/me');
     expect(await anonymous.json()).toMatchObject({ userId: null });
@@ -127,7 +77,7 @@ describe('Fastify plugin', () => {
     const [setCookie] = res.headers.getSetCookie();
     expect(setCookie).toMatch(/^connect\.sid=s%3A[A-Za-z0-9_-]{43}\.[A-Za-z0-9%]+; /);
     expect(res.headers.get('cache-control')).toBe('no-store');
-    const id = idOf(setCookie!);
+    const id = idOf(setCookie!, SECRET);
     // Stored under the hash of the id, never the id.
     expect(await store[kSessionStore].get(hashId(id))).toMatchObject({ userId: '42' });
     expect(await store[kSessionStore].get(id)).toBeNull();
@@ -146,20 +96,20 @@ describe('Fastify plugin', () => {
   it('shares sessions with an Express app on the same store, both ways', async () => {
     const store = new MemoryStore();
     const { client: fastifyClient } = await fastifyApp(options(store));
-    const expressClient = await expressApp(options(store));
+    const expressClient = await expressApp(options(store), closers);
 
     await fastifyClient.post('/login');
     const onExpress = await expressClient.get('/me', { headers: { cookie: fastifyClient.cookieHeader() } });
     expect(await onExpress.json()).toMatchObject({
       userId: 42,
-      id: idOf(`connect.sid=${fastifyClient.jar.get('connect.sid')}`),
+      id: idOf(`connect.sid=${fastifyClient.jar.get('connect.sid')}`, SECRET),
     });
 
     await expressClient.post('/login');
     const onFastify = await fastifyClient.get('/me', { headers: { cookie: expressClient.cookieHeader() } });
     expect(await onFastify.json()).toMatchObject({
       userId: 42,
-      id: idOf(`connect.sid=${expressClient.jar.get('connect.sid')}`),
+      id: idOf(`connect.sid=${expressClient.jar.get('connect.sid')}`, SECRET),
     });
   });
 
@@ -174,7 +124,7 @@ describe('Fastify plugin', () => {
     const login = await client.post('/login');
     const first = login.headers.getSetCookie()[0]!;
     expect(first).toContain('Expires=Tue, 01 Jan 2030 01:00:00 GMT');
-    const key = hashId(idOf(first));
+    const key = hashId(idOf(first, SECRET));
     const before = (await store[kSessionStore].get(key))!.expiresAt;
 
     vi.setSystemTime(new Date('2030-01-01T00:10:00Z'));
@@ -182,7 +132,7 @@ describe('Fastify plugin', () => {
     expect(await later.json()).toMatchObject({ userId: 42 });
     const second = later.headers.getSetCookie()[0]!;
     expect(second).toContain('Expires=Tue, 01 Jan 2030 01:10:00 GMT');
-    expect(idOf(second)).toBe(idOf(first));
+    expect(idOf(second, SECRET)).toBe(idOf(first, SECRET));
     expect(later.headers.get('cache-control')).toBe('no-store');
     await new Promise((r) => setTimeout(r, 10)); // the touch is written in the background
     expect(events).toContain('touched');
@@ -191,7 +141,7 @@ describe('Fastify plugin', () => {
     // Past the idle timeout the session is gone server-side, whatever the cookie says.
     vi.setSystemTime(new Date('2030-01-01T03:00:00Z'));
     const expired = await client.get('/me', {
-      headers: { cookie: `connect.sid=${encodeURIComponent(`s:${idOf(second)}`)}` },
+      headers: { cookie: `connect.sid=${encodeURIComponent(`s:${idOf(second, SECRET)}`)}` },
     });
     expect(await expired.json()).toMatchObject({ userId: null });
   });
@@ -201,7 +151,7 @@ describe('Fastify plugin', () => {
     const { client } = await fastifyApp(options(store));
     await client.post('/login');
     const cookie = client.cookieHeader();
-    const key = hashId(idOf(cookie));
+    const key = hashId(idOf(cookie, SECRET));
     expect(await store[kSessionStore].get(key)).not.toBeNull();
 
     const res = await client.post('/logout');
@@ -220,7 +170,7 @@ describe('Fastify plugin', () => {
     const { client } = await fastifyApp(options(store, { saveUninitialized: true }));
     await client.post('/login');
     const value = client.jar.get('connect.sid')!;
-    const id = idOf(`connect.sid=${value}`);
+    const id = idOf(`connect.sid=${value}`, SECRET);
     const tampered = value.slice(0, -1) + (value.endsWith('A') ? 'B' : 'A');
 
     for (const cookie of [
@@ -233,7 +183,7 @@ describe('Fastify plugin', () => {
       expect(body.userId).toBeNull();
       expect(body.id).not.toBe(id);
       const fresh = res.headers.getSetCookie()[0]!;
-      expect(idOf(fresh)).toBe(body.id);
+      expect(idOf(fresh, SECRET)).toBe(body.id);
     }
     // The real session is untouched.
     expect(await store[kSessionStore].get(hashId(id))).toMatchObject({ userId: '42' });

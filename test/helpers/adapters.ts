@@ -30,6 +30,7 @@ export async function expressApp(opts: SessionOptions, closers: Array<() => Prom
 /** The session id a `connect.sid` Set-Cookie (or cookie pair) carries, verified with `secret`. */
 export function idOf(setCookie: string, secret: string): string {
   const raw = decodeURIComponent(/connect\.sid=([^;]+)/.exec(setCookie)![1]!);
+  expect(raw.startsWith('s:')).toBe(true);
   const id = unsign(raw.slice(2), [secret]);
   expect(id).not.toBe(false);
   return id as string;

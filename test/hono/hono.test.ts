@@ -1,10 +1,9 @@
-import http, { type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { createAdaptorServer, type HttpBindings } from '@hono/node-server';
-import express from 'express';
 import { type Context, Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { type SessionOptions, session } from '../../src/adapters/express/middleware.js';
+import type { SessionOptions } from '../../src/adapters/express/middleware.js';
 import {
   type PgSessionEnv,
   type PgSessionHonoOptions,
@@ -12,9 +11,9 @@ import {
 } from '../../src/adapters/hono/index.js';
 import { ConfigError, StoreUnavailableError } from '../../src/core/errors.js';
 import { hashId } from '../../src/core/id.js';
-import { unsign } from '../../src/core/signature.js';
-import { type HasSessionStore, kSessionStore, type SessionStore } from '../../src/core/store.js';
+import { kSessionStore } from '../../src/core/store.js';
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
+import { expressApp, flaky, idOf, shape } from '../helpers/adapters.js';
 import { Client, listen } from '../helpers/http.js';
 import { touchRecorder } from '../helpers/touch-recorder.js';
 
@@ -72,58 +71,11 @@ async function honoApp(opts: PgSessionHonoOptions, app: { fetch: FetchApp } = bu
 }
 
 /** The reference: the Express middleware with the same routes. */
-async function expressApp(opts: SessionOptions) {
-  const app = express();
-  app.use(session(opts));
-  app.post('/login', async (req, res) => {
-    await req.session.regenerate();
-    req.session.userId = 42;
-    res.json({ ok: true });
-  });
-  app.get('/me', (req, res) => {
-    res.json({ userId: req.session?.userId ?? null, id: req.sessionID ?? null });
-  });
-  const server = await listen(http.createServer(app));
-  closers.push(server.close);
-  return new Client(server.url);
-}
-
-/** A store whose methods can be made to fail, as a database outage would. */
-function flaky(inner: MemoryStore): { store: HasSessionStore; broken: Set<keyof SessionStore> } {
-  const face = inner[kSessionStore];
-  const broken = new Set<keyof SessionStore>();
-  const proxy = new Proxy(face, {
-    get(target, prop) {
-      const value: unknown = Reflect.get(target, prop, target);
-      if (typeof value !== 'function') return value;
-      return (...args: unknown[]) =>
-        broken.has(prop as keyof SessionStore)
-          ? Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:5432'))
-          : (value as (...a: unknown[]) => unknown).apply(target, args);
-    },
-  });
-  return { store: { [kSessionStore]: proxy }, broken };
-}
-
-function idOf(setCookie: string): string {
-  const raw = decodeURIComponent(/^connect\.sid=([^;]+)/.exec(setCookie)![1]!);
-  expect(raw.startsWith('s:')).toBe(true);
-  const id = unsign(raw.slice(2), [SECRET]);
-  expect(id).not.toBe(false);
-  return id as string;
-}
-
-function shape(setCookie: string): string {
-  return setCookie
-    .replace(/^connect\.sid=[^;]+/, 'connect.sid=<value>')
-    .replace(/Expires=[^;]+/, 'Expires=<date>');
-}
-
 describe('Hono middleware', () => {
   it('logs in with a signed cookie in the same format as the Express middleware', async () => {
     const store = new MemoryStore();
     const client = await honoApp(options(store));
-    const reference = await expressApp(options(store) as SessionOptions);
+    const reference = await expressApp(options(store) as SessionOptions, closers);
 
     const anonymous = await client.get('/me');
     expect(await anonymous.json()).toMatchObject({ userId: null });
@@ -134,7 +86,7 @@ describe('Hono middleware', () => {
     const [setCookie] = res.headers.getSetCookie();
     expect(setCookie).toMatch(/^connect\.sid=s%3A[A-Za-z0-9_-]{43}\.[A-Za-z0-9%]+; /);
     expect(res.headers.get('cache-control')).toBe('no-store');
-    const id = idOf(setCookie!);
+    const id = idOf(setCookie!, SECRET);
     expect(await store[kSessionStore].get(hashId(id))).toMatchObject({ userId: '42' });
     expect(await store[kSessionStore].get(id)).toBeNull();
 
@@ -150,20 +102,20 @@ describe('Hono middleware', () => {
   it('shares sessions with an Express app on the same store, both ways', async () => {
     const store = new MemoryStore();
     const honoClient = await honoApp(options(store));
-    const expressClient = await expressApp(options(store) as SessionOptions);
+    const expressClient = await expressApp(options(store) as SessionOptions, closers);
 
     await honoClient.post('/login');
     const onExpress = await expressClient.get('/me', { headers: { cookie: honoClient.cookieHeader() } });
     expect(await onExpress.json()).toMatchObject({
       userId: 42,
-      id: idOf(`connect.sid=${honoClient.jar.get('connect.sid')}`),
+      id: idOf(`connect.sid=${honoClient.jar.get('connect.sid')}`, SECRET),
     });
 
     await expressClient.post('/login');
     const onHono = await honoClient.get('/me', { headers: { cookie: expressClient.cookieHeader() } });
     expect(await onHono.json()).toMatchObject({
       userId: 42,
-      id: idOf(`connect.sid=${expressClient.jar.get('connect.sid')}`),
+      id: idOf(`connect.sid=${expressClient.jar.get('connect.sid')}`, SECRET),
     });
   });
 
@@ -177,7 +129,7 @@ describe('Hono middleware', () => {
 
     const first = (await client.post('/login')).headers.getSetCookie()[0]!;
     expect(first).toContain('Expires=Tue, 01 Jan 2030 01:00:00 GMT');
-    const key = hashId(idOf(first));
+    const key = hashId(idOf(first, SECRET));
     const before = (await store[kSessionStore].get(key))!.expiresAt;
 
     vi.setSystemTime(new Date('2030-01-01T00:10:00Z'));
@@ -185,7 +137,7 @@ describe('Hono middleware', () => {
     expect(await later.json()).toMatchObject({ userId: 42 });
     const second = later.headers.getSetCookie()[0]!;
     expect(second).toContain('Expires=Tue, 01 Jan 2030 01:10:00 GMT');
-    expect(idOf(second)).toBe(idOf(first));
+    expect(idOf(second, SECRET)).toBe(idOf(first, SECRET));
     expect(later.headers.get('cache-control')).toBe('no-store');
     await new Promise((r) => setTimeout(r, 10)); // the touch is written in the background
     expect(events).toContain('touched');
@@ -201,7 +153,7 @@ describe('Hono middleware', () => {
     const client = await honoApp(options(store));
     await client.post('/login');
     const cookie = client.cookieHeader();
-    const key = hashId(idOf(cookie));
+    const key = hashId(idOf(cookie, SECRET));
     expect(await store[kSessionStore].get(key)).not.toBeNull();
 
     const res = await client.post('/logout');
@@ -220,7 +172,7 @@ describe('Hono middleware', () => {
     const client = await honoApp(options(store, { saveUninitialized: true }));
     await client.post('/login');
     const value = client.jar.get('connect.sid')!;
-    const id = idOf(`connect.sid=${value}`);
+    const id = idOf(`connect.sid=${value}`, SECRET);
     const tampered = value.slice(0, -1) + (value.endsWith('A') ? 'B' : 'A');
 
     for (const cookie of [
@@ -232,7 +184,7 @@ describe('Hono middleware', () => {
       const body = (await res.json()) as { userId: string | null; id: string };
       expect(body.userId).toBeNull();
       expect(body.id).not.toBe(id);
-      expect(idOf(res.headers.getSetCookie()[0]!)).toBe(body.id);
+      expect(idOf(res.headers.getSetCookie()[0]!, SECRET)).toBe(body.id);
     }
     expect(await store[kSessionStore].get(hashId(id))).toMatchObject({ userId: '42' });
   });
@@ -340,7 +292,7 @@ describe('Hono middleware', () => {
     });
     const client = await honoApp(options(store), app);
     await client.post('/login');
-    const key = hashId(idOf(client.cookieHeader()));
+    const key = hashId(idOf(client.cookieHeader(), SECRET));
     const res = await client.post('/forget');
     expect(res.headers.getSetCookie()[0]).toMatch(/Expires=Thu, 01 Jan 1970/);
     expect(await store[kSessionStore].get(key)).toBeNull();
