@@ -80,10 +80,18 @@ export async function migrate(
         ? 'Nothing to apply: the database is up to date.\n'
         : `Done: ${plural(changes.length, 'change')}.\n`,
     );
-    const raw = await (await ctx.store()).countRaw();
+    const store = await ctx.store();
+    const raw = await store.countRaw();
+    const keeping = await store.keepsRawIds();
     if (raw > 0) {
       stdout.write(
         `${plural(raw, 'session')} still stored under ${raw === 1 ? 'its' : 'their'} raw id, where connect-pg-simple reads ${raw === 1 ? 'it' : 'them'} (a rollback keeps ${raw === 1 ? 'that user' : 'those users'} logged in). ` +
+          (keeping ? '' : 'Once you will not switch back: pgsession migrate --finish\n'),
+      );
+    }
+    if (keeping) {
+      stdout.write(
+        'The switch from connect-pg-simple is not finished: new sessions are stored there too, so a rollback logs nobody out. ' +
           'Once you will not switch back: pgsession migrate --finish\n',
       );
     }
@@ -97,7 +105,7 @@ async function finish(ctx: Context, options: { batchSize?: number; signal?: Abor
   const { stdout, stderr } = ctx.io;
   const store = await ctx.store();
   const raw = await store.countRaw();
-  if (raw === 0) {
+  if (raw === 0 && !(await store.keepsRawIds())) {
     stdout.write('Every session is stored under the hash of its id: nothing to finish.\n');
     return;
   }

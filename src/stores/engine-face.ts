@@ -125,8 +125,9 @@ export function watchOwnStore(
     },
     async create(key, record, options) {
       const id = options?.id;
-      if (!wrapped('set', id)) return own.create(key, record);
-      const planned: PlannedWrite = { key, apply: (face) => face.create(key, record) };
+      // The id travels on: a table in the middle of a switch stores new sessions under it.
+      if (!wrapped('set', id)) return own.create(key, record, options);
+      const planned: PlannedWrite = { key, apply: (face) => face.create(key, record, { id }) };
       await callStore((cb) => store.set(id, carrying(toConnectSession(record.data), planned), cb));
     },
     async update(key, change, options) {

@@ -105,6 +105,31 @@ describe('migrate', () => {
     expect(again.stdout).toBe('Every session is stored under the hash of its id: nothing to finish.\n');
     await db.pool.query('TRUNCATE session');
   });
+
+  it('on connect-pg-simple’s table it says the switch is reversible until --finish, which ends that', async () => {
+    // The table exactly as connect-pg-simple's table.sql makes it, with one user's session.
+    await db.pool.query(`CREATE TABLE cps_session (sid varchar NOT NULL COLLATE "default" PRIMARY KEY,
+      sess json NOT NULL, expire timestamp(6) NOT NULL)`);
+    await db.pool.query(
+      `INSERT INTO cps_session (sid, sess, expire) VALUES ('raw-a', '{"cookie":{}}', now()::timestamp + interval '1 hour')`,
+    );
+    const upgraded = await cli(['migrate', '--table', 'cps_session']);
+    expect(upgraded.code).toBe(0);
+    expect(upgraded.stdout).toContain(
+      'The switch from connect-pg-simple is not finished: new sessions are stored there too, so a rollback logs nobody out. ' +
+        'Once you will not switch back: pgsession migrate --finish\n',
+    );
+    const finished = await cli(['migrate', '--finish', '--table', 'cps_session']);
+    expect(finished.code).toBe(0);
+    expect(finished.stdout).toContain('Moved 1 session under the hash of its id');
+    const after = await cli(['migrate', '--table', 'cps_session']);
+    expect(after.stdout).toBe('Nothing to apply: the database is up to date.\n');
+    // Once finished, with nothing raw left, a second --finish has nothing to do.
+    expect((await cli(['migrate', '--finish', '--table', 'cps_session'])).stdout).toBe(
+      'Every session is stored under the hash of its id: nothing to finish.\n',
+    );
+    await db.pool.query('DROP TABLE cps_session');
+  });
 });
 
 describe('user add', () => {

@@ -85,6 +85,11 @@ async function startApp(
   app.post('/logout', (req, res, next) => {
     (req as Req).session.destroy((err) => (err ? next(err) : res.send('bye')));
   });
+  // Reads without writing: what this server sees of the session right now.
+  app.get('/peek', (req, res) => {
+    const s = (req as Req).session;
+    res.json({ userId: s.userId ?? null, views: s.views ?? null });
+  });
   app.get('/me', (req, res) => {
     const s = (req as Req).session;
     s.views = ((s.views as number | undefined) ?? 0) + 1;
@@ -200,12 +205,12 @@ describe('docs/migrating.md', () => {
       // The cookie is the same one: no new Set-Cookie value for the same session.
       expect(a.jar.get('sid')).toBe(alice.jar.get('sid'));
       expect(await me(moveTo(bob, url))).toEqual({ userId: 2, cart: ['book'], views: 1 });
-      // A session created by pgsession is stored under the hash of its id.
+      // Until `migrate --finish`, a session created by pgsession is stored as connect-pg-simple
+      // stores it, with its storage key beside it.
       const carol = await logIn(url, 3);
-      expect(await rows('steps')).toContainEqual({
-        sid: hashId(rawId(carol.jar.get('sid')!)),
-        id_hashed: true,
-      });
+      const carolId = rawId(carol.jar.get('sid')!);
+      const { rows: after } = await db.pool.query(`SELECT sid, id_hashed, key_hash FROM steps.session`);
+      expect(after).toContainEqual({ sid: carolId, id_hashed: false, key_hash: hashId(carolId) });
     });
   });
 
@@ -250,37 +255,116 @@ describe('docs/migrating.md', () => {
       return logIn(url, 4);
     });
     // 3. Rolled back to connect-pg-simple: alice and carol are still logged in, with what
-    //    pgsession wrote; bob's logout held; a new user (erin) logs in.
+    //    pgsession wrote; bob's logout held; dave, who first logged in on pgsession, too (the
+    //    switch is unfinished, so pgsession stored his session where connect-pg-simple looks);
+    //    a new user (erin) logs in.
     const erin = await deployed(oldApp('roundtrip'), async (url) => {
       expect(await me(moveTo(alice!, url))).toEqual({ userId: 1, cart: ['book'], views: 3 });
       expect(await me(moveTo(carol!, url))).toEqual({ userId: 3, cart: ['book'], views: 1 });
       expect(await me(moveTo(bob!, url))).toMatchObject({ userId: null });
-      // dave's session was created by pgsession, under the hash of its id: connect-pg-simple
-      // cannot find it (the price of the default; the fully reversible path avoids it).
-      expect(await me(moveTo(dave, url))).toMatchObject({ userId: null });
+      expect(await me(moveTo(dave, url))).toEqual({ userId: 4, cart: ['book'], views: 1 });
       return logIn(url, 5);
     });
     // 4. pgsession again: everyone logged in under connect-pg-simple still is.
     await deployed(newApp('roundtrip'), async (url) => {
       expect(await me(moveTo(alice!, url))).toEqual({ userId: 1, cart: ['book'], views: 4 });
       expect(await me(moveTo(carol!, url))).toEqual({ userId: 3, cart: ['book'], views: 2 });
+      expect(await me(moveTo(dave, url))).toEqual({ userId: 4, cart: ['book'], views: 2 });
       expect(await me(moveTo(erin, url))).toEqual({ userId: 5, cart: ['book'], views: 1 });
       expect(await me(moveTo(bob!, url))).toMatchObject({ userId: null });
     });
     // Once there is no going back: `pgsession migrate --finish` moves every row under the hash
-    // of its id. pgsession serves everyone as before; no raw id is left in the table.
-    expect(await finish('roundtrip')).toBeGreaterThanOrEqual(3);
+    // of its id. pgsession serves everyone as before; no raw id is left in the table, and
+    // sessions created from then on are stored under the hash only.
+    expect(await finish('roundtrip')).toBeGreaterThanOrEqual(4);
     expect((await rows('roundtrip')).every((r) => r.id_hashed)).toBe(true);
-    const ids = [alice!, carol!, erin].map((c) => rawId(c.jar.get('sid')!));
-    expect((await rows('roundtrip')).map((r) => r.sid)).not.toContain(ids[0]);
-    await deployed(newApp('roundtrip'), async (url) => {
+    const ids = [alice!, carol!, dave, erin].map((c) => rawId(c.jar.get('sid')!));
+    for (const id of ids) expect((await rows('roundtrip')).map((r) => r.sid)).not.toContain(id);
+    const frank = await deployed(newApp('roundtrip'), async (url) => {
       expect(await me(moveTo(alice!, url))).toEqual({ userId: 1, cart: ['book'], views: 5 });
       expect(await me(moveTo(erin, url))).toEqual({ userId: 5, cart: ['book'], views: 2 });
+      const created = await logIn(url, 6);
+      expect(await rows('roundtrip')).toContainEqual({
+        sid: hashId(rawId(created.jar.get('sid')!)),
+        id_hashed: true,
+      });
+      return created;
     });
+    expect((await rows('roundtrip')).every((r) => r.id_hashed)).toBe(true);
     // …and that is the step after which connect-pg-simple no longer finds them.
     await deployed(oldApp('roundtrip'), async (url) => {
       expect(await me(moveTo(carol!, url))).toMatchObject({ userId: null });
+      expect(await me(moveTo(frank, url))).toMatchObject({ userId: null });
     });
+  });
+
+  it('while the switch is unfinished, pgsession stores new sessions where connect-pg-simple reads them, found by pgsession through its hash', async () => {
+    const { alice } = await loginBefore('unfinished');
+    const store = new PostgresSessionStore({
+      pool: db.pool,
+      schemaName: 'unfinished',
+      createTableIfMissing: false,
+    });
+    try {
+      expect(await store.keepsRawIds()).toBe(true);
+      const dave = await deployed(newApp('unfinished'), (url) => logIn(url, 4));
+      const id = rawId(dave.jar.get('sid')!);
+      const { rows: stored } = await db.pool.query<{
+        sid: string;
+        id_hashed: boolean;
+        key_hash: string | null;
+      }>('SELECT sid, id_hashed, key_hash FROM unfinished.session WHERE sid = $1', [id]);
+      expect(stored).toEqual([{ sid: id, id_hashed: false, key_hash: hashId(id) }]);
+      // Nothing is stored under the hash alone: the row is one, found both ways.
+      expect((await rows('unfinished')).map((r) => r.sid)).not.toContain(hashId(id));
+      await deployed(oldApp('unfinished'), async (url) => {
+        expect(await me(moveTo(dave, url))).toEqual({ userId: 4, cart: ['book'], views: 1 });
+        expect(await me(moveTo(alice, url))).toEqual({ userId: 1, cart: ['book'], views: 2 });
+      });
+      expect(await finish('unfinished')).toBe(3); // alice, bob and dave
+      expect(await store.keepsRawIds()).toBe(false);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a rolling deploy: old and new servers side by side serve, change and log out each other’s new sessions', async () => {
+    await loginBefore('rolling');
+    const [before, after] = await Promise.all([oldApp('rolling'), newApp('rolling')]);
+    const peek = async (client: Client, url: string) => (await moveTo(client, url).get('/peek')).json();
+    try {
+      // Logged in on a new server, then served by an old one.
+      const dave = await logIn(after.url, 4);
+      expect(await peek(dave, after.url)).toEqual({ userId: 4, views: null });
+      expect(await me(moveTo(dave, before.url))).toEqual({ userId: 4, cart: ['book'], views: 1 });
+      // The old server's write reaches the new server's cache (the table's triggers announce it).
+      await expect.poll(() => peek(dave, after.url), { timeout: 10_000 }).toEqual({ userId: 4, views: 1 });
+      expect(await me(moveTo(dave, after.url))).toEqual({ userId: 4, cart: ['book'], views: 2 });
+      expect(await me(moveTo(dave, before.url))).toEqual({ userId: 4, cart: ['book'], views: 3 });
+      // Logged in on an old server: served by a new one.
+      const erin = await logIn(before.url, 5);
+      expect(await peek(erin, after.url)).toEqual({ userId: 5, views: null });
+      // Logged out on an old server: the new server holds the logout too.
+      expect(await (await moveTo(dave, before.url).post('/logout')).text()).toBe('bye');
+      await expect
+        .poll(() => peek(dave, after.url), { timeout: 10_000 })
+        .toEqual({ userId: null, views: null });
+    } finally {
+      await Promise.all([before.close(), after.close()]);
+    }
+  });
+
+  it('a table pgsession creates is never in a switch: new sessions are hashed from the start', async () => {
+    await db.pool.query('CREATE SCHEMA IF NOT EXISTS fresh');
+    const store = new PostgresSessionStore({ pool: db.pool, schemaName: 'fresh' });
+    try {
+      await store.ready();
+      expect(await store.keepsRawIds()).toBe(false);
+      const user = await deployed(newApp('fresh'), (url) => logIn(url, 7));
+      expect(await rows('fresh')).toEqual([{ sid: hashId(rawId(user.jar.get('sid')!)), id_hashed: true }]);
+    } finally {
+      await store.close();
+    }
   });
 
   it('the fully reversible path: with hashIds: false even sessions created by pgsession survive a rollback', async () => {

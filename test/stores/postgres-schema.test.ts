@@ -142,7 +142,7 @@ describe('ensureSchema', () => {
     await ensureSchema(db.pool, { tableName: 'twice' });
     const before = await indexes(db.pool, 'twice');
     const again = await ensureSchema(db.pool, { tableName: 'twice' });
-    expect(again).toEqual({ created: false, addedColumns: [], addedIndexes: [] });
+    expect(again).toEqual({ created: false, addedColumns: [], addedIndexes: [], keepsRawIds: false });
     expect(await indexes(db.pool, 'twice')).toEqual(before);
   });
 
@@ -266,6 +266,9 @@ describe('upgrading a table created by connect-pg-simple', () => {
       ]);
       // The expire index was there already.
       expect(upgrade.addedIndexes).toEqual(['IDX_session_user_id', 'IDX_session_key_hash']);
+      // connect-pg-simple's table: the switch is reversible until `pgsession migrate --finish`.
+      expect(upgrade.keepsRawIds).toBe(true);
+      expect(await store.keepsRawIds()).toBe(true);
       expect(Object.keys(await indexes(db.pool, 'session', schema)).sort()).toEqual([
         'IDX_session_expire',
         'IDX_session_key_hash',

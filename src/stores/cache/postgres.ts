@@ -254,6 +254,10 @@ export class CachedPostgresSessionStore implements PostgresStore {
     return this.table.countRaw();
   }
 
+  keepsRawIds(): Promise<boolean> {
+    return this.table.keepsRawIds();
+  }
+
   /** Rows keep their storage key, so cached copies stay valid. */
   rekey(options?: PruneOptions): Promise<number> {
     return this.table.rekey(options);

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { type NotifyTarget, notifyKeysSql } from '../cache/protocol.js';
 import { MARK_ANNOUNCED } from './announce-trigger.js';
-import type { TableNames } from './schema.js';
+import { keepRawIdsStatement, keepsRawIdsSql, type TableNames } from './schema.js';
 
 /**
  * Every SQL statement the PostgreSQL store runs, built once per table when a store is
@@ -64,9 +64,13 @@ export interface Statement {
 export interface Queries {
   /** `$1` h, `$2` now, `$3` k → a record row (recording `key_hash` on a raw-id row's first match). */
   readonly get: Statement;
-  /** `$1` sid, `$2` sess, `$3` expire, `$4` created, `$5` last active, `$6` user, `$7` version, `$8` id_hashed, `$9` key_hash. */
+  /**
+   * `$1` sid, `$2` sess, `$3` expire, `$4` created, `$5` last active, `$6` user, `$7` version,
+   * `$8` id_hashed, `$9` key_hash, `$10` k (or null). With `k` (then `$1` is h) and the table
+   * marked `KEEP_RAW_IDS_MARK`, the row goes under `k` with h as its `key_hash` instead.
+   */
   readonly insert: Statement;
-  /** The row of h/k overwritten, else inserted: `insert`'s nine, `$10` now, `$11` h, `$12` k → `written`. */
+  /** The row of h/k overwritten, else inserted (as `insert`): `insert`'s nine, `$10` now, `$11` h, `$12` k → `written`. */
   readonly upsert: Statement;
   /** `$1` h, `$2` sess, `$3` expire, `$4` last active, `$5` user, `$6` now, `$7` k → `version` when updated. */
   readonly replace: Statement;
@@ -100,6 +104,10 @@ export interface Queries {
   readonly rekeyBatch: Statement;
   /** → `raw`: how many rows are still stored under a raw id. */
   readonly countRaw: Statement;
+  /** → `keep`: whether new sessions are stored under their raw id too (an unfinished switch). */
+  readonly keepsRawIds: Statement;
+  /** Ends an unfinished switch: new sessions are stored under hashes only (table owner only). */
+  readonly stopKeepingRawIds: Statement;
 }
 
 /** Milliseconds parameter → timestamp, as connect-pg-simple writes `expire`. */
@@ -199,7 +207,13 @@ export function buildQueries(
   const insertColumns =
     'sid, sess, expire, created_at, last_active_at, user_id, version, id_hashed, key_hash';
   // Cast: in `INSERT … SELECT` the parameters' types cannot be taken from the target columns.
-  const insertValues = `$1::text, $2::json, ${ts('$3')}, ${ts('$4')}, ${ts('$5')}, $6::text, $7::integer, $8::boolean, $9::text`;
+  // `k` is the raw id (or null): while the switch from connect-pg-simple is unfinished, a new
+  // session is stored where connect-pg-simple would look for it, found by pgsession through
+  // `key_hash` like any raw-id row it has matched (see schema.ts, KEEP_RAW_IDS_MARK).
+  const insertValues = (k: string, h: string) =>
+    `CASE WHEN m.raw THEN ${k}::text ELSE $1::text END, $2::json, ${ts('$3')}, ${ts('$4')}, ${ts('$5')}, $6::text, $7::integer,
+    CASE WHEN m.raw THEN false ELSE $8::boolean END, CASE WHEN m.raw THEN ${h}::text ELSE $9::text END`;
+  const keepRaw = (k: string) => `(SELECT ${k}::text IS NOT NULL AND ${keepsRawIdsSql(names)} AS raw) m`;
 
   return {
     // One round trip. A raw-id row matched for the first time records `key_hash` (and the
@@ -225,7 +239,9 @@ SELECT ${RECORD_NAMES} FROM adopted
 UNION ALL
 SELECT ${RECORD_NAMES} FROM found WHERE NOT EXISTS (SELECT 1 FROM adopted)`),
 
-    insert: plain(`INSERT INTO ${t} (${insertColumns}) VALUES (${insertValues})`),
+    insert: plain(
+      `INSERT INTO ${t} (${insertColumns}) SELECT ${insertValues('$10', '$1')} FROM ${keepRaw('$10')}`,
+    ),
 
     // express-session's `set` of a session this process never loaded: an upsert, as
     // connect-pg-simple does, onto the session's row wherever it is stored (a raw-id row stays
@@ -243,7 +259,7 @@ SELECT ${RECORD_NAMES} FROM found WHERE NOT EXISTS (SELECT 1 FROM adopted)`),
   RETURNING ${ANNOUNCED}
 ), i AS (
   INSERT INTO ${t} AS s (${insertColumns})
-  SELECT ${insertValues} WHERE NOT EXISTS (SELECT 1 FROM u)
+  SELECT ${insertValues('$12', '$11')} FROM ${keepRaw('$12')} WHERE NOT EXISTS (SELECT 1 FROM u)
   ON CONFLICT (sid) DO UPDATE SET
     sess = EXCLUDED.sess,
     expire = EXCLUDED.expire,
@@ -372,5 +388,7 @@ SELECT count(*)::integer AS deleted${notified} FROM w`,
   RETURNING 1
 ) SELECT count(*)::integer AS rekeyed FROM u`),
     countRaw: plain(`SELECT count(*)::integer AS raw FROM ${t} WHERE NOT id_hashed`),
+    keepsRawIds: plain(`SELECT ${keepsRawIdsSql(names)} AS keep`),
+    stopKeepingRawIds: plain(keepRawIdsStatement(names, false)),
   };
 }

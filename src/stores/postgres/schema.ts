@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { ConfigError } from '../../core/errors.js';
 import { quoteIdent } from '../../db/sql.js';
-import { DEFAULT_CHANNEL } from '../cache/protocol.js';
+import { DEFAULT_CHANNEL, quoteLiteral } from '../cache/protocol.js';
 import { ensureAnnounceTriggers } from './announce-trigger.js';
 
 /** Where the session table lives. */
@@ -93,6 +93,36 @@ export const EXTRA_COLUMNS: ReadonlyArray<readonly [name: string, definition: st
   ['key_hash', 'text'],
 ];
 
+/**
+ * The mark of a switch from connect-pg-simple that is not finished yet: a comment on
+ * pgsession's own `key_hash` column, set when pgsession first upgrades a table connect-pg-simple
+ * made and removed by `pgsession migrate --finish`. While it is there, sessions pgsession creates
+ * are stored as connect-pg-simple stores them (under the raw id) with their storage key in
+ * `key_hash`, so a rollback to connect-pg-simple logs out nobody — not even users who first
+ * logged in after the switch. A comment rather than a side table: it lives and dies with the
+ * table (dumps, restores, renames) and needs no privilege the upgrade does not already need.
+ */
+export const KEEP_RAW_IDS_MARK = 'pgsession:keep-raw-ids';
+
+/** The comment {@link ensureSchema} sets (the mark, then why, for whoever reads `\d+`). */
+const KEEP_RAW_IDS_COMMENT = `${KEEP_RAW_IDS_MARK} (new sessions are stored under their raw id too, where connect-pg-simple reads them, until "pgsession migrate --finish")`;
+
+/**
+ * An SQL boolean: whether the table carries {@link KEEP_RAW_IDS_MARK}. A catalog lookup by
+ * index, evaluated in the statement that inserts, so every server follows `--finish` at once.
+ */
+export function keepsRawIdsSql(names: TableNames): string {
+  return `EXISTS (SELECT 1 FROM pg_catalog.pg_description d
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = d.objoid AND a.attnum = d.objsubid
+    WHERE d.classoid = 'pg_catalog.pg_class'::regclass AND d.objoid = ${quoteLiteral(names.qualified)}::regclass
+      AND a.attname = 'key_hash' AND d.description LIKE '${KEEP_RAW_IDS_MARK}%')`;
+}
+
+/** `COMMENT ON` pgsession's `key_hash` column: the mark ({@link KEEP_RAW_IDS_MARK}), or none. */
+export function keepRawIdsStatement(names: TableNames, keep: boolean): string {
+  return `COMMENT ON COLUMN ${names.qualified}.${quoteIdent('key_hash')} IS ${keep ? quoteLiteral(KEEP_RAW_IDS_COMMENT) : 'NULL'}`;
+}
+
 /** The partial indexes pgsession adds: `user_id` (listing, revocation) and `key_hash` (raw-id rows by storage key). */
 const EXTRA_INDEXES = [
   { column: 'user_id', unique: false },
@@ -126,6 +156,11 @@ export interface EnsureSchemaResult {
   addedColumns: string[];
   /** Indexes created. */
   addedIndexes: string[];
+  /**
+   * The table was connect-pg-simple's (it lacked every pgsession column) and is now marked
+   * {@link KEEP_RAW_IDS_MARK}: the switch stays reversible until `pgsession migrate --finish`.
+   */
+  keepsRawIds: boolean;
 }
 
 interface CatalogRow {
@@ -249,7 +284,12 @@ export async function ensureSchema(
   const lockTimeoutMs = Math.max(0, Math.floor(options.lockTimeoutMs ?? 10_000));
   const [k1, k2] = advisoryLockKeys('schema', names);
   const columnsToIndex = ['expire', ...EXTRA_INDEXES.map((x) => x.column)];
-  const result: EnsureSchemaResult = { created: false, addedColumns: [], addedIndexes: [] };
+  const result: EnsureSchemaResult = {
+    created: false,
+    addedColumns: [],
+    addedIndexes: [],
+    keepsRawIds: false,
+  };
 
   // A pool that cannot lend a connection (a query-only wrapper, pg-promise) gets each statement
   // on its own: no transaction, but every step is idempotent and re-checked on the next call.
@@ -304,6 +344,12 @@ export async function ensureSchema(
         );
       }
       if (!result.created) result.addedColumns = missing.map(([name]) => name);
+      // A table without any of our columns is connect-pg-simple's: its users may come back to
+      // it. (A partly upgraded table was seen by pgsession before and keeps the mark it has.)
+      if (!result.created && missing.length === EXTRA_COLUMNS.length) {
+        await query(keepRawIdsStatement(names, true));
+        result.keepsRawIds = true;
+      }
     }
 
     const indexed = new Set(state.indexed ?? []);

@@ -446,9 +446,14 @@ export class PostgresSessionStore implements SessionStore {
     ];
   }
 
-  /** Insert a new session; an existing row with the same key is an error (unique violation). */
-  async create(key: string, record: SessionRecord): Promise<void> {
-    await this.#query(this.#queries.insert, this.#rowValues(key, record));
+  /**
+   * Insert a new session; an existing row with the same key is an error (unique violation).
+   * `id` is the session id, which the row is stored under instead while a switch from
+   * connect-pg-simple is unfinished (schema.ts, `KEEP_RAW_IDS_MARK`).
+   */
+  async create(key: string, record: SessionRecord, options?: { id?: string | undefined }): Promise<void> {
+    const [, k] = this.#address(key, options?.id);
+    await this.#query(this.#queries.insert, [...this.#rowValues(key, record), this.#idsHashed ? k : null]);
   }
 
   /**
@@ -628,15 +633,27 @@ export class PostgresSessionStore implements SessionStore {
   }
 
   /**
-   * Finish a switch from connect-pg-simple (`pgsession migrate --finish`): move every row still
-   * stored under a raw id to the hash of that id, in batches. Users stay logged in (pgsession
-   * finds them either way); connect-pg-simple no longer would, so this is the step after which
-   * a rollback logs those users out. Rows keep their storage key, so caches stay valid.
+   * Whether the switch from connect-pg-simple is unfinished: new sessions are then stored under
+   * their raw id too, so a rollback logs nobody out (schema.ts, `KEEP_RAW_IDS_MARK`).
+   */
+  async keepsRawIds(): Promise<boolean> {
+    const row = await this.#query<{ keep: boolean }>(this.#queries.keepsRawIds, []);
+    return row?.keep === true;
+  }
+
+  /**
+   * Finish a switch from connect-pg-simple (`pgsession migrate --finish`): from now on new
+   * sessions are stored under hashes only, and every row still stored under a raw id moves to
+   * the hash of that id, in batches. Users stay logged in (pgsession finds them either way);
+   * connect-pg-simple no longer would, so this is the step after which a rollback logs those
+   * users out. Rows keep their storage key, so caches stay valid.
    *
    * @returns how many rows were re-keyed (rows whose hash is already taken stay, see `countRaw`).
    */
   async rekey(options: PruneOptions = {}): Promise<number> {
     const batchSize = positiveInteger(options.batchSize ?? this.#pruneBatchSize, 'batchSize');
+    // First, so that sessions created while the batches run are hashed already.
+    if (await this.keepsRawIds()) await this.#query(this.#queries.stopKeepingRawIds, []);
     let total = 0;
     for (;;) {
       const row = await this.#query<{ rekeyed: number }>(this.#queries.rekeyBatch, [batchSize]);
@@ -839,6 +856,7 @@ export type PostgresStore = SessionStore &
     | 'keys'
     | 'clear'
     | 'countRaw'
+    | 'keepsRawIds'
     | 'rekey'
     | 'prune'
     | 'startPruning'
