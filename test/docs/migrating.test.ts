@@ -3,9 +3,10 @@
  * (createTableIfMissing) logs users in and stores data; the same app code with only its imports
  * changed to pgsession serves the same cookies — still logged in, data intact, rows left where
  * connect-pg-simple reads them — and switching back and forth (connect-pg-simple → pgsession →
- * connect-pg-simple → pgsession) logs out nobody who was logged in before the switch. Also the
- * table upgrade (extra nullable columns, connect-pg-simple still works on it), the fully
- * reversible path (hashIds: false) and `pgsession migrate --finish` (rows re-keyed to the hash).
+ * connect-pg-simple → pgsession) logs out nobody, including users who first logged in under
+ * pgsession, until `pgsession migrate --finish` (rows re-keyed to the hash, new ones hashed).
+ * Also the table upgrade (extra nullable columns, connect-pg-simple still works on it), a rolling
+ * deploy with both running, and `hashIds: false`.
  */
 import type { Server } from 'node:http';
 import { createRequire } from 'node:module';
@@ -240,7 +241,7 @@ describe('docs/migrating.md', () => {
     expect(alice.jar.has('sid')).toBe(true);
   });
 
-  it('connect-pg-simple → pgsession → connect-pg-simple → pgsession: nobody logged in before the switch is logged out', async () => {
+  it('connect-pg-simple → pgsession → connect-pg-simple → pgsession: nobody is logged out until --finish', async () => {
     await db.pool.query('CREATE SCHEMA IF NOT EXISTS roundtrip');
     // 1. connect-pg-simple: alice, bob and carol log in.
     const [alice, bob, carol] = await deployed(oldApp('roundtrip'), async (url) => {
@@ -367,7 +368,7 @@ describe('docs/migrating.md', () => {
     }
   });
 
-  it('the fully reversible path: with hashIds: false even sessions created by pgsession survive a rollback', async () => {
+  it('hashIds: false: sessions created by pgsession are stored under their raw id and survive a rollback', async () => {
     const { alice } = await loginBefore('reversible');
     const dave = await deployed(newApp('reversible', false), async (url) => {
       expect(await me(moveTo(alice, url))).toEqual({ userId: 1, cart: ['book'], views: 2 });
