@@ -46,15 +46,41 @@ describe('MemoryStore, express-session API', () => {
     await p((cb) => hashed.set('the-id', sess(T0 + 9000, { n: 1 }), cb));
     expect((await hashed[kSessionStore].get(hashId('the-id')))?.data).toMatchObject({ n: 1 });
     expect(await hashed[kSessionStore].get('the-id')).toBeNull();
-    // all / ids list storage keys.
-    expect(await p((cb) => hashed.ids(cb))).toEqual([hashId('the-id')]);
-    expect(await p((cb) => hashed.all(cb))).toEqual({
-      [hashId('the-id')]: expect.objectContaining({ n: 1 }),
-    });
+    // all / ids list the storage key, tagged: never the session id.
+    const [listed] = (await p<string[]>((cb) => hashed.ids(cb)))!;
+    expect(listed!.startsWith(`${hashId('the-id')}.`)).toBe(true);
+    expect(await p((cb) => hashed.all(cb))).toEqual({ [listed!]: expect.objectContaining({ n: 1 }) });
     const raw = make({ now: () => T0, hashIds: false });
     await p((cb) => raw.set('the-id', sess(T0 + 9000, { n: 2 }), cb));
     expect((await raw[kSessionStore].get('the-id'))?.data).toMatchObject({ n: 2 });
     expect(await p((cb) => raw.ids(cb))).toEqual(['the-id']);
+  });
+
+  it('keys from all() and ids() are accepted by get, set, touch and destroy: list-then-revoke revokes', async () => {
+    const store = make({ now: () => T0 });
+    await p((cb) => store.set('alice-id', sess(T0 + 9000, { user: 'alice' }), cb));
+    await p((cb) => store.set('bob-id', sess(T0 + 9000, { user: 'bob' }), cb));
+    const listed = (await p<Record<string, SessionJSON>>((cb) => store.all(cb)))!;
+    const aliceKey = Object.keys(listed).find((k) => listed[k]!.user === 'alice')!;
+    expect(await p((cb) => store.get(aliceKey, cb))).toMatchObject({ user: 'alice' });
+    await p((cb) => store.set(aliceKey, sess(T0 + 9000, { user: 'alice', flagged: true }), cb));
+    expect(await p((cb) => store.get('alice-id', cb))).toMatchObject({ flagged: true });
+    await p((cb) => store.touch(aliceKey, sess(T0 + 9000), cb));
+    await p((cb) => store.destroy(aliceKey, cb));
+    expect(await p((cb) => store.get('alice-id', cb))).toBeNull();
+    expect(await p((cb) => store.get('bob-id', cb))).toMatchObject({ user: 'bob' });
+    // Revoking it again says it is gone, in express-session's "not found" convention.
+    await expect(p((cb) => store.destroy(aliceKey, cb))).rejects.toMatchObject({ code: 'ENOENT' });
+    // A listed key never re-creates a revoked session.
+    await p((cb) => store.set(aliceKey, sess(T0 + 9000, { user: 'alice' }), cb));
+    expect(await p((cb) => store.get('alice-id', cb))).toBeNull();
+    // A bare storage key (a leaked hash) is not a session id, and a key of that shape from
+    // another process is refused rather than taken for an id.
+    expect(await p((cb) => store.get(hashId('bob-id'), cb))).toBeNull();
+    const foreign = `${hashId('bob-id')}.${'A'.repeat(22)}`;
+    expect(await p((cb) => store.get(foreign, cb))).toBeNull();
+    await expect(p((cb) => store.destroy(foreign, cb))).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(await p((cb) => store.get('bob-id', cb))).toMatchObject({ user: 'bob' });
   });
 
   it('is bounded: beyond max, the least recently used session goes', async () => {
@@ -62,7 +88,8 @@ describe('MemoryStore, express-session API', () => {
     for (const id of ['a', 'b', 'c']) await p((cb) => store.set(id, sess(null), cb));
     await p((cb) => store.get('a', cb)); // a is now the most recently used
     await p((cb) => store.set('d', sess(null), cb));
-    expect(await p((cb) => store.ids(cb))).toEqual(expect.arrayContaining(['a', 'c', 'd'].map(hashId)));
+    const keys = (await p<string[]>((cb) => store.ids(cb)))!.map((k) => k.split('.')[0]);
+    expect(keys.sort()).toEqual(['a', 'c', 'd'].map(hashId).sort());
     expect(await p((cb) => store.get('b', cb))).toBeNull();
   });
 

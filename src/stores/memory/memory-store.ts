@@ -9,6 +9,7 @@ import {
   type SessionStore,
   userIdOf,
 } from '../../core/store.js';
+import { issueAdminKey, readAdminKey, UnknownSessionKeyError } from '../admin-keys.js';
 import { type Callback, Store } from '../connect-store.js';
 import { markNativeStoreMethods, plannedWrite } from '../engine-face.js';
 
@@ -193,6 +194,25 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
     return this.hashIds ? hashId(sid) : sid;
   }
 
+  /**
+   * The storage key `sid` names: a session id's, or the one inside a key from this process's
+   * `all()` / `ids()` (`admin`); an error for such a key from elsewhere.
+   */
+  private resolve(sid: string): { key: string; admin: boolean } | UnknownSessionKeyError {
+    const admin = this.hashIds ? readAdminKey(sid) : undefined;
+    if (admin === 'foreign') {
+      return new UnknownSessionKeyError(
+        'pgsession: unknown session key (keys from all() and ids() work in the process that listed them)',
+      );
+    }
+    return admin === undefined ? { key: this.keyOf(sid), admin: false } : { key: admin, admin: true };
+  }
+
+  /** What `all()` / `ids()` call a session: a key its `get` / `destroy` accept. */
+  private listedKey(key: string): string {
+    return this.hashIds ? issueAdminKey(key) : key;
+  }
+
   /** Run a write the engine planned (see `plannedWrite`), answering `callback` when it is done. */
   private applyPlanned(write: Promise<void>, callback: Callback | undefined): void {
     write.then(
@@ -202,12 +222,18 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
   }
 
   override get(sid: string, callback: Callback<SessionJSON | null>): void {
-    const entry = this.live(this.keyOf(sid));
+    const target = this.resolve(sid);
+    const entry = target instanceof UnknownSessionKeyError ? undefined : this.live(target.key);
     queueMicrotask(() => callback(undefined, entry ? (JSON.parse(entry.json) as SessionJSON) : null));
   }
 
   override set(sid: string, session: SessionJSON, callback?: Callback): void {
-    const key = this.keyOf(sid);
+    const target = this.resolve(sid);
+    if (target instanceof UnknownSessionKeyError) {
+      if (callback) queueMicrotask(() => callback(target));
+      return;
+    }
+    const { key } = target;
     // Called by pgsession's middleware through a wrapper the app put on this method: apply the
     // engine's change (a key-level merge that never re-creates a destroyed session).
     const planned = plannedWrite(session, key);
@@ -218,6 +244,11 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
     const now = this.now();
     const expires = session.cookie?.expires ? Date.parse(String(session.cookie.expires)) : Number.NaN;
     const existing = this.live(key);
+    // A listed session is only ever updated: one revoked meanwhile stays revoked.
+    if (target.admin && !existing) {
+      if (callback) queueMicrotask(() => callback());
+      return;
+    }
     this.entries.set(key, {
       json: JSON.stringify(session),
       expiresAt: Number.isFinite(expires) ? expires : now + DAY,
@@ -230,7 +261,12 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
   }
 
   touch(sid: string, session: SessionJSON, callback?: Callback): void {
-    const key = this.keyOf(sid);
+    const target = this.resolve(sid);
+    if (target instanceof UnknownSessionKeyError) {
+      if (callback) queueMicrotask(() => callback(target));
+      return;
+    }
+    const { key } = target;
     const planned = plannedWrite(session, key);
     if (planned) {
       this.applyPlanned(planned.apply(this[kSessionStore]), callback);
@@ -246,16 +282,27 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
   }
 
   override destroy(sid: string, callback?: Callback): void {
-    this.entries.delete(this.keyOf(sid));
-    if (callback) queueMicrotask(() => callback());
+    const target = this.resolve(sid);
+    // A session id that names nothing is fine (a logout twice); a listed key that names nothing
+    // says so, so "revoke this session" cannot silently do nothing.
+    const gone =
+      target instanceof UnknownSessionKeyError
+        ? target
+        : !this.entries.delete(target.key) && target.admin
+          ? new UnknownSessionKeyError('pgsession: no session with this key (already gone)')
+          : undefined;
+    if (callback) queueMicrotask(() => callback(gone));
   }
 
-  /** Every live session, by storage key (with `hashIds`, the hash of its id). */
+  /**
+   * Every live session, by a key its `get` / `set` / `touch` / `destroy` accept: with `hashIds`,
+   * the storage key with a tag only this process can make (never a session id).
+   */
   all(callback: Callback<Record<string, SessionJSON>>): void {
     const out: Record<string, SessionJSON> = {};
     for (const key of [...this.entries.keys()]) {
       const entry = this.live(key);
-      if (entry) out[key] = JSON.parse(entry.json) as SessionJSON;
+      if (entry) out[this.listedKey(key)] = JSON.parse(entry.json) as SessionJSON;
     }
     queueMicrotask(() => callback(undefined, out));
   }
@@ -272,7 +319,12 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
 
   ids(callback: Callback<string[]>): void {
     this.sweep();
-    queueMicrotask(() => callback(undefined, [...this.entries.keys()]));
+    queueMicrotask(() =>
+      callback(
+        undefined,
+        [...this.entries.keys()].map((key) => this.listedKey(key)),
+      ),
+    );
   }
 
   /** Stop the sweep timer. */

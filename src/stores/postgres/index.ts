@@ -3,6 +3,8 @@
  * the express-session face ({@link PgStore}), and the schema helpers. The connect-pg-simple
  * factory is a separate entry point (`pgsession/connect-pg-simple`).
  */
+
+export { UnknownSessionKeyError } from '../admin-keys.js';
 export {
   createPgStoreClass,
   type PgPromiseLike,
@@ -12,7 +14,6 @@ export {
   type PgStoreInstance,
   type PgStoreOptions,
   type QueryCallback,
-  UnknownSessionKeyError,
 } from './pg-store.js';
 export { buildQueries, type Queries, type Statement } from './queries.js';
 export {

@@ -1,12 +1,12 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
 import { LRUCache } from 'lru-cache';
 import type pg from 'pg';
-import { ConfigError, PgSessionError } from '../../core/errors.js';
+import { ConfigError } from '../../core/errors.js';
 import { hashId } from '../../core/id.js';
 import { type HasSessionStore, kSessionStore, type SessionJSON, userIdOf } from '../../core/store.js';
 import { guardPoolErrors } from '../../db/pool.js';
 import { type QueryOptions, resolveQueryOptions, withQueryOptions } from '../../db/query.js';
+import { issueAdminKey, readAdminKey, UnknownSessionKeyError } from '../admin-keys.js';
 import { clientConfigOf } from '../cache/pg-listener.js';
 import { CachedPostgresSessionStore, type PostgresCacheOptions } from '../cache/postgres.js';
 import { DEFAULT_CHANNEL, generateNodeId, type NotifyTarget } from '../cache/protocol.js';
@@ -224,16 +224,6 @@ export interface PgStoreFlavor {
 }
 
 /**
- * A key from `all()` / `ids()` that names no session (or was issued by another process).
- * `code` is `ENOENT`, the "not found" convention of express-session stores.
- */
-export class UnknownSessionKeyError extends PgSessionError {
-  constructor(message: string) {
-    super('ENOENT', message, { status: 404 });
-  }
-}
-
-/**
  * Settle a promise through a Node-style callback, or hand the promise back when there is none.
  * Callbacks run on `process.nextTick`, outside the promise chain, so an exception thrown by a
  * callback surfaces as such instead of becoming a rejected promise nobody sees (as
@@ -259,35 +249,6 @@ function expireTime(sess: SessionJSON, ttlSeconds: number | undefined, now: numb
     if (Number.isFinite(at)) return at;
   }
   return now + (ttlSeconds || ONE_DAY_SECONDS) * 1000;
-}
-
-// ---- keys from all() / ids() ----
-
-/**
- * Keys handed out by `all()` / `ids()` for rows stored under a hash: `<storage key>.<tag>`, the
- * tag an HMAC under a key that never leaves this process. A storage key read from the table
- * (a leak, a backup) cannot be turned into one, so it can never be presented as a session id;
- * a key from this process works in its `get` / `destroy` / `touch`.
- */
-const adminKeySecret = randomBytes(32);
-const ADMIN_KEY_SHAPE = /^([A-Za-z0-9_-]{43})\.([A-Za-z0-9_-]{22})$/;
-
-function adminTag(storageKey: string): string {
-  return createHmac('sha256', adminKeySecret).update(storageKey).digest('base64url').slice(0, 22);
-}
-
-function issueAdminKey(storageKey: string): string {
-  return `${storageKey}.${adminTag(storageKey)}`;
-}
-
-/** The storage key of an admin key from this process; `'foreign'` for one of that shape from elsewhere; else undefined. */
-function readAdminKey(value: string): string | 'foreign' | undefined {
-  const match = ADMIN_KEY_SHAPE.exec(value);
-  if (!match) return undefined;
-  const [, key, tag] = match as unknown as [string, string, string];
-  const expected = Buffer.from(adminTag(key));
-  const given = Buffer.from(tag);
-  return given.length === expected.length && timingSafeEqual(given, expected) ? key : 'foreign';
 }
 
 // ---- options ----
