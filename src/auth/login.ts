@@ -478,7 +478,13 @@ export class Auth {
     if (!user) return { ok: false, reason: 'wrong-password' };
     if (!(await this.totp.isEnabled(user.id))) return { ok: false, reason: 'not-enabled' };
     const attempt = await this.#countAttempt(req, user.email, async () => user);
-    const check = await this.totp.check(user.id, code);
+    let check: Awaited<ReturnType<TotpManager['check']>>;
+    try {
+      check = await this.totp.check(user.id, code);
+    } catch (err) {
+      await abandonOnOutage(attempt, err);
+      throw err;
+    }
     if (!check.ok) {
       this.#emit(
         {
@@ -640,13 +646,20 @@ export class Auth {
     const current = await this.users.findById(userId);
     if (!current || current.disabled) return null;
     const attempt = await this.#countAttempt(req, current.email, async () => current);
-    const user = await this.users.findByEmail(current.email);
+    let user: UserWithHash | null;
     let ok = false;
-    if (user && validPasswordInput(password)) {
-      ok = (await this.hasher.verify(user.passwordHash, password)).ok;
-    } else {
-      // Same cost whatever was sent, so the answer's time says nothing about the input.
-      await this.hasher.verifyDummy(validPasswordInput(password) ? password : '');
+    try {
+      user = await this.users.findByEmail(current.email);
+      if (user && validPasswordInput(password)) {
+        ok = (await this.hasher.verify(user.passwordHash, password)).ok;
+      } else {
+        // Same cost whatever was sent, so the answer's time says nothing about the input.
+        await this.hasher.verifyDummy(validPasswordInput(password) ? password : '');
+      }
+    } catch (err) {
+      // An outage is nobody's guess: as for a login, it is given back to the limits.
+      await abandonOnOutage(attempt, err);
+      throw err;
     }
     if (!ok || !user) {
       this.notices.failedSignIn(current, this.notices.context(req));

@@ -241,4 +241,63 @@ describe('a database failure in the middle of a login', () => {
       await server.close();
     }
   });
+
+  it('in a step-up or while turning TOTP off is given back too: the signed-in user is not locked out', async () => {
+    const mw = session({ secret: 'flows-outage-secret-0123456789abcdefgh', store, name: 'sid' });
+    const limited = createAuth({
+      pool: db.pool,
+      session: mw,
+      argon2: { memoryCost: 4096 },
+      // The address budget: what a success does not clear, only refunds one attempt of.
+      rateLimit: { policy: { perAddress: { points: 3, duration: 600 } } },
+    });
+    const password = 'amber orchard compass 17';
+    await limited.users.create({ email: 'stepup-outage@example.com', password });
+    const app = express();
+    app.use(mw);
+    app.use(express.json());
+    const answer =
+      (work: () => Promise<unknown>): express.RequestHandler =>
+      async (_req, res) => {
+        try {
+          res.status((await work()) ? 200 : 401).end();
+        } catch (err) {
+          res.status(err instanceof TooManyAttemptsError ? 429 : 503).end();
+        }
+      };
+    app.post('/login', (req, res, next) =>
+      answer(() => limited.login(req, 'stepup-outage@example.com', password))(req, res, next),
+    );
+    app.post('/reauth', (req, res, next) =>
+      answer(() => limited.reauthenticate(req, password))(req, res, next),
+    );
+    app.post('/totp/disable', (req, res, next) =>
+      answer(async () => (await limited.disableTotp(req, password, '123456')).ok)(req, res, next),
+    );
+    const server = await listen(http.createServer(app));
+    const outage = () =>
+      Promise.reject(
+        Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' }),
+      );
+    try {
+      const c = new Client(server.url);
+      expect((await c.post('/login')).status).toBe(200);
+      // Step-up while the user lookup fails, more often than the budget allows.
+      const lookup = limited.users.findByEmail;
+      limited.users.findByEmail = outage;
+      for (let i = 0; i < 4; i++) expect((await c.post('/reauth')).status).toBe(503);
+      limited.users.findByEmail = lookup;
+      expect((await c.post('/reauth')).status).toBe(200);
+      // Turning TOTP off while the code check fails: the same.
+      const { isEnabled, check } = limited.totp;
+      limited.totp.isEnabled = async () => true;
+      limited.totp.check = outage;
+      for (let i = 0; i < 4; i++) expect((await c.post('/totp/disable')).status).toBe(503);
+      limited.totp.isEnabled = isEnabled;
+      limited.totp.check = check;
+      expect((await c.post('/reauth')).status).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
 });
