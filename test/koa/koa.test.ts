@@ -4,15 +4,13 @@
  * `app.proxy` for Secure cookies.
  */
 import http from 'node:http';
-import express from 'express';
 import Koa from 'koa';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { type SessionOptions, session } from '../../src/adapters/express/middleware.js';
+import type { SessionOptions } from '../../src/adapters/express/middleware.js';
 import { type PgSessionKoaOptions, pgsessionKoa } from '../../src/adapters/koa/index.js';
 import { ConfigError } from '../../src/core/errors.js';
 import { hashId } from '../../src/core/id.js';
-import { unsign } from '../../src/core/signature.js';
-import { type HasSessionStore, kSessionStore, type SessionStore } from '../../src/core/store.js';
+import { kSessionStore } from '../../src/core/store.js';
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
 import { PgStore } from '../../src/stores/postgres/index.js';
 import { expressApp, flaky, idOf, shape } from '../helpers/adapters.js';

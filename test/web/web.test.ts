@@ -3,16 +3,14 @@
  * `@hono/node-server`'s Request/Response bridge, as Next.js route handlers, Remix or Bun would
  * call it: same cookie as the Express middleware, commit before the response, 503 on a fault.
  */
-import http, { type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { createAdaptorServer } from '@hono/node-server';
-import express from 'express';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { type SessionOptions, session } from '../../src/adapters/express/middleware.js';
+import type { SessionOptions } from '../../src/adapters/express/middleware.js';
 import { type WebSessionOptions, type WebSessions, webSessions } from '../../src/adapters/web/index.js';
 import { ConfigError } from '../../src/core/errors.js';
 import { hashId } from '../../src/core/id.js';
-import { unsign } from '../../src/core/signature.js';
-import { type HasSessionStore, kSessionStore, type SessionStore } from '../../src/core/store.js';
+import { kSessionStore } from '../../src/core/store.js';
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
 import { PgStore } from '../../src/stores/postgres/index.js';
 import { expressApp, flaky, idOf, shape } from '../helpers/adapters.js';
