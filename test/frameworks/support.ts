@@ -81,6 +81,33 @@ async function withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** pgsession's dist/, built when older than src/ (the apps load pgsession by its package name). */
+export function ensureDist(): Promise<void> {
+  return withLock('pgsession-dist-build', async () => {
+    if (!distIsStale()) return;
+    const built = await runToExit('npm', ['run', 'build'], {
+      cwd: root,
+      env: process.env,
+      timeoutMs: 300_000,
+    });
+    if (built.code !== 0) throw new Error(`npm run build failed:\n${built.output}`);
+  });
+}
+
+/**
+ * The code block of `page` marked `<!-- <kind>: <name> <file> -->` (kind `example` for a guide
+ * the doc test runs, `file` for a file of a multi-file app): what the framework apps must be.
+ */
+export async function docFile(page: string, name: string, file: string, kind = 'example'): Promise<string> {
+  const text = readFileSync(path.join(root, page), 'utf8');
+  const marker = `<!-- ${kind}: ${name} ${file} -->`;
+  const at = text.indexOf(marker);
+  if (at < 0) throw new Error(`${page}: no "${marker}" block`);
+  const block = /```\w*\n([\s\S]*?)\n```/.exec(text.slice(at));
+  if (!block) throw new Error(`${page}: no code block after "${marker}"`);
+  return block[1]!;
+}
+
 /**
  * `next build` of the app, once: reused while the app, Next and pgsession's dist/ are unchanged.
  * Builds pgsession first when dist/ is older than src/ (the app loads pgsession by its name).
