@@ -5,11 +5,21 @@
  * protected route handler, logout; sliding expiry, a logout seen by another server process, a
  * restart that keeps the session, and a tampered cookie that is anonymous.
  */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { hashId } from '../../src/core/id.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
-import { buildNextApp, freePort, launchChromium, type NextServer, startNext } from './support.js';
+import {
+  buildNextApp,
+  docFile,
+  freePort,
+  launchChromium,
+  type NextServer,
+  nextApp,
+  startNext,
+} from './support.js';
 
 vi.setConfig({ testTimeout: 120_000, hookTimeout: 300_000 });
 
@@ -62,6 +72,23 @@ async function me(base: string, cookie?: string): Promise<{ status: number; body
 }
 
 describe('Next.js App Router on pgsession/web', () => {
+  it('is the code docs/nextjs.md shows', async () => {
+    const files = [
+      'lib/sessions.ts',
+      'lib/users.ts',
+      'app/actions.ts',
+      'app/layout.tsx',
+      'app/login/page.tsx',
+      'app/dashboard/page.tsx',
+      'app/api/me/route.ts',
+    ];
+    for (const file of files) {
+      expect(`${await docFile('docs/nextjs.md', 'nextjs', file, 'file')}\n`, file).toBe(
+        readFileSync(path.join(nextApp, file), 'utf8'),
+      );
+    }
+  });
+
   let a: NextServer;
   let b: NextServer;
   let portA: number;
