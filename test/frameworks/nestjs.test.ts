@@ -4,6 +4,7 @@
  * separate processes: login, a guard on the protected route, sliding expiry, logout seen by
  * another process, a restart that keeps the session, and a tampered cookie that is anonymous.
  */
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { hashId } from '../../src/core/id.js';
@@ -67,9 +68,11 @@ afterAll(async () => {
 
 describe('NestJS (platform-express) with the pgsession drop-in', () => {
   it('is the code docs/nestjs.md shows', async () => {
-    expect(`${await docFile('docs/nestjs.md', 'nestjs', 'app.ts')}\n`).toBe(
-      await import('node:fs/promises').then((fs) => fs.readFile(path.join(appDir, 'app.ts'), 'utf8')),
-    );
+    for (const file of ['app.ts', 'tsconfig.json']) {
+      expect(`${await docFile('docs/nestjs.md', 'nestjs', file)}\n`, file).toBe(
+        readFileSync(path.join(appDir, file), 'utf8'),
+      );
+    }
   });
 
   it('logs in; the guard answers 401 without a session, a wrong password or a tampered cookie', async () => {

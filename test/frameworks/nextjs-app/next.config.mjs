@@ -1,14 +1,13 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-// The repository's root: node_modules (next, react, pg) and pgsession itself (its built dist/,
-// by the package's own name) are there.
+// Only for this app living inside the repository: Next's root is the repository's, where
+// node_modules (next, react, pg) and pgsession itself (its dist/, by the package's own name) are.
+// An app of its own needs no next.config for pgsession (see docs/nextjs.md).
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 
 /** @type {import('next').NextConfig} */
 export default {
-  // pgsession and pg are loaded by Node at run time, not bundled.
-  serverExternalPackages: ['pgsession', 'pg'],
   outputFileTracingRoot: root,
   turbopack: { root },
 };
