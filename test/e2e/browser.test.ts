@@ -21,16 +21,16 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { hashId } from '../../src/core/id.js';
 import { runCli } from '../cli/run-cli.js';
+import { launchChromium } from '../helpers/browser.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { type ChildServer, startServer } from '../helpers/process.js';
 
 vi.setConfig({ testTimeout: 120_000, hookTimeout: 120_000 });
 
-const CHROMIUM = '/usr/bin/chromium';
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const SECRET = 'e2e-secret-0123456789abcdefghijklmnopqrstuvwxyz';
 const EMAIL = 'alice@example.com';
@@ -167,22 +167,7 @@ describe('the demo app in Chromium', () => {
   });
 
   it("launches Debian's Chromium (/usr/bin/chromium; never a downloaded browser)", async () => {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(
-        `Chromium is not installed at ${CHROMIUM}: install Debian's package (apt-get install chromium; .ci/run does it). These tests never download a browser.`,
-      );
-    }
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--no-first-run',
-      ],
-    });
+    browser = await launchChromium();
     expect(browser.version()).toMatch(/^\d+\./);
   });
 

@@ -60,6 +60,15 @@ async function logIn(page: Page, base: string, password = PASSWORD): Promise<voi
   await page.getByRole('button', { name: 'Log in' }).click();
 }
 
+/** A new browser context logged in on `base` (through the login page's server action). */
+async function loggedIn(base: string): Promise<{ context: BrowserContext; page: Page }> {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await logIn(page, base);
+  await page.waitForURL(`${base}/dashboard`);
+  return { context, page };
+}
+
 async function cookieOf(context: BrowserContext): Promise<string> {
   const cookie = (await context.cookies()).find((c) => c.name === 'connect.sid');
   if (!cookie) throw new Error('no connect.sid cookie');
@@ -118,10 +127,7 @@ describe('Next.js App Router on pgsession/web', () => {
   });
 
   it('logs in through the server action; the server-rendered page and the route handler see it; logout ends it on every server', async () => {
-    const context = await browser.newContext();
-    const page = await context.newPage();
-    await logIn(page, a.url);
-    await page.waitForURL(`${a.url}/dashboard`);
+    const { context, page } = await loggedIn(a.url);
     expect(await page.textContent('#who')).toBe('Signed in as user 1');
 
     const [cookie] = (await context.cookies()).filter((c) => c.name === 'connect.sid');
@@ -145,10 +151,7 @@ describe('Next.js App Router on pgsession/web', () => {
   });
 
   it('a restart of the server keeps the login (sessions live in PostgreSQL)', async () => {
-    const context = await browser.newContext();
-    const page = await context.newPage();
-    await logIn(page, a.url);
-    await page.waitForURL(`${a.url}/dashboard`);
+    const { context, page } = await loggedIn(a.url);
     const header = await cookieOf(context);
     await a.stop();
     a = await start(portA);
@@ -159,10 +162,7 @@ describe('Next.js App Router on pgsession/web', () => {
   });
 
   it('a tampered cookie is anonymous on the page and on the route handler', async () => {
-    const context = await browser.newContext();
-    const page = await context.newPage();
-    await logIn(page, a.url);
-    await page.waitForURL(`${a.url}/dashboard`);
+    const { context, page } = await loggedIn(a.url);
     const [cookie] = (await context.cookies()).filter((c) => c.name === 'connect.sid');
     const value = decodeURIComponent(cookie!.value);
     const forged = `${value.slice(0, -1)}${value.endsWith('A') ? 'B' : 'A'}`;
@@ -177,10 +177,7 @@ describe('Next.js App Router on pgsession/web', () => {
 describe('sliding expiry (SESSION_IDLE_TIMEOUT=4s)', () => {
   it('stays logged in while active, and is logged out after the idle time', async () => {
     const server = await start(await freePort(), { SESSION_IDLE_TIMEOUT: '4s' });
-    const context = await browser.newContext();
-    const page = await context.newPage();
-    await logIn(page, server.url);
-    await page.waitForURL(`${server.url}/dashboard`);
+    const { context, page } = await loggedIn(server.url);
     const header = await cookieOf(context);
     // Active for longer than the idle timeout: each request slides it.
     for (let i = 0; i < 4; i++) {

@@ -11,8 +11,9 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, wri
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type Browser, chromium } from 'playwright-core';
 import { runToExit } from '../helpers/process.js';
+
+export { launchChromium } from '../helpers/browser.js';
 
 export const root = fileURLToPath(new URL('../../', import.meta.url));
 export const nextApp = path.join(root, 'test/frameworks/nextjs-app');
@@ -184,24 +185,4 @@ export async function startNext(port: number, env: Record<string, string>): Prom
     await new Promise((r) => setTimeout(r, 50));
   }
   return { url: `http://127.0.0.1:${port}`, child, output: () => out, stop };
-}
-
-export const CHROMIUM = '/usr/bin/chromium';
-
-/** Debian's Chromium with the guide's flags; a missing browser fails, never skips. */
-export async function launchChromium(): Promise<Browser> {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`Chromium is not installed at ${CHROMIUM}: apt-get install chromium (.ci/run does it).`);
-  }
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--no-first-run',
-    ],
-  });
 }

@@ -8,6 +8,7 @@ import {
   type CookieJar,
   type JarCookieOptions,
   type WebSessionOptions,
+  type WebSessions,
   webSessions,
 } from '../../src/adapters/web/index.js';
 import { StoreUnavailableError } from '../../src/core/errors.js';
@@ -43,6 +44,16 @@ function make(store: WebSessionOptions['store'] = new MemoryStore()) {
   });
 }
 
+/** A jar holding the cookie of a session logged in as `userId` (a login server action). */
+async function loggedIn(sessions: WebSessions, userId: number) {
+  const jar = new Jar();
+  const login = await sessions.fromCookies(jar);
+  await login.session!.regenerate();
+  login.session!.userId = userId;
+  await login.commit();
+  return { jar, login };
+}
+
 describe('fromCookies (a cookie jar, as Next.js server actions have)', () => {
   it('logs in, is read back from the jar, and a Request-based route sees the same session', async () => {
     const sessions = make();
@@ -74,11 +85,7 @@ describe('fromCookies (a cookie jar, as Next.js server actions have)', () => {
 
   it('logout clears the cookie on the jar and the session is gone for every reader', async () => {
     const sessions = make();
-    const jar = new Jar();
-    const login = await sessions.fromCookies(jar);
-    await login.session!.regenerate();
-    login.session!.userId = 1;
-    await login.commit();
+    const { jar } = await loggedIn(sessions, 1);
 
     const logout = await sessions.fromCookies(jar);
     await logout.session!.destroy();
@@ -92,11 +99,7 @@ describe('fromCookies (a cookie jar, as Next.js server actions have)', () => {
 
   it('a tampered cookie in the jar is anonymous', async () => {
     const sessions = make();
-    const jar = new Jar();
-    const login = await sessions.fromCookies(jar);
-    await login.session!.regenerate();
-    login.session!.userId = 9;
-    await login.commit();
+    const { jar, login } = await loggedIn(sessions, 9);
     const value = jar.values.get('connect.sid')!;
     jar.values.set('connect.sid', `${value.slice(0, -2)}${value.endsWith('AA') ? 'BB' : 'AA'}`);
     const forged = await sessions.fromCookies(jar);
@@ -123,11 +126,7 @@ describe('fromCookies (a cookie jar, as Next.js server actions have)', () => {
 
   it('a store fault throws StoreUnavailableError and leaves the cookie alone', async () => {
     const { store, broken } = flaky(new MemoryStore());
-    const jar = new Jar();
-    const login = await make(store).fromCookies(jar);
-    await login.session!.regenerate();
-    login.session!.userId = 5;
-    await login.commit();
+    const { jar } = await loggedIn(make(store), 5);
     const before = [...jar.values];
     broken.add('get');
     // Another process (no cached copy) reads the cookie while the store is down.
