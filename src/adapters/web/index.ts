@@ -244,11 +244,22 @@ export function webSessions(options: WebSessionOptions): WebSessions {
     };
   }
 
+  // load() + respond() without the LoadedSession between them: the steady path of a route.
   function handler<Args extends unknown[]>(fn: SessionRouteHandler<Args>) {
     return async (request: Request, ...args: Args): Promise<Response> => {
       try {
-        const loaded = await load(request);
-        return await loaded.respond(await fn(request, loaded.session, ...args));
+        if (!pathnameOfUrl(request.url).startsWith(cookiePath)) return await fn(request, undefined, ...args);
+        const host = new RequestHost(request);
+        const ctx = await engine.load(host, {
+          cookieHeader: request.headers.get('cookie') ?? undefined,
+          secure: isSecure(request, trustProxy),
+        });
+        const response = await fn(request, host.session, ...args);
+        await ctx.commit();
+        const headers = sessionHeaders(ctx);
+        return headers
+          ? withHeaders(response, { 'set-cookie': headers.setCookie, 'cache-control': headers.cacheControl })
+          : response;
       } catch (err) {
         if (err instanceof StoreUnavailableError) return unavailableResponse(err);
         throw err;
