@@ -14,6 +14,7 @@ import type { InvalidationSource } from '../../src/stores/cache/types.js';
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
 import { COOKIE_NAME, MAX_AGE_MS, SECRET, USER_AGENT } from '../lib/config.js';
 import { Floor } from '../lib/floor.js';
+import { alternate, cpuPerRequest, type Kind, layerMicros, median } from './rounds.js';
 
 const arg = (name: string, fallback: number): number => {
   const hit = process.argv.find((a) => a.startsWith(`--${name}=`));
@@ -70,31 +71,21 @@ logIn(floorState.session);
 const floorCookie = `theme=dark; ${floor.commit(floorState)!.split(';')[0]}; _ga=GA1.1.123456789.1700000000`;
 await new Promise((r) => setTimeout(r, 50));
 
-type Kind = 'bare' | 'session' | 'floor';
 const handlers: Record<Kind, (r: Request) => Response | Promise<Response>> = {
   bare: (r) => route(r, undefined),
   session: withSession,
   floor: withFloor,
 };
-async function run(kind: Kind, n: number): Promise<number> {
+const run = (kind: Kind, n: number) => {
   const headers = { cookie: kind === 'floor' ? floorCookie : cookie };
-  const c0 = process.cpuUsage();
-  for (let i = 0; i < n; i++) {
+  return cpuPerRequest(n, async (i) => {
     const res = await handlers[kind](new Request('http://127.0.0.1/dashboard', { headers }));
     if (kind !== 'bare' && i === 0 && !res.headers.get('set-cookie')) throw new Error('no rolling cookie');
-  }
-  const c = process.cpuUsage(c0);
-  return ((c.user + c.system) * 1000) / n;
-}
+  });
+};
 
-const kinds: Kind[] = ['bare', 'session', 'floor'];
-for (const k of kinds) await run(k, REQUESTS / 2);
-const times: Record<Kind, number[]> = { bare: [], session: [], floor: [] };
-for (let r = 0; r < ROUNDS; r++) {
-  for (const k of r % 2 === 0 ? kinds : [...kinds].reverse()) times[k].push(await run(k, REQUESTS));
-}
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const layer = (k: Kind) => median(times[k].map((t, i) => t - times.bare[i]!)) / 1000;
+const times = await alternate(run, ROUNDS, REQUESTS);
+const layer = (k: Kind) => layerMicros(times, k);
 console.log(
   `bare ${(median(times.bare) / 1000).toFixed(1)} µs/req; session layer: pgsession/web ${layer('session').toFixed(1)} µs/req, ` +
     `floor ${layer('floor').toFixed(1)} µs/req (median of ${ROUNDS} rounds x ${REQUESTS}); ` +

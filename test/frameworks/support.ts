@@ -8,12 +8,12 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runToExit } from '../helpers/process.js';
 
 export { launchChromium } from '../helpers/browser.js';
+export { freePort } from '../helpers/process.js';
 
 export const root = fileURLToPath(new URL('../../', import.meta.url));
 export const nextApp = path.join(root, 'test/frameworks/nextjs-app');
@@ -21,16 +21,6 @@ const nextBin = path.join(root, 'node_modules/.bin/next');
 
 /** Next's telemetry off: no build or start of these tests may reach the network. */
 export const NEXT_ENV = { NEXT_TELEMETRY_DISABLED: '1' };
-
-/** A port that was free a moment ago. */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 function files(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true, recursive: true })
