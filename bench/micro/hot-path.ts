@@ -23,7 +23,8 @@ import { kSessionStore } from '../../src/core/store.js';
 import { CachedSessionStore } from '../../src/stores/cache/cached-store.js';
 import type { InvalidationSource } from '../../src/stores/cache/types.js';
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
-import { COOKIE_NAME, MAX_AGE_MS, SECRET, USER_AGENT } from '../lib/config.js';
+import { sessionOptions } from '../apps/common.js';
+import { USER_AGENT } from '../lib/config.js';
 import { Floor, floorMiddleware } from '../lib/floor.js';
 import { alternate, cpuPerRequest, type Kind, layerMicros, median } from './rounds.js';
 
@@ -45,15 +46,7 @@ const source: InvalidationSource = {
 };
 const memory = new MemoryStore();
 const cached = new CachedSessionStore(memory[kSessionStore], source);
-const middleware = session({
-  name: COOKIE_NAME,
-  secret: SECRET,
-  resave: false,
-  saveUninitialized: false,
-  rolling: true,
-  cookie: { maxAge: MAX_AGE_MS, httpOnly: true, sameSite: 'lax' },
-  store: { [kSessionStore]: cached },
-});
+const middleware = session({ ...sessionOptions, store: { [kSessionStore]: cached } });
 
 const socket = new Socket();
 const BODY = '<!doctype html><p>Dashboard</p>'.repeat(10);

@@ -12,7 +12,8 @@ import { kSessionStore } from '../../src/core/store.js';
 import { CachedSessionStore } from '../../src/stores/cache/cached-store.js';
 import type { InvalidationSource } from '../../src/stores/cache/types.js';
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
-import { COOKIE_NAME, MAX_AGE_MS, SECRET, USER_AGENT } from '../lib/config.js';
+import { sessionOptions } from '../apps/common.js';
+import { USER_AGENT } from '../lib/config.js';
 import { Floor } from '../lib/floor.js';
 import { alternate, cpuPerRequest, type Kind, layerMicros, median } from './rounds.js';
 
@@ -25,15 +26,7 @@ const REQUESTS = arg('requests', 20_000);
 
 const source: InvalidationSource = { listening: true, subscribe: () => () => {}, close: async () => {} };
 const cached = new CachedSessionStore(new MemoryStore()[kSessionStore], source);
-const sessions = webSessions({
-  name: COOKIE_NAME,
-  secret: SECRET,
-  resave: false,
-  saveUninitialized: false,
-  rolling: true,
-  cookie: { maxAge: MAX_AGE_MS, httpOnly: true, sameSite: 'lax' },
-  store: { [kSessionStore]: cached },
-});
+const sessions = webSessions({ ...sessionOptions, store: { [kSessionStore]: cached } });
 
 type S = Record<string, unknown> | undefined;
 const BODY = '<!doctype html><p>Dashboard</p>'.repeat(10);
