@@ -513,7 +513,7 @@ function targets(r: Results): Target[] {
         met: (pg.readsPerRequest ?? 1) < 0.001,
       });
     }
-    for (const f of ['http', 'fastify', 'hono']) {
+    for (const f of ['http', 'fastify', 'hono', 'web']) {
       const pg = row(`${f}/pgsession`);
       out.push({
         target: `${pg.frameworkLabel}: pgsession >= 90% of its floor`,
@@ -571,7 +571,10 @@ function report(plan: Plan, r: Results, tgs: Target[]): string {
         title: `Express 5, ${fmtInt(t.rotatingSessions)} distinct sessions in rotation`,
         filter: (x: Row) => x.framework === 'express' && x.sessions === 'many',
       },
-      { title: 'node:http, Fastify 5, Hono 4 (one cookie)', filter: (x: Row) => x.framework !== 'express' },
+      {
+        title: 'node:http, Fastify 5, Hono 4, Fetch (one cookie)',
+        filter: (x: Row) => x.framework !== 'express',
+      },
     ];
     parts.push(
       `Throughput: authenticated GET /dashboard, wrk -t1 -c${plan.connections}, ${plan.durationSec} s x ${plan.rounds} round(s) (median; ratios per round, then median)`,

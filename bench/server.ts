@@ -29,6 +29,7 @@ import { expressApp } from './apps/express.js';
 import { fastifyApp } from './apps/fastify.js';
 import { honoApp } from './apps/hono.js';
 import { httpApp } from './apps/http.js';
+import { webApp } from './apps/web.js';
 import { CONFIG_ENV, configName, type ServerConfig, USER_PASSWORD, userEmail } from './lib/config.js';
 import type { Floor } from './lib/floor.js';
 
@@ -126,6 +127,7 @@ const builders: Record<Framework, (layer: Layer, ctx: AppContext) => Promise<App
   http: httpApp,
   fastify: fastifyApp,
   hono: honoApp,
+  web: webApp,
 };
 const app = await builders[config.framework](config.layer, context);
 const cacheActive = typeof engineStore?.stats === 'function' && config.cache !== false;

@@ -7,7 +7,7 @@ import { COOKIE_NAME, MAX_AGE_MS, SECRET, USER_AGENT } from '../lib/config.js';
 
 /** The session layers one framework is measured with. */
 export type Layer = 'incumbent' | 'pgsession' | 'floor' | 'ceiling';
-export type Framework = 'express' | 'http' | 'fastify' | 'hono';
+export type Framework = 'express' | 'http' | 'fastify' | 'hono' | 'web';
 
 /** The seed's settings, for express-session and pgsession alike. */
 export const sessionOptions = {

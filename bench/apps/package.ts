@@ -12,6 +12,7 @@ const SOURCES: Record<keyof Entry, string> = {
   'pgsession/connect-pg-simple': '../../src/stores/postgres/connect-pg-simple.js',
   'pgsession/fastify': '../../src/adapters/fastify/index.js',
   'pgsession/hono': '../../src/adapters/hono/index.js',
+  'pgsession/web': '../../src/adapters/web/index.js',
   'pgsession/auth': '../../src/auth/index.js',
 };
 const fromSource = process.env.BENCH_SOURCE === 'src';
@@ -20,6 +21,7 @@ type Entry = {
   'pgsession/connect-pg-simple': typeof import('../../src/stores/postgres/connect-pg-simple.js');
   'pgsession/fastify': typeof import('../../src/adapters/fastify/index.js');
   'pgsession/hono': typeof import('../../src/adapters/hono/index.js');
+  'pgsession/web': typeof import('../../src/adapters/web/index.js');
   'pgsession/auth': typeof import('../../src/auth/index.js');
 };
 

@@ -38,6 +38,7 @@ const FRAMEWORK_LABEL: Record<Framework, string> = {
   http: 'node:http',
   fastify: 'Fastify 5',
   hono: 'Hono 4',
+  web: 'Fetch (pgsession/web, node:http)',
 };
 
 export const LAYER_LABEL: Record<Layer, string> = {
@@ -52,7 +53,7 @@ const SERVERS: Array<{ framework: Framework; layer: Layer }> = [
   { framework: 'express', layer: 'pgsession' },
   { framework: 'express', layer: 'floor' },
   { framework: 'express', layer: 'ceiling' },
-  ...(['http', 'fastify', 'hono'] as const).flatMap((framework) =>
+  ...(['http', 'fastify', 'hono', 'web'] as const).flatMap((framework) =>
     (['pgsession', 'floor', 'ceiling'] as const).map((layer) => ({ framework, layer })),
   ),
 ];

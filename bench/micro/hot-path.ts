@@ -23,8 +23,10 @@ import { kSessionStore } from '../../src/core/store.js';
 import { CachedSessionStore } from '../../src/stores/cache/cached-store.js';
 import type { InvalidationSource } from '../../src/stores/cache/types.js';
 import { MemoryStore } from '../../src/stores/memory/memory-store.js';
-import { COOKIE_NAME, MAX_AGE_MS, SECRET, USER_AGENT } from '../lib/config.js';
+import { sessionOptions } from '../apps/common.js';
+import { USER_AGENT } from '../lib/config.js';
 import { Floor, floorMiddleware } from '../lib/floor.js';
+import { alternate, cpuPerRequest, type Kind, layerMicros, median } from './rounds.js';
 
 const arg = (name: string, fallback: number): number => {
   const hit = process.argv.find((a) => a.startsWith(`--${name}=`));
@@ -44,15 +46,7 @@ const source: InvalidationSource = {
 };
 const memory = new MemoryStore();
 const cached = new CachedSessionStore(memory[kSessionStore], source);
-const middleware = session({
-  name: COOKIE_NAME,
-  secret: SECRET,
-  resave: false,
-  saveUninitialized: false,
-  rolling: true,
-  cookie: { maxAge: MAX_AGE_MS, httpOnly: true, sameSite: 'lax' },
-  store: { [kSessionStore]: cached },
-});
+const middleware = session({ ...sessionOptions, store: { [kSessionStore]: cached } });
 
 const socket = new Socket();
 const BODY = '<!doctype html><p>Dashboard</p>'.repeat(10);
@@ -151,34 +145,20 @@ const floorLogin = await request(undefined, (req, res, done) =>
 const floorCookie = String(floorLogin.getHeader('set-cookie')).split(';')[0]!;
 const floorHeader = `theme=dark; ${floorCookie}; _ga=GA1.1.123456789.1700000000`;
 
-type Kind = 'bare' | 'session' | 'floor';
 async function run(kind: Kind, n: number): Promise<number> {
   const handler = EXPRESS
     ? { bare: bareExpress, session: sessionExpress, floor: floorExpress }[kind]
     : { bare: dashboard, session: withSession, floor: withFloor }[kind];
   const header = kind === 'floor' ? floorHeader : cookieHeader;
-  // CPU time of this process (user + system), not wall time: less sensitive to other processes
-  // competing for the cores, which on a shared machine only delay the loop.
-  const c0 = process.cpuUsage();
-  for (let i = 0; i < n; i++) {
+  return cpuPerRequest(n, async (i) => {
     const res = await request(header, handler);
     if (kind !== 'bare' && i === 0 && !NOOP && !res.getHeader('set-cookie'))
       throw new Error('no rolling cookie');
-  }
-  const c = process.cpuUsage(c0);
-  return ((c.user + c.system) * 1000) / n; // ns per request
+  });
 }
 
-// Warm-up: let V8 optimise every path.
-const kinds: Kind[] = ['bare', 'session', 'floor'];
-for (const k of kinds) await run(k, REQUESTS / 2);
-
-const times: Record<Kind, number[]> = { bare: [], session: [], floor: [] };
-for (let r = 0; r < ROUNDS; r++) {
-  for (const k of r % 2 === 0 ? kinds : [...kinds].reverse()) times[k].push(await run(k, REQUESTS));
-}
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const layer = (k: Kind) => median(times[k].map((t, i) => t - times.bare[i]!)) / 1000;
+const times = await alternate(run, ROUNDS, REQUESTS);
+const layer = (k: Kind) => layerMicros(times, k);
 const stats = cached.stats();
 console.log(
   `bare ${(median(times.bare) / 1000).toFixed(1)} µs/req; session layer: pgsession ${layer('session').toFixed(1)} µs/req, ` +

@@ -19,6 +19,7 @@
  *   a `# …` after a command is the output it must print. After the first request the table holds
  *   one row, under the SHA-256 of the cookie's id; the server is then restarted (sessions live in
  *   PostgreSQL). On SIGTERM it must stop by itself (`node app.js`: exit 0).
+ * - A `.json` file (a `tsconfig.json`) is configuration: written, never run.
  * - Any other file is a script: it must exit 0 and print each `// prints: <text>` in order.
  *
  * Each TypeScript example is also type-checked with tsc against the sources (project settings).
@@ -421,6 +422,8 @@ async function runScript(command: string, dir: string, code: string): Promise<vo
 // ---------------------------------------------------------------------------------------------
 
 const GUIDES = guides();
+const TYPESCRIPT_ONLY = ['metrics', 'nestjs'];
+const isConfig = (f: ExampleFile) => f.file.endsWith('.json');
 
 beforeAll(async () => {
   work = await mkdtemp(path.join(os.tmpdir(), 'pgsession-guides-'));
@@ -440,23 +443,25 @@ describe('the guides, as written, in a fresh folder', () => {
   it('finds the guides, each file with its run command, in JavaScript and TypeScript', () => {
     const names = GUIDES.map((g) => g.name);
     expect(names).toEqual(
-      expect.arrayContaining(['readme', 'getting-started', 'fastify', 'hono', 'metrics']),
+      expect.arrayContaining(['readme', 'getting-started', 'fastify', 'hono', 'metrics', 'nestjs']),
     );
     for (const guide of GUIDES) {
-      for (const f of guide.files) {
+      for (const f of guide.files.filter((file) => !isConfig(file))) {
         expect(
           guide.runs.filter((r) => r.split(/\s+/).includes(f.file)),
           `${guide.page}: one run command for ${f.file}`,
         ).toHaveLength(1);
       }
-      if (guide.name !== 'metrics') {
-        expect(guide.files.map((f) => path.extname(f.file)).sort(), guide.page).toEqual(['.js', '.ts']);
+      // TypeScript only: metrics (a snippet), and NestJS (its decorators are TypeScript's).
+      if (!TYPESCRIPT_ONLY.includes(guide.name)) {
+        const scripts = guide.files.filter((f) => !isConfig(f));
+        expect(scripts.map((f) => path.extname(f.file)).sort(), guide.page).toEqual(['.js', '.ts']);
       }
     }
   });
 
   for (const guide of GUIDES) {
-    for (const example of guide.files) {
+    for (const example of guide.files.filter((f) => !isConfig(f))) {
       const command = guide.runs.find((r) => r.split(/\s+/).includes(example.file)) ?? '';
       it(`${guide.page}: ${command}`, { timeout: 600_000 }, async () => {
         const dir = await folder(guide);
@@ -515,7 +520,12 @@ describe('the TypeScript examples type-check (tsc, project settings, against the
       const extendsPath = path.relative(dir, path.join(root, 'tsconfig.json')).split(path.sep).join('/');
       await writeFile(
         path.join(dir, 'tsconfig.json'),
-        JSON.stringify({ extends: extendsPath, include: ['*.mts'] }),
+        // experimentalDecorators: the NestJS guide's (the other examples have no decorators).
+        JSON.stringify({
+          extends: extendsPath,
+          include: ['*.mts'],
+          compilerOptions: { experimentalDecorators: true },
+        }),
       );
       const result = await new Promise<string>((resolve) => {
         execFile(

@@ -15,22 +15,20 @@
  * does not rewrite committed images (their timestamps change on every run).
  */
 import type { ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { hashId } from '../../src/core/id.js';
 import { runCli } from '../cli/run-cli.js';
+import { launchChromium } from '../helpers/browser.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
-import { type ChildServer, startServer } from '../helpers/process.js';
+import { type ChildServer, freePort, startServer } from '../helpers/process.js';
 
 vi.setConfig({ testTimeout: 120_000, hookTimeout: 120_000 });
 
-const CHROMIUM = '/usr/bin/chromium';
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const SECRET = 'e2e-secret-0123456789abcdefghijklmnopqrstuvwxyz';
 const EMAIL = 'alice@example.com';
@@ -45,16 +43,6 @@ const screenshotDir =
   !existsSync(path.join(root, 'docs/screenshots/sessions-phone.png'))
     ? path.join(root, 'docs/screenshots')
     : path.join(tmpdir(), 'pgsession-e2e-screenshots');
-
-/** A port that was free a moment ago (the app must restart on the same one). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 type AppProcess = ChildServer;
 
@@ -167,22 +155,7 @@ describe('the demo app in Chromium', () => {
   });
 
   it("launches Debian's Chromium (/usr/bin/chromium; never a downloaded browser)", async () => {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(
-        `Chromium is not installed at ${CHROMIUM}: install Debian's package (apt-get install chromium; .ci/run does it). These tests never download a browser.`,
-      );
-    }
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--no-first-run',
-      ],
-    });
+    browser = await launchChromium();
     expect(browser.version()).toMatch(/^\d+\./);
   });
 

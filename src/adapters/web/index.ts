@@ -18,6 +18,7 @@
  *
  * @module
  */
+import { parseSetCookie } from 'cookie';
 import { ConfigError, StoreUnavailableError } from '../../core/errors.js';
 import type { RequestSession } from '../../core/request-session.js';
 import { kController, type Session, type SessionController, type SessionData } from '../../core/session.js';
@@ -68,6 +69,42 @@ export interface LoadedSession {
   respond(response: Response): Promise<Response>;
 }
 
+/** The attributes a {@link CookieJar} is given with the session cookie. */
+export interface JarCookieOptions {
+  expires?: Date;
+  maxAge?: number;
+  domain?: string;
+  path?: string;
+  httpOnly?: boolean;
+  secure?: boolean;
+  sameSite?: boolean | 'lax' | 'strict' | 'none';
+  priority?: 'low' | 'medium' | 'high';
+  partitioned?: boolean;
+}
+
+/**
+ * A cookie jar as a framework hands it out where there is no `Request`: Next.js `cookies()` in
+ * a server action or a server component.
+ */
+export interface CookieJar {
+  get(name: string): { value: string } | undefined;
+  set(name: string, value: string, options: JarCookieOptions): unknown;
+}
+
+/** One session loaded from a {@link CookieJar} by {@link WebSessions.fromCookies}. */
+export interface JarSession {
+  /** The current session: after `regenerate()` the new one; after `destroy()` undefined. */
+  readonly session: WebSession | undefined;
+  /** The session id (never logged or stored by pgsession; the store sees its SHA-256). */
+  readonly sessionID: string | undefined;
+  /**
+   * Commit the session (the store has it before this resolves), then set the cookie on the jar
+   * when it is (re)sent. A steady request sets nothing, so a server component, whose jar is
+   * read-only, can commit its touches too. Throws `StoreUnavailableError` on a store fault.
+   */
+  commit(): Promise<void>;
+}
+
 /**
  * A handler that gets the request's session (undefined only for a request outside
  * `cookie.path`, as in express-session); what it returns is committed, then answered.
@@ -90,6 +127,12 @@ export interface WebSessions extends SessionHandle {
   handler<Args extends unknown[]>(
     fn: SessionRouteHandler<Args>,
   ): (request: Request, ...rest: Args) => Promise<Response>;
+  /**
+   * Load the session from a cookie jar (Next.js `await cookies()`), where there is no `Request`.
+   * `secure`: whether the request came over HTTPS (for `Secure` and `cookie.secure: 'auto'`);
+   * default false. A store failure throws `StoreUnavailableError`.
+   */
+  fromCookies(jar: CookieJar, request?: { secure?: boolean }): Promise<JarSession>;
 }
 
 /** The engine's view of one request: where the current session and its id live. */
@@ -176,11 +219,47 @@ export function webSessions(options: WebSessionOptions): WebSessions {
     return new Loaded(host, ctx);
   }
 
+  async function fromCookies(jar: CookieJar, request: { secure?: boolean } = {}): Promise<JarSession> {
+    const name = engine.options.name;
+    const presented = jar.get(name)?.value;
+    const host = new RequestHost(new Request('http://localhost/'));
+    const ctx = await engine.load(host, {
+      cookieHeader: presented === undefined ? undefined : `${name}=${encodeURIComponent(presented)}`,
+      secure: request.secure === true,
+    });
+    const loaded = new Loaded(host, ctx);
+    return {
+      get session() {
+        return loaded.session;
+      },
+      get sessionID() {
+        return loaded.sessionID;
+      },
+      async commit() {
+        const headers = await loaded.commit();
+        if (!headers) return;
+        const { name: cookieName, value, ...attributes } = parseSetCookie(headers['set-cookie']);
+        jar.set(cookieName, value ?? '', attributes);
+      },
+    };
+  }
+
+  // load() + respond() without the LoadedSession between them: the steady path of a route.
   function handler<Args extends unknown[]>(fn: SessionRouteHandler<Args>) {
     return async (request: Request, ...args: Args): Promise<Response> => {
       try {
-        const loaded = await load(request);
-        return await loaded.respond(await fn(request, loaded.session, ...args));
+        if (!pathnameOfUrl(request.url).startsWith(cookiePath)) return await fn(request, undefined, ...args);
+        const host = new RequestHost(request);
+        const ctx = await engine.load(host, {
+          cookieHeader: request.headers.get('cookie') ?? undefined,
+          secure: isSecure(request, trustProxy),
+        });
+        const response = await fn(request, host.session, ...args);
+        await ctx.commit();
+        const headers = sessionHeaders(ctx);
+        return headers
+          ? withHeaders(response, { 'set-cookie': headers.setCookie, 'cache-control': headers.cacheControl })
+          : response;
       } catch (err) {
         if (err instanceof StoreUnavailableError) return unavailableResponse(err);
         throw err;
@@ -188,7 +267,7 @@ export function webSessions(options: WebSessionOptions): WebSessions {
     };
   }
 
-  return attachHandle({ load, handler }, engine, sessionStore) as WebSessions;
+  return attachHandle({ load, handler, fromCookies }, engine, sessionStore) as WebSessions;
 }
 
 export default webSessions;
