@@ -93,6 +93,16 @@ export const EXTRA_COLUMNS: ReadonlyArray<readonly [name: string, definition: st
   ['key_hash', 'text'],
 ];
 
+/**
+ * The device binding (DBSC, the `deviceBound` option): the registered public key and its state,
+ * kept beside `sess` so only `bindDevice` writes it. Its own migration step (added after the
+ * columns above, in a separate ALTER), so tables upgraded before it existed get it on the next
+ * `ensureSchema` / `pgsession migrate`. Nullable: connect-pg-simple never writes it.
+ */
+export const DEVICE_COLUMNS: ReadonlyArray<readonly [name: string, definition: string]> = [
+  ['device', 'jsonb'],
+];
+
 /** The partial indexes pgsession adds: `user_id` (listing, revocation) and `key_hash` (raw-id rows by storage key). */
 const EXTRA_INDEXES = [
   { column: 'user_id', unique: false },
@@ -186,6 +196,7 @@ function createTableStatement(names: TableNames, ifNotExists = false): string {
     'sess json NOT NULL',
     'expire timestamp(6) NOT NULL',
     ...EXTRA_COLUMNS.map(([name, def]) => `${quoteIdent(name)} ${def}`),
+    ...DEVICE_COLUMNS.map(([name, def]) => `${quoteIdent(name)} ${def}`),
   ];
   return `CREATE TABLE ${ifNotExists ? 'IF NOT EXISTS ' : ''}${names.qualified} (\n  ${columns.join(',\n  ')}\n)`;
 }
@@ -304,6 +315,24 @@ export async function ensureSchema(
         );
       }
       if (!result.created) result.addedColumns = missing.map(([name]) => name);
+    }
+
+    // Step 2: the device binding column (DBSC), its own ALTER for the same reasons.
+    const missingDevice = DEVICE_COLUMNS.filter(([name]) => !present.has(name));
+    if (missingDevice.length > 0) {
+      const clauses = missingDevice.map(
+        ([name, def]) => `ADD COLUMN IF NOT EXISTS ${quoteIdent(name)} ${def}`,
+      );
+      try {
+        await query(`ALTER TABLE ${names.qualified} ${clauses.join(', ')}`);
+      } catch (err) {
+        throw new Error(
+          `pgsession: cannot add columns ${missingDevice.map(([n]) => n).join(', ')} to session table ${names.qualified} ` +
+            `(run the migrations as the table owner): ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
+      if (!result.created) result.addedColumns.push(...missingDevice.map(([name]) => name));
     }
 
     const indexed = new Set(state.indexed ?? []);
