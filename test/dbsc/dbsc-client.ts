@@ -79,8 +79,12 @@ export class DbscBrowser extends Client {
   /** The last proof sent to the refresh endpoint (for replay tests). */
   lastProof: string | null = null;
 
-  constructor(base: string, alg: Alg = 'ES256') {
-    super(base);
+  /** The server this browser talks to; change it to follow the user to another server of the site. */
+  origin: string;
+
+  constructor(origin: string, alg: Alg = 'ES256') {
+    super('');
+    this.origin = origin;
     this.key = deviceKey(alg);
   }
 
@@ -88,7 +92,7 @@ export class DbscBrowser extends Client {
     path: string,
     init: RequestInit & { json?: unknown; form?: Record<string, string> } = {},
   ): Promise<Response> {
-    const res = await super.request(path, init);
+    const res = await super.request(this.origin + path, init);
     const offer = parseOffer(res.headers.get('secure-session-registration'));
     if (offer) this.offer = offer;
     const challenge = parseChallenge(res.headers.get('secure-session-challenge'));
@@ -101,7 +105,11 @@ export class DbscBrowser extends Client {
     const offer = this.offer;
     if (!offer) throw new Error('no registration offer');
     const key = options.key ?? this.key;
-    const jwt = proof(key, { jti: options.challenge ?? offer.challenge }, { jwk: options.jwk ?? this.key.jwk });
+    const jwt = proof(
+      key,
+      { jti: options.challenge ?? offer.challenge },
+      { jwk: options.jwk ?? this.key.jwk },
+    );
     const res = await this.request(offer.path, {
       method: 'POST',
       headers: { 'secure-session-response': `"${jwt}"` },

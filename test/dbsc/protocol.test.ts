@@ -5,8 +5,8 @@
  * a copied cookie, a replayed or stale challenge, a wrong key, logout and revocation get.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError } from '../../src/core/errors.js';
 import { session } from '../../src/adapters/express/middleware.js';
+import { ConfigError } from '../../src/core/errors.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { Client } from '../helpers/http.js';
 import { DbscBrowser, deviceKey, parseChallenge, proof } from './dbsc-client.js';
@@ -65,7 +65,9 @@ describe('registration', () => {
     expect(res.headers.get('secure-session-challenge')).toBeNull();
     const setCookie = res.headers.getSetCookie();
     expect(setCookie).toHaveLength(1);
-    expect(setCookie[0]).toMatch(/^connect\.sid\.bound=[0-9a-z]+\.[\w-]{43}; Max-Age=600; Path=\/; HttpOnly; SameSite=Lax$/);
+    expect(setCookie[0]).toMatch(
+      /^connect\.sid\.bound=[0-9a-z]+\.[\w-]{43}; Max-Age=600; Path=\/; HttpOnly; SameSite=Lax$/,
+    );
     const instructions = browser.session!;
     expect(instructions.session_identifier).toMatch(/^[\w-]{22}$/);
     expect(instructions.refresh_url).toBe('/.pgsession/dbsc/refresh');
@@ -123,8 +125,16 @@ describe('registration', () => {
       ['"a.b.c"', 400, 'malformed'],
       [`"${proof(browser.key, { jti: offer.challenge }, { alg: 'none' })}"`, 400, 'algorithm'],
       [`"${proof(browser.key, { jti: offer.challenge }, { alg: 'HS256' })}"`, 400, 'algorithm'],
-      [`"${proof(browser.key, { jti: offer.challenge }, { jwk: { kty: 'EC', crv: 'P-384', x: 'AA', y: 'AA' } })}"`, 400, 'key'],
-      [`"${proof(browser.key, { jti: offer.challenge }, { jwk: { ...browser.key.jwk, x: 'AAAA' } })}"`, 400, 'key'],
+      [
+        `"${proof(browser.key, { jti: offer.challenge }, { jwk: { kty: 'EC', crv: 'P-384', x: 'AA', y: 'AA' } })}"`,
+        400,
+        'key',
+      ],
+      [
+        `"${proof(browser.key, { jti: offer.challenge }, { jwk: { ...browser.key.jwk, x: 'AAAA' } })}"`,
+        400,
+        'key',
+      ],
       [`"${proof(browser.key, { jti: offer.challenge }, { jwk: 'nope' })}"`, 400, 'key'],
       // Signed by another key than the JWK it carries.
       [`"${proof(other, { jti: offer.challenge }, { jwk: browser.key.jwk })}"`, 400, 'signature'],
@@ -135,7 +145,10 @@ describe('registration', () => {
       const res = await send(value);
       expect([value, res.status]).toEqual([value, status]);
       expect(res.headers.getSetCookie()).toEqual([]);
-      expect(eventsOf(app.events, 'device-proof-refused').at(-1)).toMatchObject({ endpoint: 'registration', reason });
+      expect(eventsOf(app.events, 'device-proof-refused').at(-1)).toMatchObject({
+        endpoint: 'registration',
+        reason,
+      });
     }
     expect((await send(undefined, 'GET')).status).toBe(405);
 
@@ -186,14 +199,18 @@ describe('refresh', () => {
       browser.session!.session_identifier,
     );
     expect(await (await browser.get('/me')).json()).toEqual({ userId: '42' });
-    expect(eventsOf(app.events, 'device-refreshed')).toEqual([{ type: 'device-refreshed', key, userId: '42' }]);
+    expect(eventsOf(app.events, 'device-refreshed')).toEqual([
+      { type: 'device-refreshed', key, userId: '42' },
+    ]);
 
     // The next refresh uses the challenge the last one handed out: one round trip.
     clock.now += 11 * MINUTE;
     const single = await browser.refreshOnce();
     expect(single.status).toBe(200);
     // Every refresh rotates both the cookie value and the challenge.
-    expect(parseChallenge(single.headers.get('secure-session-challenge'))!.challenge).not.toBe(next.challenge);
+    expect(parseChallenge(single.headers.get('secure-session-challenge'))!.challenge).not.toBe(
+      next.challenge,
+    );
   });
 
   it('a replayed proof, a stale or foreign challenge get a new challenge and no cookie; a proof by another key ends the refresh with 401', async () => {
@@ -207,7 +224,10 @@ describe('refresh', () => {
     const replay = await browser.refreshOnce({ jwt: used });
     expect(replay.status).toBe(403);
     expect(replay.headers.getSetCookie()).toEqual([]);
-    expect(eventsOf(app.events, 'device-proof-refused').at(-1)).toMatchObject({ reason: 'challenge-used', key });
+    expect(eventsOf(app.events, 'device-proof-refused').at(-1)).toMatchObject({
+      reason: 'challenge-used',
+      key,
+    });
 
     // Stale: the cached challenge, used after challengeMaxAge.
     clock.now += 21 * MINUTE;
@@ -388,6 +408,8 @@ describe('configuration', () => {
     expect(() => session({ secret: SECRET, store: connectStore as never, deviceBound: true })).toThrow(
       /bindDevice/,
     );
-    expect(() => session({ secret: SECRET, deviceBound: { enforce: 'require', maxAge: '5m' } })).not.toThrow();
+    expect(() =>
+      session({ secret: SECRET, deviceBound: { enforce: 'require', maxAge: '5m' } }),
+    ).not.toThrow();
   });
 });

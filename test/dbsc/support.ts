@@ -61,7 +61,9 @@ export async function dbscApp(
     res.json({ visits: req.session.visits });
   });
   app.post('/logout', async (req, res) => {
-    await new Promise<void>((resolve, reject) => req.session.destroy((err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      req.session.destroy((err) => (err ? reject(err) : resolve())),
+    );
     res.json({ ok: true });
   });
   const server = await listen(http.createServer(app));
