@@ -48,7 +48,7 @@ it('bound on one server, enforced, refreshed and replay-checked on another', asy
   await browser.post('/login');
   // B serves (and caches) the session while it is still unbound.
   browser.origin = b.url;
-  expect(await (await browser.get('/me')).json()).toEqual({ userId: '42' });
+  expect(await (await browser.get('/me')).json()).toEqual({ userId: 42 });
 
   // Registered on A.
   browser.origin = a.url;
@@ -66,7 +66,7 @@ it('bound on one server, enforced, refreshed and replay-checked on another', asy
   expect(eventsOf(b.events, 'device-unbound-request').at(-1)).toMatchObject({ key, action: 'refused' });
   // The bound cookie A made is good on B.
   browser.origin = b.url;
-  expect(await (await browser.get('/me')).json()).toEqual({ userId: '42' });
+  expect(await (await browser.get('/me')).json()).toEqual({ userId: 42 });
 
   // It expires; the refresh lands on B; the new cookie is good on A.
   clock.now += 11 * MINUTE;
@@ -74,7 +74,7 @@ it('bound on one server, enforced, refreshed and replay-checked on another', asy
   expect((await browser.refresh()).status).toBe(200);
   expect(eventsOf(b.events, 'device-refreshed')).toHaveLength(1);
   browser.origin = a.url;
-  expect(await (await browser.get('/me')).json()).toEqual({ userId: '42' });
+  expect(await (await browser.get('/me')).json()).toEqual({ userId: 42 });
 
   // The proof B accepted, replayed to A, gets a new challenge and no cookie.
   const replay = await browser.refreshOnce({ jwt: browser.lastProof! });

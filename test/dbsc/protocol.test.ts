@@ -86,7 +86,7 @@ describe('registration', () => {
     });
     expect(device).not.toHaveProperty('jwk.d');
     // The bound session is served, with nothing to report.
-    expect(await (await browser.get('/me')).json()).toEqual({ userId: '42' });
+    expect(await (await browser.get('/me')).json()).toEqual({ userId: 42 });
     expect(eventsOf(app.events, 'device-unbound-request')).toEqual([]);
   });
 
@@ -96,7 +96,7 @@ describe('registration', () => {
     expect(await storedDevice(db.pool, key)).toMatchObject({ alg: 'RS256', jwk: { kty: 'RSA' } });
     clock.now += 11 * MINUTE;
     expect((await browser.refresh()).status).toBe(200);
-    expect(await (await browser.get('/me')).json()).toEqual({ userId: '42' });
+    expect(await (await browser.get('/me')).json()).toEqual({ userId: 42 });
   });
 
   it('a browser without DBSC never registers and is unaffected, even under require', async () => {
@@ -104,7 +104,7 @@ describe('registration', () => {
     const plain = new Client(app.url);
     await plain.post('/login');
     clock.now += 60 * MINUTE;
-    expect(await (await plain.get('/me')).json()).toEqual({ userId: '42' });
+    expect(await (await plain.get('/me')).json()).toEqual({ userId: 42 });
     expect(eventsOf(app.events, 'device-unbound-request')).toEqual([]);
   });
 
@@ -198,7 +198,7 @@ describe('refresh', () => {
     expect(((await ok.json()) as { session_identifier: string }).session_identifier).toBe(
       browser.session!.session_identifier,
     );
-    expect(await (await browser.get('/me')).json()).toEqual({ userId: '42' });
+    expect(await (await browser.get('/me')).json()).toEqual({ userId: 42 });
     expect(eventsOf(app.events, 'device-refreshed')).toEqual([
       { type: 'device-refreshed', key, userId: '42' },
     ]);
@@ -265,7 +265,7 @@ describe('refresh', () => {
     expect((await raw({ 'sec-secure-session-id': id }, 'GET')).status).toBe(405);
     // The session still refreshes fine after all that.
     expect((await browser.refresh()).status).toBe(200);
-    expect(await (await browser.get('/me')).json()).toEqual({ userId: '42' });
+    expect(await (await browser.get('/me')).json()).toEqual({ userId: 42 });
   });
 });
 
@@ -276,7 +276,7 @@ describe('a copied cookie', () => {
     // Malware copies the session cookie (not the key, which never leaves the device).
     const thief = new DbscBrowser(app.url);
     thief.jar.set('connect.sid', browser.jar.get('connect.sid')!);
-    expect(await (await thief.get('/me')).json()).toEqual({ userId: '42' });
+    expect(await (await thief.get('/me')).json()).toEqual({ userId: 42 });
     expect(eventsOf(app.events, 'device-unbound-request')).toEqual([
       { type: 'device-unbound-request', key, userId: '42', reason: 'missing', action: 'reported' },
     ]);
@@ -299,7 +299,7 @@ describe('a copied cookie', () => {
     // Both cookies copied: the bound one works until it expires (10 minutes), no longer.
     thief.jar.set('connect.sid', browser.jar.get('connect.sid')!);
     thief.jar.set('connect.sid.bound', browser.jar.get('connect.sid.bound')!);
-    expect(await (await thief.get('/me')).json()).toEqual({ userId: '42' });
+    expect(await (await thief.get('/me')).json()).toEqual({ userId: 42 });
     clock.now += 11 * MINUTE;
     const refused = await thief.get('/me');
     expect(await refused.json()).toEqual({ userId: null });
@@ -326,7 +326,7 @@ describe('a copied cookie', () => {
 
     // The owner refreshes and carries on.
     expect((await browser.refresh()).status).toBe(200);
-    expect(await (await browser.get('/me')).json()).toEqual({ userId: '42' });
+    expect(await (await browser.get('/me')).json()).toEqual({ userId: 42 });
     const me = await browser.get('/me');
     expect(me.headers.getSetCookie()).toEqual([]);
   });
@@ -336,7 +336,7 @@ describe('a copied cookie', () => {
     const { browser } = await boundBrowser(app.url, app.events);
     const thief = new Client(app.url);
     thief.jar.set('connect.sid', browser.jar.get('connect.sid')!);
-    expect(await (await thief.get('/me')).json()).toEqual({ userId: '42' });
+    expect(await (await thief.get('/me')).json()).toEqual({ userId: 42 });
     expect(eventsOf(app.events, 'device-unbound-request')).toEqual([]);
   });
 });
@@ -354,12 +354,12 @@ describe('the session lifecycle applies to bound sessions', () => {
 
   it('revocation (every session of the user) and the idle timeout end it the same way', async () => {
     const app = await start('require');
-    const a = await boundBrowser(app.url, app.events, 'ES256', 'revoked');
-    expect(await revokeUser(app.store, 'revoked')).toBe(1);
+    const a = await boundBrowser(app.url, app.events, 'ES256', '1001');
+    expect(await revokeUser(app.store, '1001')).toBe(1);
     expect(await (await a.browser.get('/me')).json()).toEqual({ userId: null });
     expect((await a.browser.refresh()).status).toBe(401);
 
-    const b = await boundBrowser(app.url, app.events, 'ES256', 'idle');
+    const b = await boundBrowser(app.url, app.events, 'ES256', '1002');
     clock.now += 3 * 60 * MINUTE; // past the 2-hour idle timeout
     expect((await b.browser.refresh()).status).toBe(401);
     expect(await (await b.browser.get('/me')).json()).toEqual({ userId: null });
@@ -376,7 +376,7 @@ describe('the session lifecycle applies to bound sessions', () => {
     expect((await db.pool.query('SELECT 1 FROM session WHERE sid = $1', [key])).rowCount).toBe(0);
     // Unbound, so served without a bound cookie until it registers again.
     browser.jar.delete('connect.sid.bound');
-    expect(await (await browser.get('/me')).json()).toEqual({ userId: '42' });
+    expect(await (await browser.get('/me')).json()).toEqual({ userId: 42 });
     expect((await browser.register()).status).toBe(200);
   });
 });

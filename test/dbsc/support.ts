@@ -52,7 +52,7 @@ export async function dbscApp(
   );
   app.post('/login', async (req, res) => {
     await req.session.regenerate();
-    req.session.userId = String(req.query.user ?? '42');
+    req.session.userId = Number(req.query.user ?? 42);
     res.json({ ok: true });
   });
   app.get('/me', (req, res) => res.json({ userId: req.session?.userId ?? null }));
