@@ -7,6 +7,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { session } from '../../src/adapters/express/middleware.js';
 import { ConfigError } from '../../src/core/errors.js';
+import { createSessionMetrics } from '../../src/metrics/index.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { Client } from '../helpers/http.js';
 import { DbscBrowser, deviceKey, parseChallenge, proof } from './dbsc-client.js';
@@ -290,6 +291,13 @@ describe('a copied cookie', () => {
     const before = app.events.length;
     await browser.get('/me');
     expect(app.events.slice(before).filter((e) => e.type === 'device-unbound-request')).toEqual([]);
+    // The metrics (fed by onEvent) count both, by reason and action.
+    const metrics = createSessionMetrics();
+    for (const event of app.events) metrics.onEvent(event);
+    const text = await metrics.registry.metrics();
+    expect(text).toContain('pgsession_device_unbound_requests_total{reason="missing",action="reported"} 1');
+    expect(text).toContain('pgsession_device_unbound_requests_total{reason="invalid",action="reported"} 1');
+    expect(text).toContain('pgsession_device_bound_total{event="registered"} 1');
   });
 
   it('under require: refused as having no session once the bound cookie expired; the thief cannot refresh; the owner can', async () => {
