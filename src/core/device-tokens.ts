@@ -61,6 +61,17 @@ export function checkBoundCookie(
   now: number,
   secrets: readonly Secret[],
 ): BoundCookieProblem | null {
+  const expiresAt = boundCookieExpiry(value, key, secrets);
+  if (typeof expiresAt !== 'number') return expiresAt;
+  return expiresAt > now ? null : 'expired';
+}
+
+/** The expiry a bound cookie for `key` carries, if its MAC verifies; else why it is no such cookie. */
+export function boundCookieExpiry(
+  value: string | undefined,
+  key: string,
+  secrets: readonly Secret[],
+): number | 'missing' | 'invalid' {
   if (value === undefined || value === '') return 'missing';
   const dot = value.indexOf('.');
   if (dot <= 0 || value.length > MAX_VALUE) return 'invalid';
@@ -68,7 +79,7 @@ export function checkBoundCookie(
   const expiresAt = parseTime(time);
   if (Number.isNaN(expiresAt)) return 'invalid';
   if (!matches(COOKIE_LABEL, `${key}\0${time}`, value.slice(dot + 1), secrets)) return 'invalid';
-  return expiresAt > now ? null : 'expired';
+  return expiresAt;
 }
 
 /** A new challenge for the session stored under `key`. */

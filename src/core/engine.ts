@@ -17,7 +17,7 @@ import {
   refresh,
   register,
 } from './device-bound.js';
-import { checkBoundCookie } from './device-tokens.js';
+import { type BoundCookieProblem, boundCookieExpiry } from './device-tokens.js';
 import type { DeferredTouch, EngineOptions, EngineServices } from './engine-options.js';
 import { backgroundFault, runStore, storeFault } from './faults.js';
 import { hashId } from './id.js';
@@ -96,6 +96,15 @@ export class SessionEngine {
    * of the store on every request anyway. Bounded by count (least recently used evicted) and value length.
    */
   readonly #verified = new LRUCache<string, VerifiedCookie>({ max: VERIFIED_MEMO_MAX });
+  /**
+   * Bound cookies (DBSC) whose MAC verified, with the storage key they are for and their
+   * expiry: a returning one skips the HMAC. Safe for the same reasons as {@link #verified}: only
+   * verified values are stored, a hit needs the exact string, and the key and expiry are still
+   * compared on every request.
+   */
+  readonly #boundVerified = new LRUCache<string, { key: string; expiresAt: number }>({
+    max: VERIFIED_MEMO_MAX,
+  });
   /** What request sessions may use of the engine. */
   readonly #services: EngineServices;
   /** What the DBSC endpoints use of the engine (with `deviceBound` on). */
@@ -254,7 +263,7 @@ export class SessionEngine {
           value = undefined;
         }
       }
-      const problem = checkBoundCookie(value, cookie.key, this.options.now(), this.options.secrets);
+      const problem = this.#checkBound(value, cookie.key);
       if (problem) {
         const refused = bound.enforce === 'require';
         this.#emit(
@@ -276,6 +285,21 @@ export class SessionEngine {
     }
     ctx.inflate(cookie.id, cookie.key, record);
     return ctx;
+  }
+
+  /** Why `value` is not a valid bound cookie for `key` now (null: it is one). */
+  #checkBound(value: string | undefined, key: string): BoundCookieProblem | null {
+    const now = this.options.now();
+    const known = value === undefined ? undefined : this.#boundVerified.get(value);
+    if (known !== undefined) {
+      if (known.key !== key) return 'invalid';
+      return known.expiresAt > now ? null : 'expired';
+    }
+    const expiresAt = boundCookieExpiry(value, key, this.options.secrets);
+    if (typeof expiresAt !== 'number') return expiresAt;
+    if (expiresAt <= now) return 'expired';
+    this.#boundVerified.set(value!, { key, expiresAt });
+    return null;
   }
 
   // ---- Device-bound sessions (DBSC): the registration and refresh endpoints ----
