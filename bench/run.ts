@@ -527,9 +527,14 @@ function targets(r: Results): Target[] {
   if (r.deviceBound) {
     const d = r.deviceBound;
     out.push({
-      target: 'deviceBound on (enforce require): steady request within 10% of off',
+      target: 'deviceBound on (enforce require): steady request within 10% of off (req/s)',
       measured: `${pct(d.ratio)} of off (${fmtInt(d.onRps)} vs ${fmtInt(d.offRps)} req/s), ${fmt(d.onSqlPerRequest, 4)} SQL/req`,
       met: d.ratio >= 0.9,
+    });
+    out.push({
+      target: 'deviceBound on: server CPU per request within 10% of off',
+      measured: `x${fmt(d.cpuRatio)} (${fmtInt(d.onCpu)} vs ${fmtInt(d.offCpu)} µs/req)`,
+      met: d.cpuRatio <= 1.1,
     });
   }
   if (r.memory) {
@@ -631,13 +636,20 @@ function report(plan: Plan, r: Results, tgs: Target[]): string {
     parts.push(
       `Device-bound sessions (DBSC): Express 5 + pgsession, one bound session (its bound cookie checked on every request) vs deviceBound off, wrk -t1 -c${plan.connections}, ${plan.durationSec} s x ${plan.rounds} round(s)`,
       table(
-        ['deviceBound', 'req/s', 'p99 ms', 'vs off'],
+        ['deviceBound', 'req/s', 'vs off', 'CPU µs/req', 'vs off', 'p99 ms'],
         [
-          ['off', fmtInt(d.offRps), fmt(d.offP99), '—'],
-          ["on (enforce: 'require')", fmtInt(d.onRps), fmt(d.onP99), pct(d.ratio)],
+          ['off', fmtInt(d.offRps), '—', fmtInt(d.offCpu), '—', fmt(d.offP99)],
+          [
+            "on (enforce: 'require')",
+            fmtInt(d.onRps),
+            pct(d.ratio),
+            fmtInt(d.onCpu),
+            `x${fmt(d.cpuRatio)}`,
+            fmt(d.onP99),
+          ],
         ],
       ),
-      `per round (off / on req/s): ${d.rounds.map((x) => `${fmtInt(x.off)} / ${fmtInt(x.on)}`).join(', ')}; SQL per request with it on: ${fmt(d.onSqlPerRequest, 4)}`,
+      `per round (off / on): ${d.rounds.map((x) => `${fmtInt(x.off)} / ${fmtInt(x.on)} req/s, ${fmtInt(x.offCpu)} / ${fmtInt(x.onCpu)} µs`).join('; ')}; SQL per request with it on: ${fmt(d.onSqlPerRequest, 4)}`,
       '',
     );
   }

@@ -22,7 +22,16 @@ export interface DeviceBoundPlan {
 }
 
 export interface DeviceBoundResult {
-  rounds: Array<{ round: number; off: number; on: number; offP99: number; onP99: number }>;
+  rounds: Array<{
+    round: number;
+    off: number;
+    on: number;
+    offP99: number;
+    onP99: number;
+    /** Server CPU (user + system) per request, µs: less disturbed by other load than req/s. */
+    offCpu: number;
+    onCpu: number;
+  }>;
   /** Medians. */
   offRps: number;
   onRps: number;
@@ -30,6 +39,10 @@ export interface DeviceBoundResult {
   onP99: number;
   /** on / off req/s, per round, then the median. */
   ratio: number;
+  /** Median server CPU µs per request, and on / off per round, then the median. */
+  offCpu: number;
+  onCpu: number;
+  cpuRatio: number;
   /** SQL statements per request with deviceBound on (the check must add none). */
   onSqlPerRequest: number;
 }
@@ -123,7 +136,12 @@ export async function deviceBoundCost(
           onSql += after.poolStatements - before.poolStatements;
           onServed += after.dashboardRequests - before.dashboardRequests;
         }
-        got[on ? 'on' : 'off'] = { rps: r.rps, p99: r.p99 };
+        const served = after.dashboardRequests - before.dashboardRequests;
+        got[on ? 'on' : 'off'] = {
+          rps: r.rps,
+          p99: r.p99,
+          cpu: (after.cpuMicros - before.cpuMicros) / served,
+        };
       }
       rounds.push({ round, off: got.off.rps, on: got.on.rps, offP99: got.off.p99, onP99: got.on.p99 });
       log(
@@ -137,6 +155,9 @@ export async function deviceBoundCost(
       offP99: median(rounds.map((r) => r.offP99)),
       onP99: median(rounds.map((r) => r.onP99)),
       ratio: median(rounds.map((r) => r.on / r.off)),
+      offCpu: median(rounds.map((r) => r.offCpu)),
+      onCpu: median(rounds.map((r) => r.onCpu)),
+      cpuRatio: median(rounds.map((r) => r.onCpu / r.offCpu)),
       onSqlPerRequest: onServed > 0 ? onSql / onServed : Number.NaN,
     };
   } finally {
