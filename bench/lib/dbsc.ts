@@ -110,9 +110,9 @@ export async function deviceBoundCost(
     let onServed = 0;
     for (let round = 0; round < plan.rounds; round++) {
       const order = round % 2 === 0 ? servers : [...servers].reverse();
-      const got: Record<'on' | 'off', { rps: number; p99: number }> = {
-        on: { rps: 0, p99: 0 },
-        off: { rps: 0, p99: 0 },
+      const got: Record<'on' | 'off', { rps: number; p99: number; cpu: number }> = {
+        on: { rps: 0, p99: 0, cpu: 0 },
+        off: { rps: 0, p99: 0, cpu: 0 },
       };
       for (const { server, cookie, on } of order) {
         const target = `${server.url}/dashboard`;
@@ -143,9 +143,17 @@ export async function deviceBoundCost(
           cpu: (after.cpuMicros - before.cpuMicros) / served,
         };
       }
-      rounds.push({ round, off: got.off.rps, on: got.on.rps, offP99: got.off.p99, onP99: got.on.p99 });
+      rounds.push({
+        round,
+        off: got.off.rps,
+        on: got.on.rps,
+        offP99: got.off.p99,
+        onP99: got.on.p99,
+        offCpu: got.off.cpu,
+        onCpu: got.on.cpu,
+      });
       log(
-        `  deviceBound round ${round + 1}: off ${Math.round(got.off.rps)} req/s, on ${Math.round(got.on.rps)} req/s`,
+        `  deviceBound round ${round + 1}: off ${Math.round(got.off.rps)} req/s ${Math.round(got.off.cpu)} µs CPU/req, on ${Math.round(got.on.rps)} req/s ${Math.round(got.on.cpu)} µs CPU/req`,
       );
     }
     return {
