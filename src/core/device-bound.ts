@@ -265,6 +265,24 @@ function challengeHeader(services: DeviceEndpointServices, key: string, id: stri
   return `"${issueChallenge(key, at, services.secrets[0]!)}";id="${id}"`;
 }
 
+/** Refusals of one endpoint request: reported (`device-proof-refused`), answered in plain text. */
+function refuser(
+  services: DeviceEndpointServices,
+  endpoint: 'registration' | 'refresh',
+  found: FoundSession | null,
+): (status: number, reason: Refusal, message: string) => DeviceEndpointResponse {
+  return (status, reason, message) => {
+    services.emit({
+      type: 'device-proof-refused',
+      endpoint,
+      key: found?.key ?? null,
+      userId: found?.record.userId ?? null,
+      reason,
+    });
+    return text(status, message);
+  };
+}
+
 /** POST to the registration endpoint: verify the proof, store the key, hand out the bound cookie. */
 export async function register(
   services: DeviceEndpointServices,
@@ -272,16 +290,7 @@ export async function register(
 ): Promise<DeviceEndpointResponse> {
   if (request.method !== 'POST') return text(405, 'Method Not Allowed', { allow: 'POST' });
   const found = await services.find(request);
-  const refuse = (status: number, reason: Refusal, message: string): DeviceEndpointResponse => {
-    services.emit({
-      type: 'device-proof-refused',
-      endpoint: 'registration',
-      key: found?.key ?? null,
-      userId: found?.record.userId ?? null,
-      reason,
-    });
-    return text(status, message);
-  };
+  const refuse = refuser(services, 'registration', found);
   if (!found) return refuse(401, 'no-session', 'No session to bind');
   if (found.record.device) return refuse(400, 'already-bound', 'This session is bound to a device already');
   const { bound, secrets } = services;
@@ -334,16 +343,7 @@ export async function refresh(
   if (request.method !== 'POST') return text(405, 'Method Not Allowed', { allow: 'POST' });
   const found = await services.find(request);
   const device = found?.record.device ?? null;
-  const refuse = (status: number, reason: Refusal, message: string): DeviceEndpointResponse => {
-    services.emit({
-      type: 'device-proof-refused',
-      endpoint: 'refresh',
-      key: found?.key ?? null,
-      userId: found?.record.userId ?? null,
-      reason,
-    });
-    return text(status, message);
-  };
+  const refuse = refuser(services, 'refresh', found);
   // Any 4xx but 403 ends the browser's device-bound session: right for a session that is gone
   // (logged out, revoked, expired) or was never bound.
   if (!found) return refuse(401, 'no-session', 'No session');
@@ -353,15 +353,7 @@ export async function refresh(
   if (named !== device.id) return refuse(401, 'session-id', 'Sec-Secure-Session-Id names another session');
   const { key } = found;
   const again = (reason: Refusal | null): DeviceEndpointResponse => {
-    if (reason) {
-      services.emit({
-        type: 'device-proof-refused',
-        endpoint: 'refresh',
-        key,
-        userId: found.record.userId,
-        reason,
-      });
-    }
+    if (reason) refuse(403, reason, '');
     // 403: the browser signs this challenge and retries at once.
     return text(403, 'Sign the new challenge', {
       'secure-session-challenge': challengeHeader(services, key, device.id, device.challengeAt),

@@ -11,29 +11,19 @@ import Fastify from 'fastify';
 import { Hono } from 'hono';
 import Koa from 'koa';
 import type pg from 'pg';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { pgsessionFastify } from '../../src/adapters/fastify/index.js';
 import { pgsessionHono } from '../../src/adapters/hono/index.js';
 import { pgsessionKoa } from '../../src/adapters/koa/index.js';
 import { webSessions } from '../../src/adapters/web/index.js';
 import type { SessionEvent } from '../../src/core/engine.js';
 import { PgStore } from '../../src/stores/postgres/index.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { listen } from '../helpers/http.js';
 import { DbscBrowser } from './dbsc-client.js';
-import { type Clock, eventsOf, MINUTE, SECRET } from './support.js';
+import { type Clock, dbscSuite, eventsOf, MINUTE, SECRET } from './support.js';
 
-let db: TestDatabase;
-const closers: Array<() => Promise<void>> = [];
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db?.drop();
-});
-afterEach(async () => {
-  for (const close of closers.splice(0).reverse()) await close();
-});
+const suite = dbscSuite();
+const { closers } = suite;
 
 function options(pool: pg.Pool, clock: Clock) {
   const store = new PgStore({ pool, pruneSessionInterval: false, now: () => clock.now });
@@ -142,7 +132,7 @@ describe.each(Object.keys(adapters))('%s', (name) => {
   it('login offers registration; register, copied cookie refused after expiry, owner refreshes, logout ends it', async () => {
     const clock: Clock = { now: Date.now() };
     const events: SessionEvent[] = [];
-    const url = await adapters[name]!(options(db.pool, clock), events);
+    const url = await adapters[name]!(options(suite.db.pool, clock), events);
     const browser = new DbscBrowser(url);
     const login = await browser.post('/login');
     expect(login.status).toBe(200);

@@ -4,26 +4,15 @@
  * change), a bound cookie made by one is good on all, a refresh can land on any of them, and a
  * challenge accepted by one is refused by the others.
  */
-import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { kSessionStore } from '../../src/core/store.js';
 import { createPool } from '../../src/db/pool.js';
 import { CachedPostgresSessionStore } from '../../src/stores/cache/postgres.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { DbscBrowser } from './dbsc-client.js';
-import { type Clock, dbscApp, eventsOf, MINUTE } from './support.js';
+import { type Clock, dbscApp, dbscSuite, eventsOf, MINUTE } from './support.js';
 
-let db: TestDatabase;
-const closers: Array<() => Promise<void>> = [];
-
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db?.drop();
-});
-afterEach(async () => {
-  for (const close of closers.splice(0).reverse()) await close();
-});
+const suite = dbscSuite();
+const { closers } = suite;
 
 /** `check` until it holds (another server hears of a change within milliseconds), at most 3 s. */
 async function eventually(check: () => Promise<boolean>): Promise<boolean> {
@@ -37,9 +26,9 @@ async function eventually(check: () => Promise<boolean>): Promise<boolean> {
 
 it('bound on one server, enforced, refreshed and replay-checked on another', async () => {
   const clock: Clock = { now: Date.now() };
-  const poolB = createPool(db.url);
+  const poolB = createPool(suite.db.url);
   closers.push(() => poolB.end());
-  const a = await dbscApp(db.pool, clock, { enforce: 'require' }, closers);
+  const a = await dbscApp(suite.db.pool, clock, { enforce: 'require' }, closers);
   const b = await dbscApp(poolB, clock, { enforce: 'require' }, closers);
   expect(a.store[kSessionStore]).toBeInstanceOf(CachedPostgresSessionStore);
   expect(b.store[kSessionStore]).toBeInstanceOf(CachedPostgresSessionStore);

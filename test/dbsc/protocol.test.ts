@@ -4,32 +4,30 @@
  * refreshes the short-lived bound cookie by signing server challenges, and the tests check what
  * a copied cookie, a replayed or stale challenge, a wrong key, logout and revocation get.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { session } from '../../src/adapters/express/middleware.js';
 import { ConfigError } from '../../src/core/errors.js';
 import { createSessionMetrics } from '../../src/metrics/index.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { Client } from '../helpers/http.js';
 import { DbscBrowser, deviceKey, parseChallenge, proof } from './dbsc-client.js';
-import { type Clock, dbscApp, eventsOf, MINUTE, revokeUser, SECRET, storedDevice } from './support.js';
+import {
+  type Clock,
+  dbscApp,
+  dbscSuite,
+  eventsOf,
+  MINUTE,
+  revokeUser,
+  SECRET,
+  storedDevice,
+} from './support.js';
 
-let db: TestDatabase;
-const closers: Array<() => Promise<void>> = [];
+const suite = dbscSuite();
+const { closers } = suite;
 let clock: Clock;
-
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db?.drop();
-});
-afterEach(async () => {
-  for (const close of closers.splice(0).reverse()) await close();
-});
 
 function start(enforce: 'off' | 'report' | 'require' = 'report') {
   clock = { now: Date.now() };
-  return dbscApp(db.pool, clock, { enforce }, closers);
+  return dbscApp(suite.db.pool, clock, { enforce }, closers);
 }
 
 /** A browser that logged in and registered its key; returns it with the session's storage key. */
@@ -79,7 +77,7 @@ describe('registration', () => {
 
     const [registered] = eventsOf(app.events, 'device-registered');
     expect(registered).toMatchObject({ userId: '42', alg: 'ES256' });
-    const device = await storedDevice(db.pool, registered!.key);
+    const device = await storedDevice(suite.db.pool, registered!.key);
     expect(device).toMatchObject({
       alg: 'ES256',
       id: instructions.session_identifier,
@@ -94,7 +92,7 @@ describe('registration', () => {
   it('RS256 keys register and refresh too', async () => {
     const app = await start('require');
     const { browser, key } = await boundBrowser(app.url, app.events, 'RS256');
-    expect(await storedDevice(db.pool, key)).toMatchObject({ alg: 'RS256', jwk: { kty: 'RSA' } });
+    expect(await storedDevice(suite.db.pool, key)).toMatchObject({ alg: 'RS256', jwk: { kty: 'RSA' } });
     clock.now += 11 * MINUTE;
     expect((await browser.refresh()).status).toBe(200);
     expect(await (await browser.get('/me')).json()).toEqual({ userId: 42 });
@@ -163,7 +161,7 @@ describe('registration', () => {
     expect(eventsOf(app.events, 'device-proof-refused').at(-1)?.reason).toBe('challenge-expired');
     // Nothing was bound by any of these.
     const key = eventsOf(app.events, 'device-proof-refused').at(-1)!.key!;
-    expect(await storedDevice(db.pool, key)).toBeNull();
+    expect(await storedDevice(suite.db.pool, key)).toBeNull();
 
     // Once bound, a session does not take a second key (a new login, a new id, does).
     const bound = await boundBrowser(app.url, app.events);
@@ -380,8 +378,8 @@ describe('the session lifecycle applies to bound sessions', () => {
     expect(login.headers.get('secure-session-registration')).not.toBeNull();
     const renewed = eventsOf(app.events, 'renewed').at(-1)!;
     expect(renewed.previousKey).toBe(key);
-    expect(await storedDevice(db.pool, renewed.key)).toBeNull();
-    expect((await db.pool.query('SELECT 1 FROM session WHERE sid = $1', [key])).rowCount).toBe(0);
+    expect(await storedDevice(suite.db.pool, renewed.key)).toBeNull();
+    expect((await suite.db.pool.query('SELECT 1 FROM session WHERE sid = $1', [key])).rowCount).toBe(0);
     // Unbound, so served without a bound cookie until it registers again.
     browser.jar.delete('connect.sid.bound');
     expect(await (await browser.get('/me')).json()).toEqual({ userId: 42 });

@@ -6,12 +6,39 @@
 import http from 'node:http';
 import express from 'express';
 import type pg from 'pg';
+import { afterAll, afterEach, beforeAll } from 'vitest';
 import { session } from '../../src/adapters/express/middleware.js';
 import type { DeviceBoundOptions } from '../../src/core/device-bound.js';
 import type { SessionEvent } from '../../src/core/engine.js';
 import { kSessionStore } from '../../src/core/store.js';
 import { PgStore } from '../../src/stores/postgres/index.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { listen } from '../helpers/http.js';
+
+/**
+ * A private database for the test file, and the closers each test's servers and stores push
+ * (run after each test, last first).
+ */
+export function dbscSuite(): { readonly db: TestDatabase; closers: Array<() => Promise<void>> } {
+  let db: TestDatabase | undefined;
+  const closers: Array<() => Promise<void>> = [];
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+  afterEach(async () => {
+    for (const close of closers.splice(0).reverse()) await close();
+  });
+  return {
+    get db() {
+      if (!db) throw new Error('the test database is made in beforeAll');
+      return db;
+    },
+    closers,
+  };
+}
 
 export const SECRET = 'dbsc-test-secret-0123456789abcdefghijkl';
 export const MINUTE = 60_000;

@@ -300,10 +300,11 @@ export async function ensureSchema(
     }
 
     const present = new Set(state.columns ?? []);
-    const missing = EXTRA_COLUMNS.filter(([name]) => !present.has(name));
-    if (missing.length > 0) {
-      // One ALTER for all columns: a single brief ACCESS EXCLUSIVE lock. Constant defaults make
-      // it catalog-only (PostgreSQL 11+), no table rewrite even on a large table.
+    // One ALTER per step for all its columns: a single brief ACCESS EXCLUSIVE lock. Constant
+    // defaults make it catalog-only (PostgreSQL 11+), no table rewrite even on a large table.
+    const addColumns = async (columns: typeof EXTRA_COLUMNS): Promise<string[]> => {
+      const missing = columns.filter(([name]) => !present.has(name));
+      if (missing.length === 0) return [];
       const clauses = missing.map(([name, def]) => `ADD COLUMN IF NOT EXISTS ${quoteIdent(name)} ${def}`);
       try {
         await query(`ALTER TABLE ${names.qualified} ${clauses.join(', ')}`);
@@ -314,26 +315,12 @@ export async function ensureSchema(
           { cause: err },
         );
       }
-      if (!result.created) result.addedColumns = missing.map(([name]) => name);
-    }
-
-    // Step 2: the device binding column (DBSC), its own ALTER for the same reasons.
-    const missingDevice = DEVICE_COLUMNS.filter(([name]) => !present.has(name));
-    if (missingDevice.length > 0) {
-      const clauses = missingDevice.map(
-        ([name, def]) => `ADD COLUMN IF NOT EXISTS ${quoteIdent(name)} ${def}`,
-      );
-      try {
-        await query(`ALTER TABLE ${names.qualified} ${clauses.join(', ')}`);
-      } catch (err) {
-        throw new Error(
-          `pgsession: cannot add columns ${missingDevice.map(([n]) => n).join(', ')} to session table ${names.qualified} ` +
-            `(run the migrations as the table owner): ${(err as Error).message}`,
-          { cause: err },
-        );
-      }
-      if (!result.created) result.addedColumns.push(...missingDevice.map(([name]) => name));
-    }
+      return missing.map(([name]) => name);
+    };
+    const added = await addColumns(EXTRA_COLUMNS);
+    // Step 2: the device binding column (DBSC).
+    added.push(...(await addColumns(DEVICE_COLUMNS)));
+    if (!result.created) result.addedColumns = added;
 
     const indexed = new Set(state.indexed ?? []);
     const taken = new Set(state.taken ?? []);
