@@ -9,12 +9,17 @@
  *   npx tsx bench/micro/hot-path.ts --express          # through Express 5 (router, res.send)
  *   npx tsx bench/micro/hot-path.ts --express --noop   # calibration: one do-nothing middleware
  *
+ * "deviceBound" is pgsession with `deviceBound: { enforce: 'require' }` and a session that
+ * registered an ES256 key (its bound cookie checked on every request), against "session", the
+ * same without: what device-bound sessions cost a steady request.
+ *
  * Each request is a real `http.IncomingMessage` / `http.ServerResponse` pair (no socket: the
  * response is buffered and dropped), so header handling costs what it costs in Node. The store is
  * `CachedSessionStore` over the in-memory store with an invalidation source that always listens:
  * exactly the cache-hit path of `PgStore` without PostgreSQL. "bare" runs the same request
  * without the session middleware; the session layer's cost is the difference.
  */
+import { generateKeyPairSync, sign } from 'node:crypto';
 import { IncomingMessage, ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 import express from 'express';
@@ -54,6 +59,19 @@ const middleware = session({
   store: { [kSessionStore]: cached },
 });
 
+// The same, with device-bound sessions (its own cache, so the two never share entries).
+const boundCache = new CachedSessionStore(new MemoryStore()[kSessionStore], source);
+const boundMiddleware = session({
+  name: COOKIE_NAME,
+  secret: SECRET,
+  resave: false,
+  saveUninitialized: false,
+  rolling: true,
+  cookie: { maxAge: MAX_AGE_MS, httpOnly: true, sameSite: 'lax' },
+  store: { [kSessionStore]: boundCache },
+  deviceBound: { enforce: 'require', maxAge: '1h' },
+});
+
 const socket = new Socket();
 const BODY = '<!doctype html><p>Dashboard</p>'.repeat(10);
 
@@ -68,12 +86,13 @@ interface BenchSession {
 function request(
   cookie: string | undefined,
   handler: (req: IncomingMessage, res: ServerResponse, done: () => void) => void,
+  extra: { method?: string; url?: string; headers?: Record<string, string> } = {},
 ): Promise<ServerResponse> {
   return new Promise((resolve, reject) => {
     const req = new IncomingMessage(socket);
-    req.method = 'GET';
-    req.url = '/dashboard';
-    req.headers = cookie ? { host: '127.0.0.1', cookie } : { host: '127.0.0.1' };
+    req.method = extra.method ?? 'GET';
+    req.url = extra.url ?? '/dashboard';
+    req.headers = { host: '127.0.0.1', ...(cookie ? { cookie } : {}), ...extra.headers };
     const res = new ServerResponse(req);
     handler(req, res, () => resolve(res));
     res.on('error', reject);
@@ -97,6 +116,12 @@ const withFloor = (req: IncomingMessage, res: ServerResponse, done: () => void) 
 
 const withSession = (req: IncomingMessage, res: ServerResponse, done: () => void) =>
   middleware(req, res, (err?: unknown) => {
+    if (err) throw err;
+    dashboard(req, res, done);
+  });
+
+const withBound = (req: IncomingMessage, res: ServerResponse, done: () => void) =>
+  boundMiddleware(req, res, (err?: unknown) => {
     if (err) throw err;
     dashboard(req, res, done);
   });
@@ -151,12 +176,60 @@ const floorLogin = await request(undefined, (req, res, done) =>
 const floorCookie = String(floorLogin.getHeader('set-cookie')).split(';')[0]!;
 const floorHeader = `theme=dark; ${floorCookie}; _ga=GA1.1.123456789.1700000000`;
 
-type Kind = 'bare' | 'session' | 'floor';
+// Log in with device-bound sessions on, and register an ES256 key as a DBSC browser does.
+const boundLogin = await request(undefined, (req, res, done) =>
+  boundMiddleware(req, res, () => {
+    const current = (req as unknown as { session: { regenerate(cb: () => void): void } }).session;
+    current.regenerate(() => {
+      const s = (req as unknown as { session: BenchSession }).session;
+      s.userId = 1;
+      s.userRole = 'user';
+      s.csrfToken = 'x'.repeat(43);
+      s._meta = { ip: '127.0.0.1', ua: USER_AGENT, loginAt: Date.now() };
+      res.end('ok');
+      done();
+    });
+  }),
+);
+await new Promise((r) => setTimeout(r, 50));
+const offer = /path="([^"]+)";challenge="([^"]+)"/.exec(
+  String(boundLogin.getHeader('secure-session-registration')),
+);
+if (!offer) throw new Error('no DBSC registration offer');
+const boundSession = String([boundLogin.getHeader('set-cookie')].flat()[0]).split(';')[0]!;
+const device = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+const input = `${b64({ alg: 'ES256', typ: 'dbsc+jwt', jwk: device.publicKey.export({ format: 'jwk' }) })}.${b64({ jti: offer[2] })}`;
+const proof = `${input}.${sign('sha256', Buffer.from(input), { key: device.privateKey, dsaEncoding: 'ieee-p1363' }).toString('base64url')}`;
+const registered = await new Promise<ServerResponse>((resolve) => {
+  const req = new IncomingMessage(socket);
+  req.method = 'POST';
+  req.url = offer[1]!;
+  req.headers = { host: '127.0.0.1', cookie: boundSession, 'secure-session-response': `"${proof}"` };
+  const res = new ServerResponse(req);
+  const end = res.end.bind(res);
+  res.end = ((...args: Parameters<typeof end>) => {
+    const out = end(...args);
+    resolve(res);
+    return out;
+  }) as typeof res.end;
+  boundMiddleware(req, res, () => {
+    throw new Error('the registration endpoint was not answered by the middleware');
+  });
+});
+if (registered.statusCode !== 200) throw new Error(`DBSC registration failed: ${registered.statusCode}`);
+const boundCookie = String([registered.getHeader('set-cookie')].flat()[0]).split(';')[0]!;
+const boundHeader = `theme=dark; ${boundSession}; ${boundCookie}; _ga=GA1.1.123456789.1700000000`;
+const boundAlone = await request(`theme=dark; ${boundSession}`, withBound);
+if (String(boundAlone.getHeader('set-cookie') ?? '').length > 0)
+  throw new Error('a refused request got a cookie');
+
+type Kind = 'bare' | 'session' | 'floor' | 'deviceBound';
 async function run(kind: Kind, n: number): Promise<number> {
   const handler = EXPRESS
-    ? { bare: bareExpress, session: sessionExpress, floor: floorExpress }[kind]
-    : { bare: dashboard, session: withSession, floor: withFloor }[kind];
-  const header = kind === 'floor' ? floorHeader : cookieHeader;
+    ? { bare: bareExpress, session: sessionExpress, floor: floorExpress, deviceBound: withBound }[kind]
+    : { bare: dashboard, session: withSession, floor: withFloor, deviceBound: withBound }[kind];
+  const header = kind === 'floor' ? floorHeader : kind === 'deviceBound' ? boundHeader : cookieHeader;
   // CPU time of this process (user + system), not wall time: less sensitive to other processes
   // competing for the cores, which on a shared machine only delay the loop.
   const c0 = process.cpuUsage();
@@ -170,10 +243,10 @@ async function run(kind: Kind, n: number): Promise<number> {
 }
 
 // Warm-up: let V8 optimise every path.
-const kinds: Kind[] = ['bare', 'session', 'floor'];
+const kinds: Kind[] = EXPRESS ? ['bare', 'session', 'floor'] : ['bare', 'session', 'floor', 'deviceBound'];
 for (const k of kinds) await run(k, REQUESTS / 2);
 
-const times: Record<Kind, number[]> = { bare: [], session: [], floor: [] };
+const times: Record<Kind, number[]> = { bare: [], session: [], floor: [], deviceBound: [] };
 for (let r = 0; r < ROUNDS; r++) {
   for (const k of r % 2 === 0 ? kinds : [...kinds].reverse()) times[k].push(await run(k, REQUESTS));
 }
@@ -185,5 +258,12 @@ console.log(
     `floor ${layer('floor').toFixed(1)} µs/req (median of ${ROUNDS} rounds x ${REQUESTS}; pgsession per round: ` +
     `${times.session.map((t, i) => ((t - times.bare[i]!) / 1000).toFixed(1)).join(' ')}); cache hits ${stats.hits}, misses ${stats.misses}`,
 );
+if (!EXPRESS) {
+  const ratio = median(times.deviceBound.map((t, i) => t / times.session[i]!));
+  console.log(
+    `deviceBound (enforce require, a registered session): session layer ${layer('deviceBound').toFixed(1)} µs/req; whole request x${ratio.toFixed(3)} of pgsession without it (per round: ${times.deviceBound.map((t, i) => (t / times.session[i]!).toFixed(3)).join(' ')})`,
+  );
+}
 await cached.close();
+await boundCache.close();
 process.exit(0);

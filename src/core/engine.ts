@@ -158,7 +158,9 @@ export class SessionEngine {
       request.cookie ?? this.cookieOptionsFor(host),
       secrets,
     );
-    const raw = this.#rawCookie(request.cookieHeader);
+    const raw = this.options.deviceBound
+      ? this.#rawCookies(request.cookieHeader, ctx)
+      : this.#rawCookie(request.cookieHeader);
     let cookie = raw === undefined ? null : this.#verify(raw, secrets);
     if (!cookie && request.parsedCookies) cookie = this.#fromParsedCookies(request.parsedCookies, secrets);
     if (raw !== undefined && !cookie)
@@ -254,16 +256,7 @@ export class SessionEngine {
   ): RequestSession {
     const bound = this.options.deviceBound;
     if (bound && bound.enforce !== 'off') {
-      const header = request.cookieHeader;
-      let value: string | undefined;
-      if (header && header.indexOf(bound.cookieName) !== -1) {
-        try {
-          value = parseCookies(header)[bound.cookieName];
-        } catch {
-          value = undefined;
-        }
-      }
-      const problem = this.#checkBound(value, cookie.key);
+      const problem = this.#checkBound(ctx.boundCookie, cookie.key);
       if (problem) {
         const refused = bound.enforce === 'require';
         this.#emit(
@@ -382,6 +375,21 @@ export class SessionEngine {
       return parseCookies(cookieHeader)[this.options.name] || undefined;
     } catch {
       // A header the parser refuses carries no usable session cookie: treat it as a bad one.
+      return '';
+    }
+  }
+
+  /**
+   * {@link #rawCookie}, with `deviceBound` on: the Cookie header parsed once for both the session
+   * cookie and the bound cookie (kept on `ctx` for {@link #attachBound}).
+   */
+  #rawCookies(cookieHeader: string | undefined, ctx: RequestSession): string | undefined {
+    if (!cookieHeader || cookieHeader.indexOf(this.options.name) === -1) return undefined;
+    try {
+      const parsed = parseCookies(cookieHeader);
+      ctx.boundCookie = parsed[this.options.deviceBound!.cookieName];
+      return parsed[this.options.name] || undefined;
+    } catch {
       return '';
     }
   }

@@ -73,6 +73,8 @@ export class RequestSession implements SessionController {
    * cookie sent) only if the request puts something in it, so the browser keeps its real one.
    */
   private refusedForDevice = false;
+  /** The bound cookie (DBSC) the request came with, as the engine parsed it with the session cookie. */
+  boundCookie: string | undefined = undefined;
   private readonly changes = new ChangeTracker();
   private touched = false;
   private committed = false;
