@@ -95,6 +95,11 @@ export interface AppConfig {
   database?: DatabaseConfig;
   /** `METRICS=on`: `GET /metrics` (Prometheus text). Off unless set: see docs/demo-app.md. */
   metrics?: boolean;
+  /**
+   * `DEVICE_BOUND`: device-bound sessions (DBSC), `report` (default), `require` or `off`. Absent
+   * (configs built in code): `report`.
+   */
+  deviceBound?: 'off' | 'report' | 'require';
 }
 
 /** The `DATABASE_*` settings besides `DATABASE_URL` (docs/demo-app.md, docs/scaling.md). */
@@ -348,7 +353,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     trustedDeviceCookies: parseOnOff(env.TRUSTED_DEVICE_COOKIES, 'TRUSTED_DEVICE_COOKIES'),
     database: parseDatabaseConfig(env),
     metrics: parseOnOff(env.METRICS, 'METRICS'),
+    deviceBound: parseDeviceBound(env.DEVICE_BOUND),
   };
+}
+
+/** `DEVICE_BOUND`: `report` (unset), `require` or `off`. */
+function parseDeviceBound(value: string | undefined): 'off' | 'report' | 'require' {
+  const v = value?.trim().toLowerCase() || 'report';
+  if (v === 'off' || v === 'report' || v === 'require') return v;
+  throw new ConfigError(`DEVICE_BOUND must be report, require or off, got "${value}"`);
 }
 
 /** `on`/`off` (also true/false, 1/0, yes/no); unset is off. */

@@ -90,6 +90,11 @@ export function createApp(options: CreateAppOptions): DemoApp {
     idleTimeout: config.idleTimeout,
     absoluteTimeout: config.absoluteTimeout,
     cookie: { httpOnly: true, sameSite: 'lax', path: '/', secure: config.secureCookies },
+    // Device-bound sessions (DBSC): browsers that support it bind each login to a key on the
+    // device; in `report` mode a session cookie used without its bound cookie is logged.
+    ...((config.deviceBound ?? 'report') === 'off'
+      ? {}
+      : { deviceBound: { enforce: config.deviceBound ?? 'report' } }),
     onEvent: metrics
       ? (event, req) => {
           metrics.onEvent(event);

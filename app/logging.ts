@@ -32,15 +32,21 @@ export function sessionAudit(audit: Logger) {
   return (event: SessionEvent, req: IncomingMessage) => {
     if (event.type === 'touched' || event.type === 'touch-skipped' || event.type === 'saved') return;
     const r = req as Request;
-    audit.info(
+    // A session cookie used without its device's bound cookie, or a refused device proof: what
+    // a copied cookie looks like, so a warning.
+    const suspicious = event.type === 'device-unbound-request' || event.type === 'device-proof-refused';
+    audit[suspicious ? 'warn' : 'info'](
       {
         event: `session.${event.type}`,
         sid: event.key,
         ...('previousKey' in event ? { previousSid: event.previousKey } : {}),
         ...('reason' in event ? { reason: event.reason } : {}),
+        ...('action' in event ? { action: event.action } : {}),
+        ...('endpoint' in event ? { endpoint: event.endpoint } : {}),
+        ...('skipped' in event && event.skipped ? { skipped: event.skipped } : {}),
         userId: 'userId' in event ? event.userId : null,
-        ip: clientAddress(r),
-        ua: userAgent(r),
+        ip: req ? clientAddress(r) : null,
+        ua: req ? userAgent(r) : null,
       },
       `session ${event.type}`,
     );

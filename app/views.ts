@@ -261,7 +261,7 @@ export function sessionsPage(options: {
   const rows = options.sessions
     .map(
       (s) => `<tr>
-<td>${esc(s.device)}${s.current ? ' <span class="badge">this session</span>' : ''}<br><code class="muted" title="Session id as stored (a hash; not usable as a cookie)">${esc(s.id.slice(0, 12))}…</code></td>
+<td>${esc(s.device)}${s.current ? ' <span class="badge">this session</span>' : ''}${s.deviceBound ? ' <span class="badge" title="Bound to a key on the device (DBSC): its cookie alone does not work elsewhere">device-bound</span>' : ''}<br><code class="muted" title="Session id as stored (a hash; not usable as a cookie)">${esc(s.id.slice(0, 12))}…</code></td>
 <td data-label="Address">${esc(s.ip ?? 'unknown')}</td>
 <td data-label="Signed in">${esc(when(s.createdAt))}</td>
 <td data-label="Last active">${esc(ago(s.lastActiveAt))}</td>

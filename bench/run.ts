@@ -24,6 +24,7 @@ import { openDatabase } from '../src/dev/index.js';
 import { killAllServers, type ServerProcess, type ServerStats, startServer } from './lib/child.js';
 import { configName, USER_PASSWORD, userEmail } from './lib/config.js';
 import { Admin } from './lib/db.js';
+import { type DeviceBoundResult, deviceBoundCost } from './lib/dbsc.js';
 import { login, request } from './lib/http.js';
 import { type LoadResult, runLoad } from './lib/load.js';
 import { median, round, summarize } from './lib/stats.js';
@@ -33,7 +34,7 @@ import { type Row, throughput } from './lib/throughput.js';
 // ---------------------------------------------------------------------------------------------
 // Plan
 
-const SECTIONS = ['throughput', 'memory', 'revocation', 'storm', 'prune'] as const;
+const SECTIONS = ['throughput', 'deviceBound', 'memory', 'revocation', 'storm', 'prune'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Plan {
@@ -470,6 +471,7 @@ type Results = {
   revocation?: Awaited<ReturnType<typeof revocation>>;
   storm?: Awaited<ReturnType<typeof storm>>;
   prune?: Awaited<ReturnType<typeof prune>>;
+  deviceBound?: DeviceBoundResult;
 };
 
 interface Target {
@@ -521,6 +523,19 @@ function targets(r: Results): Target[] {
         met: pg.vsFloor >= 0.9,
       });
     }
+  }
+  if (r.deviceBound) {
+    const d = r.deviceBound;
+    out.push({
+      target: 'deviceBound on (enforce require): steady request within 10% of off (req/s)',
+      measured: `${pct(d.ratio)} of off (${fmtInt(d.onRps)} vs ${fmtInt(d.offRps)} req/s), ${fmt(d.onSqlPerRequest, 4)} SQL/req`,
+      met: d.ratio >= 0.9,
+    });
+    out.push({
+      target: 'deviceBound on: server CPU per request within 10% of off',
+      measured: `x${fmt(d.cpuRatio)} (${fmtInt(d.onCpu)} vs ${fmtInt(d.offCpu)} µs/req)`,
+      met: d.cpuRatio <= 1.1,
+    });
   }
   if (r.memory) {
     const at = r.memory.points.find((p) => p.sessions === 100_000);
@@ -616,6 +631,28 @@ function report(plan: Plan, r: Results, tgs: Target[]): string {
     parts.push(
       'layer µs/req: 1e6/req/s − 1e6/req/s of the ceiling, i.e. what the session layer adds to each request on one core.',
       "SQL reads/writes per request: statements the server process sent (its pool, its clients, the cache's listener) per request received, counted inside it (pg_stat_statements is not loaded on this server). pgsession's writes on a steady request are throttled touches: at most one per session per touchAfter (60 s), so with many sessions in rotation they are sessions/60 per second.",
+      '',
+    );
+  }
+  if (r.deviceBound) {
+    const d = r.deviceBound;
+    parts.push(
+      `Device-bound sessions (DBSC): Express 5 + pgsession, one bound session (its bound cookie checked on every request) vs deviceBound off, wrk -t1 -c${plan.connections}, ${plan.durationSec} s x ${plan.rounds} round(s)`,
+      table(
+        ['deviceBound', 'req/s', 'vs off', 'CPU µs/req', 'vs off', 'p99 ms'],
+        [
+          ['off', fmtInt(d.offRps), '—', fmtInt(d.offCpu), '—', fmt(d.offP99)],
+          [
+            "on (enforce: 'require')",
+            fmtInt(d.onRps),
+            pct(d.ratio),
+            fmtInt(d.onCpu),
+            `x${fmt(d.cpuRatio)}`,
+            fmt(d.onP99),
+          ],
+        ],
+      ),
+      `per round (off / on): ${d.rounds.map((x) => `${fmtInt(x.off)} / ${fmtInt(x.on)} req/s, ${fmtInt(x.offCpu)} / ${fmtInt(x.onCpu)} µs`).join('; ')}; SQL per request with it on: ${fmt(d.onSqlPerRequest, 4)}`,
       '',
     );
   }
@@ -809,6 +846,7 @@ async function main(): Promise<void> {
       log(`${section}… (load average ${fmt(load)} on ${os.cpus().length} CPUs)`);
       if (section === 'throughput')
         results.throughput = await throughput(plan, admin, () => os.loadavg()[0]!, log);
+      if (section === 'deviceBound') results.deviceBound = await deviceBoundCost(plan, admin, log);
       if (section === 'memory') results.memory = await memory(plan, admin);
       if (section === 'revocation') results.revocation = await revocation(plan, admin);
       if (section === 'storm') results.storm = await storm(plan, admin);

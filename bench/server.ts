@@ -97,7 +97,13 @@ else if (config.cacheMax !== undefined || config.cacheMaxSize !== undefined) {
   };
 }
 
+// A bound cookie that outlives the measurement (the refresh is not what is measured).
+const sessionOptions: Record<string, unknown> = config.deviceBound
+  ? { deviceBound: { enforce: 'require', maxAge: '1h' } }
+  : {};
+
 const context: AppContext = {
+  sessionOptions,
   pool() {
     if (!pool) throw new Error(`${name} needs databaseUrl`);
     return pool;

@@ -23,6 +23,8 @@ import { MemoryStore } from './stores/memory/memory-store.js';
 // express-session's API: the middleware (below), its options, and the classes it carries.
 export type { SessionMiddleware, SessionOptions } from './adapters/express/middleware.js';
 export { Cookie, type CookieOptions } from './core/cookie.js';
+// The `deviceBound` option (DBSC) and the binding a store keeps for it.
+export type { DeviceBoundOptions } from './core/device-bound.js';
 // Checking configuration the way the middleware will (an app's own start-up checks).
 export { parseDuration } from './core/duration.js';
 export type { SessionEvent } from './core/engine.js';
@@ -40,6 +42,7 @@ export type { Secret } from './core/signature.js';
 // Writing a store with pgsession's own guarantees (docs/stores.md): the port the engine talks to.
 export {
   type CookieJSON,
+  type DeviceBinding,
   type HasSessionStore,
   kSessionStore,
   type SessionChange,

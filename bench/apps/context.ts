@@ -8,6 +8,8 @@ export interface AppContext {
   pool(): pg.Pool;
   /** Extra store options (the cache bounds, `cache: false`). */
   storeOptions: Record<string, unknown>;
+  /** Extra options of pgsession's session middleware (`deviceBound`). */
+  sessionOptions: Record<string, unknown>;
   /** The session store and middleware in use, for the instrumentation routes. */
   exposeStore(store: object, middleware: unknown): void;
   exposeFloor(floor: Floor): void;

@@ -41,7 +41,11 @@ export async function expressApp(layer: Layer, ctx: AppContext): Promise<App> {
       pruneSessionInterval: false,
       ...ctx.storeOptions,
     });
-    const middleware = session({ ...sessionOptions, store });
+    const middleware = session({
+      ...sessionOptions,
+      ...(layer === 'pgsession' ? ctx.sessionOptions : {}),
+      store,
+    });
     app.use(middleware);
     ctx.exposeStore(store, middleware);
     close = async () => {

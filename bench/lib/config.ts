@@ -18,11 +18,13 @@ export interface ServerConfig {
   cacheMaxSize?: number | undefined;
   /** The login-storm server: pgsession's auth layer with this many users (`bench-user-<i>@example.com`). */
   users?: number | undefined;
+  /** pgsession with `deviceBound` (DBSC) on: `enforce: 'require'`, the bound cookie checked per request. */
+  deviceBound?: boolean | undefined;
 }
 
 /** A short name for a configuration, in logs and tables. */
-export const configName = (c: Pick<ServerConfig, 'framework' | 'layer'>): string =>
-  `${c.framework}/${c.layer}`;
+export const configName = (c: Pick<ServerConfig, 'framework' | 'layer' | 'deviceBound'>): string =>
+  `${c.framework}/${c.layer}${c.deviceBound ? '+deviceBound' : ''}`;
 
 /** Environment variable carrying the {@link ServerConfig}. */
 export const CONFIG_ENV = 'BENCH_SERVER';

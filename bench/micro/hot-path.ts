@@ -14,7 +14,12 @@
  * `CachedSessionStore` over the in-memory store with an invalidation source that always listens:
  * exactly the cache-hit path of `PgStore` without PostgreSQL. "bare" runs the same request
  * without the session middleware; the session layer's cost is the difference.
+ *
+ * "deviceBound" is pgsession with `deviceBound: { enforce: 'require' }` and a session that
+ * registered an ES256 key (its bound cookie checked on every request), against "session", the
+ * same without: what device-bound sessions cost a steady request.
  */
+import { generateKeyPairSync, sign } from 'node:crypto';
 import { IncomingMessage, ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 import express from 'express';
@@ -26,7 +31,7 @@ import { MemoryStore } from '../../src/stores/memory/memory-store.js';
 import { sessionOptions } from '../apps/common.js';
 import { USER_AGENT } from '../lib/config.js';
 import { Floor, floorMiddleware } from '../lib/floor.js';
-import { alternate, cpuPerRequest, type Kind, layerMicros, median } from './rounds.js';
+import { alternate, cpuPerRequest, KINDS, type Kind, layerMicros, median } from './rounds.js';
 
 const arg = (name: string, fallback: number): number => {
   const hit = process.argv.find((a) => a.startsWith(`--${name}=`));
@@ -47,6 +52,14 @@ const source: InvalidationSource = {
 const memory = new MemoryStore();
 const cached = new CachedSessionStore(memory[kSessionStore], source);
 const middleware = session({ ...sessionOptions, store: { [kSessionStore]: cached } });
+
+// The same, with device-bound sessions (its own cache, so the two never share entries).
+const boundCache = new CachedSessionStore(new MemoryStore()[kSessionStore], source);
+const boundMiddleware = session({
+  ...sessionOptions,
+  store: { [kSessionStore]: boundCache },
+  deviceBound: { enforce: 'require', maxAge: '1h' },
+});
 
 const socket = new Socket();
 const BODY = '<!doctype html><p>Dashboard</p>'.repeat(10);
@@ -91,6 +104,12 @@ const withFloor = (req: IncomingMessage, res: ServerResponse, done: () => void) 
 
 const withSession = (req: IncomingMessage, res: ServerResponse, done: () => void) =>
   middleware(req, res, (err?: unknown) => {
+    if (err) throw err;
+    dashboard(req, res, done);
+  });
+
+const withBound = (req: IncomingMessage, res: ServerResponse, done: () => void) =>
+  boundMiddleware(req, res, (err?: unknown) => {
     if (err) throw err;
     dashboard(req, res, done);
   });
@@ -145,11 +164,60 @@ const floorLogin = await request(undefined, (req, res, done) =>
 const floorCookie = String(floorLogin.getHeader('set-cookie')).split(';')[0]!;
 const floorHeader = `theme=dark; ${floorCookie}; _ga=GA1.1.123456789.1700000000`;
 
-async function run(kind: Kind, n: number): Promise<number> {
+// Log in with device-bound sessions on, and register an ES256 key as a DBSC browser does.
+const boundLogin = await request(undefined, (req, res, done) =>
+  boundMiddleware(req, res, () => {
+    const current = (req as unknown as { session: { regenerate(cb: () => void): void } }).session;
+    current.regenerate(() => {
+      const s = (req as unknown as { session: BenchSession }).session;
+      s.userId = 1;
+      s.userRole = 'user';
+      s.csrfToken = 'x'.repeat(43);
+      s._meta = { ip: '127.0.0.1', ua: USER_AGENT, loginAt: Date.now() };
+      res.end('ok');
+      done();
+    });
+  }),
+);
+await new Promise((r) => setTimeout(r, 50));
+const offer = /path="([^"]+)";challenge="([^"]+)"/.exec(
+  String(boundLogin.getHeader('secure-session-registration')),
+);
+if (!offer) throw new Error('no DBSC registration offer');
+const boundSession = String([boundLogin.getHeader('set-cookie')].flat()[0]).split(';')[0]!;
+const device = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+const input = `${b64({ alg: 'ES256', typ: 'dbsc+jwt', jwk: device.publicKey.export({ format: 'jwk' }) })}.${b64({ jti: offer[2] })}`;
+const proof = `${input}.${sign('sha256', Buffer.from(input), { key: device.privateKey, dsaEncoding: 'ieee-p1363' }).toString('base64url')}`;
+const registered = await new Promise<ServerResponse>((resolve) => {
+  const req = new IncomingMessage(socket);
+  req.method = 'POST';
+  req.url = offer[1]!;
+  req.headers = { host: '127.0.0.1', cookie: boundSession, 'secure-session-response': `"${proof}"` };
+  const res = new ServerResponse(req);
+  const end = res.end.bind(res);
+  res.end = ((...args: Parameters<typeof end>) => {
+    const out = end(...args);
+    resolve(res);
+    return out;
+  }) as typeof res.end;
+  boundMiddleware(req, res, () => {
+    throw new Error('the registration endpoint was not answered by the middleware');
+  });
+});
+if (registered.statusCode !== 200) throw new Error(`DBSC registration failed: ${registered.statusCode}`);
+const boundCookie = String([registered.getHeader('set-cookie')].flat()[0]).split(';')[0]!;
+const boundHeader = `theme=dark; ${boundSession}; ${boundCookie}; _ga=GA1.1.123456789.1700000000`;
+const boundAlone = await request(`theme=dark; ${boundSession}`, withBound);
+if (String(boundAlone.getHeader('set-cookie') ?? '').length > 0)
+  throw new Error('a refused request got a cookie');
+
+type BenchKind = Kind | 'deviceBound';
+async function run(kind: BenchKind, n: number): Promise<number> {
   const handler = EXPRESS
-    ? { bare: bareExpress, session: sessionExpress, floor: floorExpress }[kind]
-    : { bare: dashboard, session: withSession, floor: withFloor }[kind];
-  const header = kind === 'floor' ? floorHeader : cookieHeader;
+    ? { bare: bareExpress, session: sessionExpress, floor: floorExpress, deviceBound: withBound }[kind]
+    : { bare: dashboard, session: withSession, floor: withFloor, deviceBound: withBound }[kind];
+  const header = kind === 'floor' ? floorHeader : kind === 'deviceBound' ? boundHeader : cookieHeader;
   return cpuPerRequest(n, async (i) => {
     const res = await request(header, handler);
     if (kind !== 'bare' && i === 0 && !NOOP && !res.getHeader('set-cookie'))
@@ -157,13 +225,21 @@ async function run(kind: Kind, n: number): Promise<number> {
   });
 }
 
-const times = await alternate(run, ROUNDS, REQUESTS);
-const layer = (k: Kind) => layerMicros(times, k);
+const kinds: BenchKind[] = EXPRESS ? KINDS : [...KINDS, 'deviceBound'];
+const times = await alternate(run, ROUNDS, REQUESTS, kinds);
+const layer = (k: BenchKind) => layerMicros(times, k);
 const stats = cached.stats();
 console.log(
   `bare ${(median(times.bare) / 1000).toFixed(1)} µs/req; session layer: pgsession ${layer('session').toFixed(1)} µs/req, ` +
     `floor ${layer('floor').toFixed(1)} µs/req (median of ${ROUNDS} rounds x ${REQUESTS}; pgsession per round: ` +
     `${times.session.map((t, i) => ((t - times.bare[i]!) / 1000).toFixed(1)).join(' ')}); cache hits ${stats.hits}, misses ${stats.misses}`,
 );
+if (!EXPRESS) {
+  const ratio = median(times.deviceBound.map((t, i) => t / times.session[i]!));
+  console.log(
+    `deviceBound (enforce require, a registered session): session layer ${layer('deviceBound').toFixed(1)} µs/req; whole request x${ratio.toFixed(3)} of pgsession without it (per round: ${times.deviceBound.map((t, i) => (t / times.session[i]!).toFixed(3)).join(' ')})`,
+  );
+}
 await cached.close();
+await boundCache.close();
 process.exit(0);

@@ -14,16 +14,20 @@ export async function cpuPerRequest(n: number, one: (i: number) => Promise<unkno
   return ((c.user + c.system) * 1000) / n;
 }
 
-/** Warm up, then `rounds` alternating rounds of `requests`: the per-round times of each kind. */
-export async function alternate(
-  run: (kind: Kind, n: number) => Promise<number>,
+/**
+ * Warm up, then `rounds` alternating rounds of `requests`: the per-round times of each kind
+ * (`kinds`, default the three every micro-benchmark has; a benchmark may add its own).
+ */
+export async function alternate<K extends string = Kind>(
+  run: (kind: K, n: number) => Promise<number>,
   rounds: number,
   requests: number,
-): Promise<Record<Kind, number[]>> {
-  for (const k of KINDS) await run(k, requests / 2); // let V8 optimise every path
-  const times: Record<Kind, number[]> = { bare: [], session: [], floor: [] };
+  kinds: readonly K[] = KINDS as unknown as readonly K[],
+): Promise<Record<K, number[]>> {
+  for (const k of kinds) await run(k, requests / 2); // let V8 optimise every path
+  const times = Object.fromEntries(kinds.map((k) => [k, [] as number[]])) as Record<K, number[]>;
   for (let r = 0; r < rounds; r++) {
-    for (const k of r % 2 === 0 ? KINDS : [...KINDS].reverse()) times[k].push(await run(k, requests));
+    for (const k of r % 2 === 0 ? kinds : [...kinds].reverse()) times[k].push(await run(k, requests));
   }
   return times;
 }
@@ -31,5 +35,7 @@ export async function alternate(
 export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /** A layer's cost, µs per request: the median over rounds of its time minus bare's. */
-export const layerMicros = (times: Record<Kind, number[]>, k: Kind): number =>
-  median(times[k].map((t, i) => t - times.bare[i]!)) / 1000;
+export const layerMicros = <K extends string>(
+  times: Record<K, number[]> & { bare: number[] },
+  k: K,
+): number => median(times[k].map((t, i) => t - times.bare[i]!)) / 1000;

@@ -4,8 +4,9 @@
  * know which headers go with a session cookie. Each adapter (`express/`, `fastify/`, `hono/`)
  * only maps its framework's request and response onto these and onto the engine.
  */
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
+import type { DeviceEndpointRequest, DeviceEndpointResponse } from '../core/device-bound.js';
 import type { SessionEngine, SessionEvent } from '../core/engine.js';
 import { ConfigError, StoreUnavailableError } from '../core/errors.js';
 import { type EngineConfig, type ResolvedSession, resolveEngine } from '../core/options.js';
@@ -144,14 +145,66 @@ export function pathnameOfUrl(url: string): string {
   return slash === -1 ? '/' : pathnameOf(url.slice(slash));
 }
 
+/** What {@link sessionHeaders} gives a response. */
+export interface SessionHeaders {
+  setCookie: string;
+  cacheControl: 'no-store';
+  /** `Secure-Session-Registration` (DBSC), on the response that logs a session in with `deviceBound` on. */
+  registration?: string | undefined;
+}
+
 /**
  * The headers a response gets for its session, or null: the Set-Cookie value the engine
  * decided, and `Cache-Control: no-store`, because a response that sets a session cookie must
- * never be stored by a shared cache (it would log its next receiver in as someone else).
+ * never be stored by a shared cache (it would log its next receiver in as someone else); plus
+ * the DBSC registration offer after a login.
  */
-export function sessionHeaders(ctx: RequestSession): { setCookie: string; cacheControl: 'no-store' } | null {
+export function sessionHeaders(ctx: RequestSession): SessionHeaders | null {
   const setCookie = ctx.setCookieHeader();
-  return setCookie === null ? null : { setCookie, cacheControl: 'no-store' };
+  if (setCookie === null) return null;
+  const registration = ctx.deviceRegistration();
+  return registration === null
+    ? { setCookie, cacheControl: 'no-store' }
+    : { setCookie, cacheControl: 'no-store', registration };
+}
+
+/** The DBSC header names the adapters read and write. */
+export const REGISTRATION_HEADER = 'Secure-Session-Registration';
+export const SKIPPED_HEADER = 'secure-session-skipped';
+
+/** A Node request to a DBSC endpoint, for {@link SessionEngine.handleDeviceEndpoint}. */
+export function nodeDeviceRequest(req: IncomingMessage, secure: boolean): DeviceEndpointRequest {
+  return {
+    method: req.method ?? 'GET',
+    cookieHeader: req.headers.cookie,
+    secure,
+    header: (name) => {
+      const v = req.headers[name];
+      return Array.isArray(v) ? v[0] : v;
+    },
+  };
+}
+
+/** A Fetch request to a DBSC endpoint. */
+export function fetchDeviceRequest(request: Request, secure: boolean): DeviceEndpointRequest {
+  return {
+    method: request.method,
+    cookieHeader: request.headers.get('cookie') ?? undefined,
+    secure,
+    header: (name) => request.headers.get(name) ?? undefined,
+  };
+}
+
+/** Send a DBSC endpoint's answer on a Node response. */
+export function sendDeviceResponse(res: ServerResponse, answer: DeviceEndpointResponse): void {
+  res.statusCode = answer.status;
+  for (const [name, value] of Object.entries(answer.headers)) res.setHeader(name, value);
+  res.end(answer.body);
+}
+
+/** A DBSC endpoint's answer as a Fetch `Response`. */
+export function deviceFetchResponse(answer: DeviceEndpointResponse): Response {
+  return new Response(answer.body, { status: answer.status, headers: answer.headers });
 }
 
 /** `Retry-After` (seconds) for a store fault, which adapters answer with 503. */

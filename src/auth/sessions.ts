@@ -29,6 +29,8 @@ export interface SessionInfo {
   userAgent: string | null;
   /** Browser and OS in words, e.g. "Chrome 120 on macOS Catalina". */
   device: string;
+  /** The session is bound to a key on the device (DBSC, the `deviceBound` option). */
+  deviceBound: boolean;
 }
 
 /** Browser and OS names the parser knows: its fallback otherwise reports a UA's first word as the browser. */
@@ -119,6 +121,7 @@ export class SessionManager {
           ip: typeof meta.ip === 'string' ? meta.ip : null,
           userAgent: ua,
           device: describeUserAgent(ua),
+          deviceBound: record.device != null,
         };
       })
       .sort(

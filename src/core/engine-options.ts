@@ -3,6 +3,7 @@
  * sessions it creates (and the adapters that build them, in `options.ts`).
  */
 import type { CookieOptions } from './cookie.js';
+import type { ResolvedDeviceBound } from './device-bound.js';
 import type { SessionHost } from './session.js';
 import type { Secret } from './signature.js';
 import type { SessionJSON, SessionStore } from './store.js';
@@ -24,7 +25,49 @@ export type SessionEvent =
    * unverified id is never hashed or stored. `unknown`: the signature verified but the store has
    * no such session (logged out, revoked, pruned); `key` is its storage key. Never a raw value.
    */
-  | { type: 'invalid-cookie'; reason: 'signature' | 'unknown'; key: string | null };
+  | { type: 'invalid-cookie'; reason: 'signature' | 'unknown'; key: string | null }
+  /** DBSC (`deviceBound`): the browser registered a device key for the session. */
+  | { type: 'device-registered'; key: string; userId: string | null; alg: 'ES256' | 'RS256' }
+  /** DBSC: the browser proved it holds the session's device key and got a new bound cookie. */
+  | { type: 'device-refreshed'; key: string; userId: string | null }
+  /**
+   * DBSC: a registration or refresh was refused. `key` is null when the request named no live
+   * session. `challenge*` reasons on refresh are answered with a new challenge (the browser
+   * retries); the others end the browser's device-bound session. A `signature` or `key` refusal
+   * on refresh means a proof by another key than the one registered: a copied cookie, most likely.
+   */
+  | {
+      type: 'device-proof-refused';
+      endpoint: 'registration' | 'refresh';
+      key: string | null;
+      userId: string | null;
+      reason:
+        | 'no-session'
+        | 'not-bound'
+        | 'already-bound'
+        | 'session-id'
+        | 'malformed'
+        | 'algorithm'
+        | 'key'
+        | 'signature'
+        | 'challenge'
+        | 'challenge-expired'
+        | 'challenge-used';
+    }
+  /**
+   * DBSC: a request carried the cookie of a session bound to a device, without a valid bound
+   * cookie (`missing`, `invalid`, or `expired`). `action`: served anyway (`reported`, enforce
+   * `'report'`) or served as having no session (`refused`, enforce `'require'`). `skipped`: the
+   * browser's `Secure-Session-Skipped` header, when it said why it did not refresh.
+   */
+  | {
+      type: 'device-unbound-request';
+      key: string;
+      userId: string | null;
+      reason: 'missing' | 'invalid' | 'expired';
+      action: 'reported' | 'refused';
+      skipped?: string | undefined;
+    };
 
 /** Resolved engine settings (the framework adapters build these from their options). */
 export interface EngineOptions {
@@ -69,6 +112,8 @@ export interface EngineOptions {
    * `secure` (`'secure'`), or only the name's `__Host-`/`__Secure-` prefix made it Secure (`'prefix'`).
    */
   onInsecureRequest?: ((reason: 'secure' | 'prefix') => void) | undefined;
+  /** Device-bound sessions (DBSC); absent when off. */
+  deviceBound?: ResolvedDeviceBound | undefined;
 }
 
 /** Activity a throttled touch did not write yet (written on shutdown). */

@@ -9,6 +9,15 @@ import { parse as parseCookies } from 'cookie';
 import { LRUCache } from 'lru-cache';
 import type { CookieOptions } from './cookie.js';
 import { validateCookieOptions } from './cookie.js';
+import {
+  type DeviceEndpointRequest,
+  type DeviceEndpointResponse,
+  type DeviceEndpointServices,
+  type FoundSession,
+  refresh,
+  register,
+} from './device-bound.js';
+import { type BoundCookieProblem, boundCookieExpiry } from './device-tokens.js';
 import type { DeferredTouch, EngineOptions, EngineServices } from './engine-options.js';
 import { backgroundFault, runStore, storeFault } from './faults.js';
 import { hashId } from './id.js';
@@ -51,6 +60,8 @@ export interface LoadRequest {
   secrets?: readonly Secret[] | undefined;
   /** The session cookie as cookie-parser saw it, read when the Cookie header has no valid one. */
   parsedCookies?: ParsedCookies | undefined;
+  /** The `Secure-Session-Skipped` request header, with `deviceBound` on (reported with unbound requests). */
+  deviceSkipped?: string | undefined;
 }
 
 /** The session cookie in cookie-parser's `req.signedCookies` (an id it verified) and `req.cookies` (a value). */
@@ -85,8 +96,19 @@ export class SessionEngine {
    * of the store on every request anyway. Bounded by count (least recently used evicted) and value length.
    */
   readonly #verified = new LRUCache<string, VerifiedCookie>({ max: VERIFIED_MEMO_MAX });
+  /**
+   * Bound cookies (DBSC) whose MAC verified, with the storage key they are for and their
+   * expiry: a returning one skips the HMAC. Safe for the same reasons as {@link #verified}: only
+   * verified values are stored, a hit needs the exact string, and the key and expiry are still
+   * compared on every request.
+   */
+  readonly #boundVerified = new LRUCache<string, { key: string; expiresAt: number }>({
+    max: VERIFIED_MEMO_MAX,
+  });
   /** What request sessions may use of the engine. */
   readonly #services: EngineServices;
+  /** What the DBSC endpoints use of the engine (with `deviceBound` on). */
+  readonly #device: DeviceEndpointServices | undefined;
 
   constructor(options: EngineOptions) {
     this.options = options;
@@ -96,6 +118,15 @@ export class SessionEngine {
       background: (work, key) => this.#background(work, key),
       defer: (key, touch) => this.#defer(key, touch),
       undefer: (key) => this.#undefer(key),
+    };
+    const bound = options.deviceBound;
+    this.#device = bound && {
+      bound,
+      store: options.store,
+      secrets: options.secrets,
+      now: options.now,
+      find: (request) => this.#findForDevice(request),
+      emit: (event) => this.#emit(event, undefined),
     };
   }
 
@@ -127,7 +158,9 @@ export class SessionEngine {
       request.cookie ?? this.cookieOptionsFor(host),
       secrets,
     );
-    const raw = this.#rawCookie(request.cookieHeader);
+    const raw = this.options.deviceBound
+      ? this.#rawCookies(request.cookieHeader, ctx)
+      : this.#rawCookie(request.cookieHeader);
     let cookie = raw === undefined ? null : this.#verify(raw, secrets);
     if (!cookie && request.parsedCookies) cookie = this.#fromParsedCookies(request.parsedCookies, secrets);
     if (raw !== undefined && !cookie)
@@ -143,18 +176,24 @@ export class SessionEngine {
     // the activity it records would be missing and an active session could look idle.
     const touching = this.#touching.get(cookie.key);
     const found = cookie;
-    if (touching) return touching.then(() => this.#read(ctx, host, found));
-    return this.#read(ctx, host, found);
+    if (touching) return touching.then(() => this.#read(ctx, host, found, request));
+    return this.#read(ctx, host, found, request);
   }
 
-  #read(ctx: RequestSession, host: SessionHost, cookie: VerifiedCookie): Promise<RequestSession> {
+  #read(
+    ctx: RequestSession,
+    host: SessionHost,
+    cookie: VerifiedCookie,
+    request: LoadRequest,
+  ): Promise<RequestSession> {
     return this.#query(cookie.key, cookie.id, false).then(
       (record) => {
         if (record && !expiredReason(this.options, record, ctx.cookieOptions)) {
+          if (record.device) return this.#attachBound(ctx, host, cookie, record, request);
           ctx.inflate(cookie.id, cookie.key, record);
           return ctx;
         }
-        return this.#settle(ctx, host, cookie, record);
+        return this.#settle(ctx, host, cookie, record, request);
       },
       (err: unknown) => {
         throw storeFault('load the session', err);
@@ -168,6 +207,7 @@ export class SessionEngine {
     host: SessionHost,
     cookie: VerifiedCookie,
     found: SessionRecord | null,
+    request: LoadRequest,
   ): Promise<RequestSession> {
     const key = cookie.key;
     let record = found;
@@ -184,6 +224,7 @@ export class SessionEngine {
       }
     }
     if (record) {
+      if (record.device) return this.#attachBound(ctx, host, cookie, record, request);
       ctx.inflate(cookie.id, key, record);
       return ctx;
     }
@@ -198,6 +239,105 @@ export class SessionEngine {
     // A fresh id, never the presented one.
     ctx.generate();
     return ctx;
+  }
+
+  /**
+   * A session bound to a device key (DBSC): attached if the request carries a valid bound cookie
+   * (one HMAC, no store call); otherwise reported, and under enforce `'require'` the request is
+   * served as having no session, without touching the stored one or its cookie (the browser
+   * refreshes the bound cookie and comes back).
+   */
+  #attachBound(
+    ctx: RequestSession,
+    host: SessionHost,
+    cookie: VerifiedCookie,
+    record: SessionRecord,
+    request: LoadRequest,
+  ): RequestSession {
+    const bound = this.options.deviceBound;
+    if (bound && bound.enforce !== 'off') {
+      const problem = this.#checkBound(ctx.boundCookie, cookie.key);
+      if (problem) {
+        const refused = bound.enforce === 'require';
+        this.#emit(
+          {
+            type: 'device-unbound-request',
+            key: cookie.key,
+            userId: record.userId,
+            reason: problem,
+            action: refused ? 'refused' : 'reported',
+            ...(request.deviceSkipped ? { skipped: request.deviceSkipped.slice(0, 200) } : {}),
+          },
+          host,
+        );
+        if (refused) {
+          ctx.refuseForDevice();
+          return ctx;
+        }
+      }
+    }
+    ctx.inflate(cookie.id, cookie.key, record);
+    return ctx;
+  }
+
+  /** Why `value` is not a valid bound cookie for `key` now (null: it is one). */
+  #checkBound(value: string | undefined, key: string): BoundCookieProblem | null {
+    const now = this.options.now();
+    const known = value === undefined ? undefined : this.#boundVerified.get(value);
+    if (known !== undefined) {
+      if (known.key !== key) return 'invalid';
+      return known.expiresAt > now ? null : 'expired';
+    }
+    const expiresAt = boundCookieExpiry(value, key, this.options.secrets);
+    if (typeof expiresAt !== 'number') return expiresAt;
+    if (expiresAt <= now) return 'expired';
+    this.#boundVerified.set(value!, { key, expiresAt });
+    return null;
+  }
+
+  // ---- Device-bound sessions (DBSC): the registration and refresh endpoints ----
+
+  /** Which DBSC endpoint `pathname` is, if any (always null with `deviceBound` off). */
+  deviceEndpoint(pathname: string): 'register' | 'refresh' | null {
+    const bound = this.options.deviceBound;
+    if (!bound) return null;
+    return pathname === bound.registrationPath
+      ? 'register'
+      : pathname === bound.refreshPath
+        ? 'refresh'
+        : null;
+  }
+
+  /**
+   * Answer a request to a DBSC endpoint (adapters send the answer as is, without running the
+   * app). Bad input is a 4xx; a store fault rejects with StoreUnavailableError (answer 503: the
+   * browser keeps its session and retries later).
+   */
+  handleDeviceEndpoint(
+    endpoint: 'register' | 'refresh',
+    host: SessionHost,
+    request: DeviceEndpointRequest,
+  ): Promise<DeviceEndpointResponse> {
+    const services = this.#device;
+    if (!services) return Promise.reject(new Error('pgsession: deviceBound is off'));
+    const withHost: DeviceEndpointServices = {
+      ...services,
+      emit: (event) => this.#emit(event, host),
+      find: (r) => this.#findForDevice(r, host),
+    };
+    return (endpoint === 'register' ? register : refresh)(withHost, request);
+  }
+
+  /** The live session a DBSC endpoint request names by its session cookie, read fresh. */
+  async #findForDevice(request: DeviceEndpointRequest, host?: SessionHost): Promise<FoundSession | null> {
+    const raw = this.#rawCookie(request.cookieHeader);
+    const cookie = raw === undefined ? null : this.#verify(raw, this.options.secrets);
+    if (!cookie) return null;
+    const record = await this.#get(cookie.key, cookie.id, true);
+    if (!record) return null;
+    const options = host ? this.cookieOptionsFor(host) : this.options.cookie;
+    if (expiredReason(this.options, record, options)) return null;
+    return { key: cookie.key, record, cookie: options };
   }
 
   /**
@@ -235,6 +375,21 @@ export class SessionEngine {
       return parseCookies(cookieHeader)[this.options.name] || undefined;
     } catch {
       // A header the parser refuses carries no usable session cookie: treat it as a bad one.
+      return '';
+    }
+  }
+
+  /**
+   * {@link #rawCookie}, with `deviceBound` on: the Cookie header parsed once for both the session
+   * cookie and the bound cookie (kept on `ctx` for {@link #attachBound}).
+   */
+  #rawCookies(cookieHeader: string | undefined, ctx: RequestSession): string | undefined {
+    if (!cookieHeader || cookieHeader.indexOf(this.options.name) === -1) return undefined;
+    try {
+      const parsed = parseCookies(cookieHeader);
+      ctx.boundCookie = parsed[this.options.deviceBound!.cookieName];
+      return parsed[this.options.name] || undefined;
+    } catch {
       return '';
     }
   }
@@ -297,7 +452,7 @@ export class SessionEngine {
     }
   }
 
-  #emit(event: Parameters<NonNullable<EngineOptions['onEvent']>>[0], host: SessionHost): void {
+  #emit(event: Parameters<NonNullable<EngineOptions['onEvent']>>[0], host: SessionHost | undefined): void {
     this.options.onEvent?.(event, host);
   }
 

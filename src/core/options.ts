@@ -4,6 +4,7 @@
  * express-session store, `proxy`, their request type in callbacks) in `adapters/http.ts`.
  */
 import { type CookieOptions, hasSecurePrefix, validateCookieName, validateCookieOptions } from './cookie.js';
+import { type DeviceBoundOptions, resolveDeviceBound } from './device-bound.js';
 import { parseDuration } from './duration.js';
 import { type EngineOptions, SessionEngine, type SessionEvent } from './engine.js';
 import { ConfigError } from './errors.js';
@@ -62,6 +63,14 @@ export interface EngineConfig<Req = SessionHost> {
   onWarning?: (message: string) => void;
   /** Errors from background writes (throttled touches). Default: a warning. */
   onBackgroundError?: (err: unknown) => void;
+  /**
+   * Device-bound sessions (W3C DBSC): after a login, browsers that support it bind the session
+   * to a key kept on the device, and refresh a short-lived bound cookie by signing challenges
+   * with it, so a copied session cookie alone stops working elsewhere. Off by default; `true`
+   * is `{}` (enforce `'report'`). Needs a store with `bindDevice` (PgStore, MemoryStore). See
+   * docs/security.md and docs/options.md.
+   */
+  deviceBound?: DeviceBoundOptions | boolean | undefined;
   /** Clock, for tests. */
   now?: () => number;
 }
@@ -211,6 +220,16 @@ export function resolveEngine<Req>(options: EngineConfig<Req>, context: ResolveC
       );
     }
   }
+  const deviceBound = resolveDeviceBound(options.deviceBound, {
+    name,
+    cookiePath: cookieFor ? '/' : (cookie.path ?? '/'),
+    secretGiven: secrets.length > 0,
+  });
+  if (deviceBound && typeof store.bindDevice !== 'function') {
+    throw new ConfigError(
+      'deviceBound needs a store that can keep device keys apart from session data (bindDevice): PgStore or MemoryStore',
+    );
+  }
   const { genid, onEvent } = options;
   const engineOptions: EngineOptions = {
     name,
@@ -236,6 +255,7 @@ export function resolveEngine<Req>(options: EngineConfig<Req>, context: ResolveC
       ((err) =>
         warn(`pgsession: background session write failed: ${(err as Error)?.message ?? String(err)}`)),
     onInsecureRequest: (reason) => warn(insecureRequestWarning(name, reason)),
+    deviceBound,
   };
   return { engine: new SessionEngine(engineOptions), cookiePath: cookie.path ?? '/', production };
 }

@@ -6,6 +6,7 @@
  */
 import { ChangeTracker, type Snapshot, snapshot, toJSON } from './changes.js';
 import { Cookie, type CookieOptions, clearCookieHeader, hasSecurePrefix, resolveAuto } from './cookie.js';
+import { registrationHeader } from './device-bound.js';
 import type { DeferredTouch, EngineOptions, EngineServices } from './engine-options.js';
 import { SessionStateError } from './errors.js';
 import { readOnlyFault, runStore } from './faults.js';
@@ -62,6 +63,18 @@ export class RequestSession implements SessionController {
   private version = 0;
   /** The id the request started with: a regenerated session counts as modified against it. */
   private originalId = '';
+  /** The loaded session is bound to a device key (DBSC); a new or renewed one never is. */
+  private deviceBound = false;
+  /** The owner of the session as loaded (null for a new one): a change of owner is a login. */
+  private loadedUserId: string | null = null;
+  /**
+   * The request's session is bound to a device but came without a valid bound cookie, under
+   * `deviceBound.enforce: 'require'`: it is served a new, empty session that is saved (and its
+   * cookie sent) only if the request puts something in it, so the browser keeps its real one.
+   */
+  private refusedForDevice = false;
+  /** The bound cookie (DBSC) the request came with, as the engine parsed it with the session cookie. */
+  boundCookie: string | undefined = undefined;
   private readonly changes = new ChangeTracker();
   private touched = false;
   private committed = false;
@@ -115,6 +128,8 @@ export class RequestSession implements SessionController {
     this.version = 0;
     this.readOnly = false;
     this.originalId = this.id;
+    this.deviceBound = false;
+    this.loadedUserId = null;
     this.changes.generated(session);
     if (keep) for (const [k, v] of Object.entries(keep)) if (!(k in session)) session[k] = v;
   }
@@ -138,7 +153,28 @@ export class RequestSession implements SessionController {
     this.version = record.version;
     this.readOnly = record.readOnly === true;
     this.originalId = id;
+    this.deviceBound = record.device != null;
+    this.loadedUserId = record.userId;
     this.changes.loaded(record, session, this.opts.resave);
+  }
+
+  /** Serve the request as having no session (see {@link refusedForDevice}). */
+  refuseForDevice(): void {
+    this.refusedForDevice = true;
+    this.generate();
+  }
+
+  /**
+   * The `Secure-Session-Registration` value for this response, or null: with `deviceBound` on,
+   * offered when the request logged a session in (a session saved with an owner, whose id was
+   * renewed or whose owner changed), since a new id starts unbound. Called with the Set-Cookie.
+   */
+  deviceRegistration(): string | null {
+    const bound = this.opts.deviceBound;
+    if (!bound || !this.persisted || this.deviceBound || !this.host.session) return null;
+    const userId = this.currentUserId();
+    if (userId === null || (this.sameId && userId === this.loadedUserId)) return null;
+    return registrationHeader(bound, this.key, this.opts.now(), this.secrets[0]!);
   }
 
   // ---- Comparisons (change detection lives in changes.ts) ----
@@ -153,7 +189,11 @@ export class RequestSession implements SessionController {
 
   private shouldSave(current: Snapshot): boolean {
     // A new session the request did not touch is saved only with saveUninitialized.
-    if (!this.opts.saveUninitialized && this.changes.neverSaved && this.presented?.id !== this.id) {
+    if (
+      (!this.opts.saveUninitialized || this.refusedForDevice) &&
+      this.changes.neverSaved &&
+      this.presented?.id !== this.id
+    ) {
       return this.isModified(current);
     }
     return !(this.sameId && this.changes.matchesSaved(current));
@@ -369,7 +409,11 @@ export class RequestSession implements SessionController {
   private shouldSetCookie(session: Session): boolean {
     const { opts, presented } = this;
     if (presented?.id !== this.id) {
-      return opts.saveUninitialized || this.persisted || this.isModified(snapshot(session));
+      return (
+        (opts.saveUninitialized && !this.refusedForDevice) ||
+        this.persisted ||
+        this.isModified(snapshot(session))
+      );
     }
     if (presented.secretIndex > 0) return true;
     return opts.rolling || (session.cookie.expires != null && this.modifiedNow(session));

@@ -58,6 +58,30 @@ export interface SessionRecord {
    * never persist it; leave it out rather than give a text that differs from `data`.
    */
   json?: string | undefined;
+  /**
+   * The device key the session is bound to (DBSC, the `deviceBound` option), or null/absent
+   * when it is not bound. Stored apart from `data`: only {@link SessionStore.bindDevice} writes
+   * it, so no save of the session's data can lose or bring back a binding. A session created
+   * by `create` (a login, a renewed id) starts unbound.
+   */
+  device?: DeviceBinding | null | undefined;
+}
+
+/** A session's device binding (W3C Device Bound Session Credentials), as stored. */
+export interface DeviceBinding {
+  /** The device's public key: only the public members of its JWK. */
+  jwk: { kty: 'EC'; crv: 'P-256'; x: string; y: string } | { kty: 'RSA'; n: string; e: string };
+  /** The algorithm the key signs with. */
+  alg: 'ES256' | 'RS256';
+  /** The DBSC session identifier the browser knows the binding by (`Sec-Secure-Session-Id`). */
+  id: string;
+  /** When the key was registered (epoch ms). */
+  boundAt: number;
+  /**
+   * The issue time of the last challenge accepted (registration or refresh): a challenge issued
+   * at or before it is refused, so each challenge is good once.
+   */
+  challengeAt: number;
 }
 
 /** A change to an existing session, expressed as top-level keys so concurrent writers merge. */
@@ -143,6 +167,15 @@ export interface SessionStore {
    * under the raw id (stores that re-key legacy rows; the engine never needs it).
    */
   destroy(key: string, options?: StoreCallOptions & { legacyKey?: string }): Promise<void>;
+  /**
+   * Optional (the `deviceBound` option needs it): set or clear a live session's device binding
+   * without touching its data, expiry or activity. With `binding` set, it is written only when
+   * the session has no binding or one whose `challengeAt` is earlier than `binding.challengeAt`
+   * (so two uses of one challenge cannot both succeed); the check and the write are one atomic
+   * step. Returns false when the session is gone or the condition failed. Caching layers must
+   * not serve the old binding afterwards.
+   */
+  bindDevice?(key: string, binding: DeviceBinding | null): Promise<boolean>;
   /** Optional: every live session of a user. */
   listByUser?(userId: string): Promise<SessionListing[]>;
   /** Optional: delete every session of a user, except `exceptKey`. Returns how many were deleted. */

@@ -270,6 +270,18 @@ export function createSessionMetrics(options: SessionMetricsOptions = {}): Sessi
     labelNames: ['reason'] as const,
     registers,
   });
+  const deviceEvents = new Counter({
+    name: `${prefix}device_bound_total`,
+    help: 'Device-bound sessions (DBSC): keys registered, bound cookies refreshed, proofs refused.',
+    labelNames: ['event'] as const,
+    registers,
+  });
+  const unboundRequests = new Counter({
+    name: `${prefix}device_unbound_requests_total`,
+    help: 'Requests with the cookie of a device-bound session but no valid bound cookie (missing, invalid, expired), served (reported) or refused: a copied cookie, or a browser that failed to refresh.',
+    labelNames: ['reason', 'action'] as const,
+    registers,
+  });
   const touches = new Counter({
     name: `${prefix}touches_total`,
     help: 'Activity writes: written to the store, or skipped by touch throttling.',
@@ -298,6 +310,7 @@ export function createSessionMetrics(options: SessionMetricsOptions = {}): Sessi
 
   for (const reason of ['idle', 'absolute']) expired.inc({ reason }, 0);
   for (const reason of ['signature', 'unknown']) invalidCookies.inc({ reason }, 0);
+  for (const event of ['registered', 'refreshed', 'refused']) deviceEvents.inc({ event }, 0);
   for (const result of ['written', 'skipped']) touches.inc({ result }, 0);
   for (const outcome of ['succeeded', 'failed', 'rate_limited']) logins.inc({ outcome }, 0);
 
@@ -428,6 +441,18 @@ export function createSessionMetrics(options: SessionMetricsOptions = {}): Sessi
           break;
         case 'invalid-cookie':
           invalidCookies.inc({ reason: event.reason });
+          break;
+        case 'device-registered':
+          deviceEvents.inc({ event: 'registered' });
+          break;
+        case 'device-refreshed':
+          deviceEvents.inc({ event: 'refreshed' });
+          break;
+        case 'device-proof-refused':
+          deviceEvents.inc({ event: 'refused' });
+          break;
+        case 'device-unbound-request':
+          unboundRequests.inc({ reason: event.reason, action: event.action });
           break;
       }
     },

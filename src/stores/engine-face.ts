@@ -177,7 +177,7 @@ export function watchOwnStore(
     },
   };
   // Optional engine-face methods (listing, revocation, pruning, close) pass straight through.
-  for (const name of ['listByUser', 'destroyByUser', 'prune', 'close'] as const) {
+  for (const name of ['listByUser', 'destroyByUser', 'bindDevice', 'prune', 'close'] as const) {
     const fn = own[name];
     if (typeof fn === 'function') Object.defineProperty(watched, name, { value: fn.bind(own) });
   }

@@ -1,5 +1,11 @@
 import assert from 'node:assert/strict';
-import type { SessionChange, SessionJSON, SessionRecord, SessionStore } from '../core/store.js';
+import type {
+  DeviceBinding,
+  SessionChange,
+  SessionJSON,
+  SessionRecord,
+  SessionStore,
+} from '../core/store.js';
 
 /**
  * The store contract: the rules every {@link SessionStore} keeps, as tests any runner can run.
@@ -363,6 +369,68 @@ export function storeContract(options: StoreContractOptions): void {
       });
     });
 
+    describe('device binding (DBSC)', () => {
+      const binding = (challengeAt: number, x = 'x1'): DeviceBinding => ({
+        jwk: { kty: 'EC', crv: 'P-256', x, y: 'y1' },
+        alg: 'ES256',
+        id: 'binding-id',
+        boundAt: CONTRACT_T0,
+        challengeAt,
+      });
+      test('(stores with bindDevice) a session starts unbound; the binding is stored apart from the data, kept by update and touch, and returned as the caller’s copy', async ({
+        store,
+        clock,
+      }) => {
+        if (!store.bindDevice) return;
+        const t = clock.now;
+        await store.create('k', contractRecord(t, { n: 1 }));
+        assert.equal((await store.get('k'))?.device ?? null, null);
+        const before = (await store.get('k'))!.version;
+        assert.equal(await store.bindDevice('k', binding(t)), true);
+        const bound = (await store.get('k'))!;
+        assert.deepStrictEqual(bound.device, binding(t));
+        assert.deepStrictEqual(bound.data, contractRecord(t, { n: 1 }).data);
+        // A cache must be able to tell the bound copy from the unbound one.
+        assert.ok(bound.version > before);
+        bound.device!.id = 'changed';
+        assert.equal((await store.get('k'))?.device?.id, 'binding-id');
+        const updated = await store.update('k', contractChange(bound, { n: 2 }));
+        assert.deepStrictEqual(updated?.device, binding(t));
+        assert.equal(await store.touch('k', t + 2 * HOUR, t + 1), true);
+        const after = (await store.get('k'))!;
+        assert.equal(after.data.n, 2);
+        assert.deepStrictEqual(after.device, binding(t));
+        // Listing carries it too (a "your sessions" page shows which sessions are bound).
+        if (store.listByUser) {
+          await store.create('u', contractRecord(t, {}, { userId: 'dev' }));
+          await store.bindDevice('u', binding(t));
+          assert.deepStrictEqual((await store.listByUser('dev'))[0]?.record.device, binding(t));
+        }
+      });
+
+      test('(stores with bindDevice) a new binding replaces only one with an earlier challenge; null unbinds; a missing session is false', async ({
+        store,
+        clock,
+      }) => {
+        if (!store.bindDevice) return;
+        const t = clock.now;
+        await store.create('k', contractRecord(t));
+        assert.equal(await store.bindDevice('k', binding(t)), true);
+        // The same challenge (or an older one) again: refused, the stored binding unchanged.
+        assert.equal(await store.bindDevice('k', binding(t, 'x2')), false);
+        assert.equal(await store.bindDevice('k', binding(t - 1, 'x2')), false);
+        assert.deepStrictEqual((await store.get('k'))?.device, binding(t));
+        assert.equal(await store.bindDevice('k', binding(t + 1)), true);
+        assert.equal((await store.get('k'))?.device?.challengeAt, t + 1);
+        assert.equal(await store.bindDevice('k', null), true);
+        assert.equal((await store.get('k'))?.device ?? null, null);
+        assert.equal(await store.bindDevice('missing', binding(t)), false);
+        await store.destroy('k');
+        assert.equal(await store.bindDevice('k', binding(t + 5)), false);
+        assert.equal(await store.get('k'), null);
+      });
+    });
+
     describe('legacy keys (rows stored under the raw session id)', () => {
       const skip = options.seedLegacy ? undefined : 'the store has no legacy rows';
       test(
@@ -392,8 +460,9 @@ export function storeContract(options: StoreContractOptions): void {
 /** `record` without the optional `json` text a store may attach for the engine (not part of equality). */
 function withoutText(record: SessionRecord | null): SessionRecord | null {
   if (!record) return record;
-  const { json: _json, readOnly: _readOnly, ...rest } = record;
-  return rest;
+  const { json: _json, readOnly: _readOnly, device, ...rest } = record;
+  // An unbound session may say so (`device: null`) or leave the field out.
+  return device == null ? rest : { ...rest, device };
 }
 
 function pick(data: SessionJSON, keys: string[]): Record<string, unknown> {

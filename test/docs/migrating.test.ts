@@ -235,6 +235,7 @@ describe('docs/migrating.md', () => {
       'version',
       'id_hashed',
       'key_hash',
+      'device',
     ]);
     // connect-pg-simple on the upgraded table: logs a new user in and serves them.
     const { alice } = await loginBefore('upgraded');

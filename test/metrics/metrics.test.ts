@@ -101,6 +101,8 @@ describe('session metrics', () => {
       'pgsession_sessions_destroyed_total',
       'pgsession_sessions_expired_total',
       'pgsession_invalid_cookies_total',
+      'pgsession_device_bound_total',
+      'pgsession_device_unbound_requests_total',
       'pgsession_sessions_pruned_total',
       'pgsession_sessions_saved_total',
       'pgsession_sessions_lost_total',

@@ -79,6 +79,19 @@ async function startApp(store: object): Promise<{ url: string; close(): Promise<
 }
 
 describe('ensureSchema', () => {
+  it('adds the device column (DBSC) on its own to a table upgraded before it existed', async () => {
+    await ensureSchema(db.pool, { tableName: 'before_dbsc' });
+    await db.pool.query('ALTER TABLE before_dbsc DROP COLUMN device');
+    const result = await ensureSchema(db.pool, { tableName: 'before_dbsc' });
+    expect(result).toEqual({ created: false, addedColumns: ['device'], addedIndexes: [], keepsRawIds: false });
+    expect((await columns(db.pool, 'before_dbsc')).device).toMatchObject({
+      data_type: 'jsonb',
+      is_nullable: 'YES',
+    });
+    // Run again: nothing left to do.
+    expect((await ensureSchema(db.pool, { tableName: 'before_dbsc' })).addedColumns).toEqual([]);
+  });
+
   it("creates connect-pg-simple's table plus pgsession's columns and indexes", async () => {
     const result = await ensureSchema(db.pool, { tableName: 'fresh' });
     expect(result.created).toBe(true);
@@ -87,6 +100,7 @@ describe('ensureSchema', () => {
     expect(Object.keys(cols).sort()).toEqual(
       [
         'created_at',
+        'device',
         'expire',
         'id_hashed',
         'key_hash',
@@ -258,6 +272,7 @@ describe('upgrading a table created by connect-pg-simple', () => {
       expect(upgrade.created).toBe(false);
       expect(upgrade.addedColumns.sort()).toEqual([
         'created_at',
+        'device',
         'id_hashed',
         'key_hash',
         'last_active_at',

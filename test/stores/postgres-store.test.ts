@@ -213,6 +213,7 @@ describe('PostgresSessionStore', () => {
       lastActiveAt: T0,
       userId: '5',
       version: 0,
+      device: null,
     });
   });
 

@@ -16,10 +16,13 @@ import type { ConnectStore } from '../../stores/connect-store.js';
 import {
   attachHandle,
   isSecureRequest,
+  nodeDeviceRequest,
   pathnameOf,
   resolveSessionOptions,
   type SessionHandle,
   type SessionOptions,
+  SKIPPED_HEADER,
+  sendDeviceResponse,
 } from '../http.js';
 import { holdResponse } from './response-hold.js';
 
@@ -116,6 +119,7 @@ export function session(options: SessionOptions): SessionMiddleware {
     secretPerRequest: true,
   });
   const { name } = engine.options;
+  const deviceBound = engine.options.deviceBound !== undefined;
   const secretPerRequest = engine.options.secrets.length === 0;
   const requestSecrets = secretPerRequest ? requestSecretResolver(options, production) : undefined;
   let storeReady = true;
@@ -134,22 +138,35 @@ export function session(options: SessionOptions): SessionMiddleware {
     if (!storeReady) return next();
     let cookie: CookieOptions;
     let secrets: readonly Secret[] | undefined;
+    let pathname: string;
     try {
       cookie = engine.cookieOptionsFor(req);
-      if (!pathnameOf(req.originalUrl ?? req.url).startsWith(cookie.path ?? '/')) return next();
+      pathname = pathnameOf(req.originalUrl ?? req.url);
+      if (!pathname.startsWith(cookie.path ?? '/')) return next();
       secrets = requestSecrets?.(req.secret);
     } catch (err) {
       return next(err);
     }
     req.sessionStore = store;
+    // Without `proxy`, Express's own `req.secure` (its `trust proxy` setting) decides.
+    const secure = isSecureRequest(req, proxy, expressSecure);
+    if (deviceBound) {
+      const endpoint = engine.deviceEndpoint(pathname);
+      if (endpoint) {
+        engine
+          .handleDeviceEndpoint(endpoint, req, nodeDeviceRequest(req, secure))
+          .then((answer) => sendDeviceResponse(res, answer), next);
+        return;
+      }
+    }
     engine
       .load(req, {
         cookieHeader: req.headers.cookie,
-        // Without `proxy`, Express's own `req.secure` (its `trust proxy` setting) decides.
-        secure: isSecureRequest(req, proxy, expressSecure),
+        secure,
         cookie,
         secrets,
         parsedCookies: parsedCookiesOf(req, name),
+        deviceSkipped: deviceBound ? (req.headers[SKIPPED_HEADER] as string | undefined) : undefined,
       })
       .then(
         (ctx) => {

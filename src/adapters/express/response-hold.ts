@@ -5,7 +5,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { RequestSession } from '../../core/request-session.js';
-import { sessionHeaders } from '../http.js';
+import { REGISTRATION_HEADER, sessionHeaders } from '../http.js';
 
 type Next = (err?: unknown) => void;
 
@@ -75,6 +75,7 @@ class ResponseHold {
     if (headers) {
       appendHeader(res, 'Set-Cookie', headers.setCookie);
       res.setHeader('Cache-Control', headers.cacheControl);
+      if (headers.registration) res.setHeader(REGISTRATION_HEADER, headers.registration);
     }
   }
 

@@ -25,11 +25,14 @@ import type { Session, SessionData, SessionHost } from '../../core/session.js';
 import {
   attachHandle,
   isSecureRequest,
+  nodeDeviceRequest,
   pathnameOf,
+  REGISTRATION_HEADER,
   resolveSessionOptions,
   retryAfterOf,
   type SessionHandle,
   type SessionOptions,
+  SKIPPED_HEADER,
   sessionHeaders,
 } from '../http.js';
 
@@ -105,15 +108,28 @@ const plugin: FastifyPluginAsync<PgSessionFastifyOptions> = async (fastify: Fast
     await engine.flush({ touches: true });
   });
 
+  const deviceBound = engine.options.deviceBound !== undefined;
   fastify.addHook('onRequest', async (request, reply) => {
     const host = request.raw as Host;
     if (host.session) return;
-    if (!pathnameOf(request.url).startsWith(cookiePath)) return;
+    const pathname = pathnameOf(request.url);
+    if (!pathname.startsWith(cookiePath)) return;
+    // Without `proxy`, Fastify's own `request.protocol` (its `trustProxy` setting) decides.
+    const secure = isSecureRequest(request.raw, proxy, () => request.protocol === 'https');
     try {
+      const endpoint = deviceBound ? engine.deviceEndpoint(pathname) : null;
+      if (endpoint) {
+        const answer = await engine.handleDeviceEndpoint(
+          endpoint,
+          host,
+          nodeDeviceRequest(request.raw, secure),
+        );
+        return reply.code(answer.status).headers(answer.headers).send(answer.body);
+      }
       const ctx = await engine.load(host, {
         cookieHeader: request.headers.cookie,
-        // Without `proxy`, Fastify's own `request.protocol` (its `trustProxy` setting) decides.
-        secure: isSecureRequest(request.raw, proxy, () => request.protocol === 'https'),
+        secure,
+        deviceSkipped: deviceBound ? (request.headers[SKIPPED_HEADER] as string | undefined) : undefined,
       });
       states.set(request, { ctx, done: false });
     } catch (err) {
@@ -139,6 +155,7 @@ const plugin: FastifyPluginAsync<PgSessionFastifyOptions> = async (fastify: Fast
       if (headers) {
         reply.header('set-cookie', headers.setCookie);
         reply.header('cache-control', headers.cacheControl);
+        if (headers.registration) reply.header(REGISTRATION_HEADER, headers.registration);
       }
       done(null, payload);
     };

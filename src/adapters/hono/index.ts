@@ -28,11 +28,15 @@ import type { RequestSession } from '../../core/request-session.js';
 import { kController, type Session, type SessionController, type SessionData } from '../../core/session.js';
 import {
   attachHandle,
+  deviceFetchResponse,
+  fetchDeviceRequest,
   forHost,
   forwardedHttps,
+  REGISTRATION_HEADER,
   resolveSessionOptions,
   type SessionHandle,
   type SessionOptions,
+  SKIPPED_HEADER,
   sessionHeaders,
   unavailableResponse,
 } from '../http.js';
@@ -133,15 +137,27 @@ export function pgsessionHono(options: PgSessionHonoOptions): PgSessionHonoMiddl
   );
   const trustProxy = proxy === true;
 
+  const deviceBound = engine.options.deviceBound !== undefined;
   const middleware: MiddlewareHandler<PgSessionEnv> = async (c, next) => {
     if (c.get('session')) return next();
     if (!c.req.path.startsWith(cookiePath)) return next();
     const host = new ContextHost(c);
+    const secure = isSecure(c, trustProxy);
     let ctx: RequestSession;
     try {
+      const endpoint = deviceBound ? engine.deviceEndpoint(c.req.path) : null;
+      if (endpoint) {
+        const answer = await engine.handleDeviceEndpoint(
+          endpoint,
+          host,
+          fetchDeviceRequest(c.req.raw, secure),
+        );
+        return deviceFetchResponse(answer);
+      }
       ctx = await engine.load(host, {
         cookieHeader: c.req.header('cookie'),
-        secure: isSecure(c, trustProxy),
+        secure,
+        deviceSkipped: deviceBound ? c.req.header(SKIPPED_HEADER) : undefined,
       });
     } catch (err) {
       throw toHttpError(err);
@@ -161,6 +177,7 @@ export function pgsessionHono(options: PgSessionHonoOptions): PgSessionHonoMiddl
       // second directly instead of being copied again.
       c.header('Set-Cookie', headers.setCookie, { append: true });
       c.res.headers.set('Cache-Control', headers.cacheControl);
+      if (headers.registration) c.res.headers.set(REGISTRATION_HEADER, headers.registration);
     }
   };
   return attachHandle(middleware, engine, sessionStore) as PgSessionHonoMiddleware;

@@ -25,10 +25,13 @@ import {
   attachHandle,
   forHost,
   isSecureRequest,
+  nodeDeviceRequest,
   pathnameOf,
+  REGISTRATION_HEADER,
   resolveSessionOptions,
   type SessionHandle,
   type SessionOptions,
+  SKIPPED_HEADER,
   sessionHeaders,
 } from '../http.js';
 
@@ -76,17 +79,29 @@ export function pgsessionKoa(options: PgSessionKoaOptions): PgSessionKoaMiddlewa
     proxy: options.proxy,
   });
 
+  const deviceBound = engine.options.deviceBound !== undefined;
   const middleware: Middleware = async (ctx, next) => {
     installAccessors(ctx);
     const host = ctx.req as Host;
-    if (host.session || !pathnameOf(ctx.url).startsWith(cookiePath)) return next();
+    const pathname = pathnameOf(ctx.url);
+    if (host.session || !pathname.startsWith(cookiePath)) return next();
     host.koaContext = ctx;
+    // Without `proxy`, Koa's own `ctx.secure` (its `app.proxy` setting) decides.
+    const secure = isSecureRequest(ctx.req, proxy, () => ctx.secure);
     // A store fault is thrown as is: a StoreUnavailableError carries `status` 503 and its
     // `Retry-After` in `headers`, which Koa's error handler applies.
+    const endpoint = deviceBound ? engine.deviceEndpoint(pathname) : null;
+    if (endpoint) {
+      const answer = await engine.handleDeviceEndpoint(endpoint, host, nodeDeviceRequest(ctx.req, secure));
+      ctx.status = answer.status;
+      ctx.set(answer.headers);
+      ctx.body = answer.body;
+      return;
+    }
     const session = await engine.load(host, {
       cookieHeader: ctx.get('cookie') || undefined,
-      // Without `proxy`, Koa's own `ctx.secure` (its `app.proxy` setting) decides.
-      secure: isSecureRequest(ctx.req, proxy, () => ctx.secure),
+      secure,
+      deviceSkipped: deviceBound ? ctx.get(SKIPPED_HEADER) || undefined : undefined,
     });
     await next();
     await session.commit();
@@ -94,6 +109,7 @@ export function pgsessionKoa(options: PgSessionKoaOptions): PgSessionKoaMiddlewa
     if (headers) {
       ctx.append('Set-Cookie', headers.setCookie);
       ctx.set('Cache-Control', headers.cacheControl);
+      if (headers.registration) ctx.set(REGISTRATION_HEADER, headers.registration);
     }
   };
   return attachHandle(middleware, engine, sessionStore) as PgSessionKoaMiddleware;

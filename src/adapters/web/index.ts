@@ -24,12 +24,16 @@ import type { RequestSession } from '../../core/request-session.js';
 import { kController, type Session, type SessionController, type SessionData } from '../../core/session.js';
 import {
   attachHandle,
+  deviceFetchResponse,
+  fetchDeviceRequest,
   forHost,
   forwardedHttps,
   pathnameOfUrl,
   resolveSessionOptions,
   type SessionHandle,
+  type SessionHeaders,
   type SessionOptions,
+  SKIPPED_HEADER,
   sessionHeaders,
   unavailableResponse,
 } from '../http.js';
@@ -50,6 +54,14 @@ export interface WebSessionOptions extends Omit<SessionOptions<Request>, 'proxy'
   proxy?: boolean;
 }
 
+/** The headers {@link LoadedSession.commit} gives a response. */
+export interface SessionResponseHeaders {
+  'set-cookie': string;
+  'cache-control': 'no-store';
+  /** DBSC's registration offer, on the response that logs a session in (with `deviceBound` on). */
+  'secure-session-registration'?: string;
+}
+
 /** One request's session, loaded by {@link WebSessions.load}. */
 export interface LoadedSession {
   /** The current session: after `regenerate()` the new one; after `destroy()` undefined. */
@@ -61,7 +73,7 @@ export interface LoadedSession {
    * response needs, or null when there are none: for frameworks that build the response
    * themselves. Throws `StoreUnavailableError` when the store cannot be reached.
    */
-  commit(): Promise<{ 'set-cookie': string; 'cache-control': 'no-store' } | null>;
+  commit(): Promise<SessionResponseHeaders | null>;
   /**
    * Commit, then return `response` with the session's `Set-Cookie` and `Cache-Control` (a
    * copy when its headers are immutable, as `Response.redirect()`'s are).
@@ -133,6 +145,13 @@ export interface WebSessions extends SessionHandle {
    * default false. A store failure throws `StoreUnavailableError`.
    */
   fromCookies(jar: CookieJar, request?: { secure?: boolean }): Promise<JarSession>;
+  /**
+   * With `deviceBound` on: the answer to a request for one of the DBSC endpoints, or null for
+   * any other request. `handler()` routes them itself; with `load()`, call this first (or route
+   * `deviceBound.registrationPath` and `refreshPath` to it). A store failure throws
+   * `StoreUnavailableError`.
+   */
+  device(request: Request): Promise<Response | null>;
 }
 
 /** The engine's view of one request: where the current session and its id live. */
@@ -151,21 +170,30 @@ function isSecure(request: Request, proxy: boolean): boolean {
 }
 
 /** `response` with `headers` added: in place when its headers are mutable, else on a copy. */
-function withHeaders(
-  response: Response,
-  headers: { 'set-cookie': string; 'cache-control': string },
-): Response {
+function withHeaders(response: Response, headers: SessionResponseHeaders): Response {
+  const apply = (target: Response): Response => {
+    target.headers.append('set-cookie', headers['set-cookie']);
+    target.headers.set('cache-control', headers['cache-control']);
+    const registration = headers['secure-session-registration'];
+    if (registration) target.headers.set('secure-session-registration', registration);
+    return target;
+  };
   try {
-    response.headers.append('set-cookie', headers['set-cookie']);
-    response.headers.set('cache-control', headers['cache-control']);
-    return response;
+    return apply(response);
   } catch {
     // Immutable headers (Response.redirect(), a fetched response): copy, then add.
-    const copy = new Response(response.body, response);
-    copy.headers.append('set-cookie', headers['set-cookie']);
-    copy.headers.set('cache-control', headers['cache-control']);
-    return copy;
+    return apply(new Response(response.body, response));
   }
+}
+
+/** The headers {@link sessionHeaders} asks for, as a Fetch response takes them. */
+function responseHeaders(headers: SessionHeaders): SessionResponseHeaders {
+  const out: SessionResponseHeaders = {
+    'set-cookie': headers.setCookie,
+    'cache-control': headers.cacheControl,
+  };
+  if (headers.registration) out['secure-session-registration'] = headers.registration;
+  return out;
 }
 
 /** One request's session. `commit` and `respond` are bound, so they can be destructured. */
@@ -182,11 +210,11 @@ class Loaded implements LoadedSession {
   get sessionID(): string | undefined {
     return this.#host.sessionID;
   }
-  readonly commit = async (): Promise<{ 'set-cookie': string; 'cache-control': 'no-store' } | null> => {
+  readonly commit = async (): Promise<SessionResponseHeaders | null> => {
     if (!this.#ctx) return null;
     await this.#ctx.commit();
     const headers = sessionHeaders(this.#ctx);
-    return headers && { 'set-cookie': headers.setCookie, 'cache-control': headers.cacheControl };
+    return headers ? responseHeaders(headers) : null;
   };
   readonly respond = async (response: Response): Promise<Response> => {
     const headers = await this.commit();
@@ -209,12 +237,15 @@ export function webSessions(options: WebSessionOptions): WebSessions {
   );
   const trustProxy = proxy === true;
 
+  const deviceBound = engine.options.deviceBound !== undefined;
+
   async function load(request: Request): Promise<LoadedSession> {
     const host = new RequestHost(request);
     if (!pathnameOfUrl(request.url).startsWith(cookiePath)) return new Loaded(host, null);
     const ctx = await engine.load(host, {
       cookieHeader: request.headers.get('cookie') ?? undefined,
       secure: isSecure(request, trustProxy),
+      deviceSkipped: deviceBound ? (request.headers.get(SKIPPED_HEADER) ?? undefined) : undefined,
     });
     return new Loaded(host, ctx);
   }
@@ -244,22 +275,37 @@ export function webSessions(options: WebSessionOptions): WebSessions {
     };
   }
 
+  async function device(request: Request): Promise<Response | null> {
+    if (!deviceBound) return null;
+    const endpoint = engine.deviceEndpoint(pathnameOfUrl(request.url));
+    if (!endpoint) return null;
+    const answer = await engine.handleDeviceEndpoint(
+      endpoint,
+      new RequestHost(request),
+      fetchDeviceRequest(request, isSecure(request, trustProxy)),
+    );
+    return deviceFetchResponse(answer);
+  }
+
   // load() + respond() without the LoadedSession between them: the steady path of a route.
   function handler<Args extends unknown[]>(fn: SessionRouteHandler<Args>) {
     return async (request: Request, ...args: Args): Promise<Response> => {
       try {
+        if (deviceBound) {
+          const endpoint = await device(request);
+          if (endpoint) return endpoint;
+        }
         if (!pathnameOfUrl(request.url).startsWith(cookiePath)) return await fn(request, undefined, ...args);
         const host = new RequestHost(request);
         const ctx = await engine.load(host, {
           cookieHeader: request.headers.get('cookie') ?? undefined,
           secure: isSecure(request, trustProxy),
+          deviceSkipped: deviceBound ? (request.headers.get(SKIPPED_HEADER) ?? undefined) : undefined,
         });
         const response = await fn(request, host.session, ...args);
         await ctx.commit();
         const headers = sessionHeaders(ctx);
-        return headers
-          ? withHeaders(response, { 'set-cookie': headers.setCookie, 'cache-control': headers.cacheControl })
-          : response;
+        return headers ? withHeaders(response, responseHeaders(headers)) : response;
       } catch (err) {
         if (err instanceof StoreUnavailableError) return unavailableResponse(err);
         throw err;
@@ -267,7 +313,7 @@ export function webSessions(options: WebSessionOptions): WebSessions {
     };
   }
 
-  return attachHandle({ load, handler, fromCookies }, engine, sessionStore) as WebSessions;
+  return attachHandle({ load, handler, fromCookies, device }, engine, sessionStore) as WebSessions;
 }
 
 export default webSessions;

@@ -1,6 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import { ConfigError } from '../../core/errors.js';
 import type {
+  DeviceBinding,
   SessionChange,
   SessionJSON,
   SessionListing,
@@ -126,6 +127,8 @@ class Entry {
     public lastActiveAt: number,
     readonly userId: string | null,
     readonly version: number,
+    /** The device binding (DBSC), carried with the session so a bound-cookie check needs no SQL. */
+    readonly device: DeviceBinding | null,
   ) {}
 
   static of(record: SessionRecord, json: string = JSON.stringify(record.data)): Entry {
@@ -136,6 +139,7 @@ class Entry {
       record.lastActiveAt,
       record.userId,
       record.version,
+      record.device ? { ...record.device, jwk: { ...record.device.jwk } } : null,
     );
   }
 
@@ -149,6 +153,7 @@ class Entry {
       version: this.version,
       // The text just parsed: the engine compares against it instead of serializing on load.
       json: this.json,
+      device: this.device && { ...this.device, jwk: { ...this.device.jwk } },
     };
   }
 }
@@ -463,6 +468,21 @@ export class CachedSessionStore implements SessionStore {
     try {
       // `legacyKey`: a row still stored under the raw id goes too (connect-pg-simple's rows).
       await this.inner.destroy(key, options);
+    } finally {
+      this.#mark(key);
+    }
+  }
+
+  /**
+   * Bind or unbind a device key (DBSC): through to the inner store, the cached copy dropped
+   * before and after (the next read gets the binding from the table), as for `destroy`.
+   */
+  async bindDevice(key: string, binding: DeviceBinding | null): Promise<boolean> {
+    const bind = this.inner.bindDevice;
+    if (!bind) throw new ConfigError('pgsession: the store behind this cache cannot bind devices');
+    this.#mark(key);
+    try {
+      return await bind.call(this.inner, key, binding);
     } finally {
       this.#mark(key);
     }

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type {
+  DeviceBinding,
   SessionChange,
   SessionJSON,
   SessionListing,
@@ -189,6 +190,10 @@ export class CachedPostgresSessionStore implements PostgresStore {
 
   destroyByUser(userId: string, exceptKey?: string): Promise<number> {
     return this.cache.destroyByUser!(userId, exceptKey);
+  }
+
+  bindDevice(key: string, binding: DeviceBinding | null): Promise<boolean> {
+    return this.cache.bindDevice(key, binding);
   }
 
   listByUser(userId: string): Promise<SessionListing[]> {

@@ -2,6 +2,7 @@ import { LRUCache } from 'lru-cache';
 import { PgSessionError } from '../../core/errors.js';
 import { hashId } from '../../core/id.js';
 import {
+  type DeviceBinding,
   kSessionStore,
   type SessionJSON,
   type SessionListing,
@@ -36,6 +37,8 @@ interface Entry {
   lastActiveAt: number;
   userId: string | null;
   version: number;
+  /** The device binding (DBSC), apart from the data as in PgStore. */
+  device: DeviceBinding | null;
 }
 
 const DAY = 86_400_000;
@@ -94,6 +97,7 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
       lastActiveAt: entry.lastActiveAt,
       userId: entry.userId,
       version: entry.version,
+      device: entry.device && { ...entry.device, jwk: { ...entry.device.jwk } },
     };
   }
 
@@ -126,6 +130,7 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
           lastActiveAt: record.lastActiveAt,
           userId: record.userId,
           version: 0,
+          device: null,
         });
       },
       update: async (key, change) => {
@@ -141,6 +146,7 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
           lastActiveAt: change.lastActiveAt,
           userId: change.userId,
           version: entry.version + 1,
+          device: entry.device,
         };
         this.entries.set(key, next);
         return MemoryStore.record(next);
@@ -163,6 +169,14 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
         this.entries.delete(key);
         // A row still kept under the raw id (one `get` would have re-keyed) goes too.
         if (options?.legacyKey !== undefined) this.entries.delete(options.legacyKey);
+      },
+      bindDevice: async (key, binding) => {
+        const entry = this.live(key);
+        if (!entry) return false;
+        if (binding && entry.device && entry.device.challengeAt >= binding.challengeAt) return false;
+        entry.device = binding && { ...binding, jwk: { ...binding.jwk } };
+        entry.version++;
+        return true;
       },
       listByUser: async (userId) => {
         const out: SessionListing[] = [];
@@ -256,6 +270,8 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
       lastActiveAt: now,
       userId: userIdOf(session),
       version: (existing?.version ?? -1) + 1,
+      // express-session's `set` rewrites the data; the binding is not part of it.
+      device: existing?.device ?? null,
     });
     if (callback) queueMicrotask(() => callback());
   }

@@ -80,6 +80,8 @@ export interface Queries {
   readonly touch: Statement;
   /** `$1` h, `$2` k → `deleted` (a count). */
   readonly destroy: Statement;
+  /** `$1` h, `$2` device binding JSON or null, `$3` now, `$4` k → `bound` (a count). */
+  readonly bindDevice: Statement;
   /** `$1` user, `$2` now → `sessions`: a JSON array of `{ sid, hashed, key_hash, …record columns }`, most recently active first. */
   readonly listByUser: Statement;
   /** `$1` user, `$2` except h or null, `$3` now, `$4` except k → `count` of live sessions deleted. */
@@ -125,9 +127,10 @@ const RECORD = [
   `${ms('last_active_at')} AS active_ms`,
   'user_id',
   'version',
+  'device',
 ].join(', ');
 /** The names of those columns, to select them again from a CTE. */
-const RECORD_NAMES = 'sess, expires_ms, created_ms, active_ms, user_id, version';
+const RECORD_NAMES = 'sess, expires_ms, created_ms, active_ms, user_id, version, device';
 
 /**
  * The session's row (see "Which row a session is"). A hashed row is preferred by the callers
@@ -319,6 +322,21 @@ RETURNING true AS touched`),
     // A logout also removes a row connect-pg-simple stored under the raw id.
     destroy: named(`${written(`DELETE FROM ${t} WHERE ${match('$1', '$2')}${marked}`)}
 SELECT count(*)::integer AS deleted${notified} FROM w`),
+
+    // The device binding (DBSC), never `sess`: a save cannot lose it, nor a binding a save. A
+    // new binding is written only over none or one with an earlier accepted challenge (so a
+    // challenge is good once, even when two requests present it at the same time). Announced,
+    // so no other process keeps serving the old binding from its cache.
+    bindDevice: plain(`${written(
+      `UPDATE ${t} SET
+  device = $2::jsonb,
+  version = version + 1,
+  ${keyHash('$1')}
+WHERE ${match('$1', '$4')} AND ${live('$3')}
+  AND ($2::jsonb IS NULL OR device IS NULL
+    OR (device->>'challengeAt')::float8 < ($2::jsonb->>'challengeAt')::float8)${marked}`,
+    )}
+SELECT count(*)::integer AS bound${notified} FROM w`),
 
     listByUser:
       plain(`SELECT coalesce(json_agg(x ORDER BY x.active_ms DESC NULLS LAST, x.sid), '[]'::json) AS sessions

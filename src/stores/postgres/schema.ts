@@ -123,6 +123,16 @@ export function keepRawIdsStatement(names: TableNames, keep: boolean): string {
   return `COMMENT ON COLUMN ${names.qualified}.${quoteIdent('key_hash')} IS ${keep ? quoteLiteral(KEEP_RAW_IDS_COMMENT) : 'NULL'}`;
 }
 
+/**
+ * The device binding (DBSC, the `deviceBound` option): the registered public key and its state,
+ * kept beside `sess` so only `bindDevice` writes it. Its own migration step (added after the
+ * columns above, in a separate ALTER), so tables upgraded before it existed get it on the next
+ * `ensureSchema` / `pgsession migrate`. Nullable: connect-pg-simple never writes it.
+ */
+export const DEVICE_COLUMNS: ReadonlyArray<readonly [name: string, definition: string]> = [
+  ['device', 'jsonb'],
+];
+
 /** The partial indexes pgsession adds: `user_id` (listing, revocation) and `key_hash` (raw-id rows by storage key). */
 const EXTRA_INDEXES = [
   { column: 'user_id', unique: false },
@@ -221,6 +231,7 @@ function createTableStatement(names: TableNames, ifNotExists = false): string {
     'sess json NOT NULL',
     'expire timestamp(6) NOT NULL',
     ...EXTRA_COLUMNS.map(([name, def]) => `${quoteIdent(name)} ${def}`),
+    ...DEVICE_COLUMNS.map(([name, def]) => `${quoteIdent(name)} ${def}`),
   ];
   return `CREATE TABLE ${ifNotExists ? 'IF NOT EXISTS ' : ''}${names.qualified} (\n  ${columns.join(',\n  ')}\n)`;
 }
@@ -329,10 +340,11 @@ export async function ensureSchema(
     }
 
     const present = new Set(state.columns ?? []);
-    const missing = EXTRA_COLUMNS.filter(([name]) => !present.has(name));
-    if (missing.length > 0) {
-      // One ALTER for all columns: a single brief ACCESS EXCLUSIVE lock. Constant defaults make
-      // it catalog-only (PostgreSQL 11+), no table rewrite even on a large table.
+    // One ALTER per step for all its columns: a single brief ACCESS EXCLUSIVE lock. Constant
+    // defaults make it catalog-only (PostgreSQL 11+), no table rewrite even on a large table.
+    const addColumns = async (columns: typeof EXTRA_COLUMNS): Promise<string[]> => {
+      const missing = columns.filter(([name]) => !present.has(name));
+      if (missing.length === 0) return [];
       const clauses = missing.map(([name, def]) => `ADD COLUMN IF NOT EXISTS ${quoteIdent(name)} ${def}`);
       try {
         await query(`ALTER TABLE ${names.qualified} ${clauses.join(', ')}`);
@@ -343,14 +355,18 @@ export async function ensureSchema(
           { cause: err },
         );
       }
-      if (!result.created) result.addedColumns = missing.map(([name]) => name);
-      // A table without any of our columns is connect-pg-simple's: its users may come back to
-      // it. (A partly upgraded table was seen by pgsession before and keeps the mark it has.)
-      if (!result.created && missing.length === EXTRA_COLUMNS.length) {
-        await query(keepRawIdsStatement(names, true));
-        result.keepsRawIds = true;
-      }
+      return missing.map(([name]) => name);
+    };
+    const added = await addColumns(EXTRA_COLUMNS);
+    // A table without any of our columns is connect-pg-simple's: its users may come back to it.
+    // (A partly upgraded table was seen by pgsession before and keeps the mark it has.)
+    if (!result.created && added.length === EXTRA_COLUMNS.length) {
+      await query(keepRawIdsStatement(names, true));
+      result.keepsRawIds = true;
     }
+    // Step 2: the device binding column (DBSC).
+    added.push(...(await addColumns(DEVICE_COLUMNS)));
+    if (!result.created) result.addedColumns = added;
 
     const indexed = new Set(state.indexed ?? []);
     const taken = new Set(state.taken ?? []);

@@ -2,6 +2,7 @@ import pg from 'pg';
 import { ConfigError, SerializationError } from '../../core/errors.js';
 import { hashId } from '../../core/id.js';
 import {
+  type DeviceBinding,
   type SessionChange,
   type SessionJSON,
   type SessionListing,
@@ -199,6 +200,8 @@ interface RecordRow {
   active_ms: number | null;
   user_id: string | null;
   version: number | null;
+  /** Absent from rows of statements that do not select it. */
+  device?: DeviceBinding | string | null | undefined;
 }
 
 interface ListedRow extends RecordRow {
@@ -405,6 +408,7 @@ export class PostgresSessionStore implements SessionStore {
       lastActiveAt: row.active_ms ?? now,
       userId: row.user_id ?? userIdOf(data),
       version: row.version ?? 0,
+      device: row.device ? parseJson(row.device) : null,
     };
   }
 
@@ -571,6 +575,22 @@ export class PostgresSessionStore implements SessionStore {
   #keyOf(row: { sid: string; hashed: boolean; key_hash?: string | null }): StoredKey {
     if (row.hashed) return { key: row.sid, rawId: undefined };
     return { key: this.#idsHashed ? (row.key_hash ?? hashId(row.sid)) : row.sid, rawId: row.sid };
+  }
+
+  /**
+   * Set or clear the session's device binding (DBSC) without touching its data: a new binding
+   * only over none or one with an earlier `challengeAt` (see queries.ts). False when the
+   * session is gone or the condition failed.
+   */
+  async bindDevice(key: string, binding: DeviceBinding | null): Promise<boolean> {
+    const [h, k] = this.#address(key);
+    const row = await this.#query<{ bound: number }>(this.#queries.bindDevice, [
+      h,
+      binding === null ? null : serialize(binding),
+      this.#now(),
+      k,
+    ]);
+    return (row?.bound ?? 0) > 0;
   }
 
   /** The user's live sessions, most recently active first. */
@@ -851,6 +871,7 @@ export type PostgresStore = SessionStore &
     | 'remove'
     | 'listByUser'
     | 'destroyByUser'
+    | 'bindDevice'
     | 'all'
     | 'count'
     | 'keys'
