@@ -134,16 +134,21 @@ const bareExpress = expressApp('bare');
 const sessionExpress = expressApp('session');
 const floorExpress = expressApp('floor');
 
+/** What the bench's POST /login stores in the session, then the response. */
+function logIn(req: IncomingMessage, res: ServerResponse, done: () => void): void {
+  const s = (req as unknown as { session: BenchSession }).session;
+  s.userId = 1;
+  s.userRole = 'user';
+  s.csrfToken = 'x'.repeat(43);
+  s._meta = { ip: '127.0.0.1', ua: USER_AGENT, loginAt: Date.now() };
+  res.end('ok');
+  done();
+}
+
 // Log in once, as the bench's POST /login does.
 const login = await request(undefined, (req, res, done) =>
   middleware(req, res, () => {
-    const s = (req as unknown as { session: BenchSession }).session;
-    s.userId = 1;
-    s.userRole = 'user';
-    s.csrfToken = 'x'.repeat(43);
-    s._meta = { ip: '127.0.0.1', ua: USER_AGENT, loginAt: Date.now() };
-    res.end('ok');
-    done();
+    logIn(req, res, done);
   }),
 );
 await new Promise((r) => setTimeout(r, 50));
@@ -152,13 +157,7 @@ const cookieValue = String(Array.isArray(setCookie) ? setCookie[0] : setCookie).
 const cookieHeader = `theme=dark; ${cookieValue}; _ga=GA1.1.123456789.1700000000`;
 const floorLogin = await request(undefined, (req, res, done) =>
   floorLayer(req, res, () => {
-    const s = (req as unknown as { session: BenchSession }).session;
-    s.userId = 1;
-    s.userRole = 'user';
-    s.csrfToken = 'x'.repeat(43);
-    s._meta = { ip: '127.0.0.1', ua: USER_AGENT, loginAt: Date.now() };
-    res.end('ok');
-    done();
+    logIn(req, res, done);
   }),
 );
 const floorCookie = String(floorLogin.getHeader('set-cookie')).split(';')[0]!;
@@ -169,13 +168,7 @@ const boundLogin = await request(undefined, (req, res, done) =>
   boundMiddleware(req, res, () => {
     const current = (req as unknown as { session: { regenerate(cb: () => void): void } }).session;
     current.regenerate(() => {
-      const s = (req as unknown as { session: BenchSession }).session;
-      s.userId = 1;
-      s.userRole = 'user';
-      s.csrfToken = 'x'.repeat(43);
-      s._meta = { ip: '127.0.0.1', ua: USER_AGENT, loginAt: Date.now() };
-      res.end('ok');
-      done();
+      logIn(req, res, done);
     });
   }),
 );
