@@ -83,7 +83,12 @@ describe('ensureSchema', () => {
     await ensureSchema(db.pool, { tableName: 'before_dbsc' });
     await db.pool.query('ALTER TABLE before_dbsc DROP COLUMN device');
     const result = await ensureSchema(db.pool, { tableName: 'before_dbsc' });
-    expect(result).toEqual({ created: false, addedColumns: ['device'], addedIndexes: [], keepsRawIds: false });
+    expect(result).toEqual({
+      created: false,
+      addedColumns: ['device'],
+      addedIndexes: [],
+      keepsRawIds: false,
+    });
     expect((await columns(db.pool, 'before_dbsc')).device).toMatchObject({
       data_type: 'jsonb',
       is_nullable: 'YES',
