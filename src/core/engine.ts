@@ -107,8 +107,6 @@ export class SessionEngine {
   });
   /** What request sessions may use of the engine. */
   readonly #services: EngineServices;
-  /** What the DBSC endpoints use of the engine (with `deviceBound` on). */
-  readonly #device: DeviceEndpointServices | undefined;
 
   constructor(options: EngineOptions) {
     this.options = options;
@@ -118,15 +116,6 @@ export class SessionEngine {
       background: (work, key) => this.#background(work, key),
       defer: (key, touch) => this.#defer(key, touch),
       undefer: (key) => this.#undefer(key),
-    };
-    const bound = options.deviceBound;
-    this.#device = bound && {
-      bound,
-      store: options.store,
-      secrets: options.secrets,
-      now: options.now,
-      find: (request) => this.#findForDevice(request),
-      emit: (event) => this.#emit(event, undefined),
     };
   }
 
@@ -158,9 +147,7 @@ export class SessionEngine {
       request.cookie ?? this.cookieOptionsFor(host),
       secrets,
     );
-    const raw = this.options.deviceBound
-      ? this.#rawCookies(request.cookieHeader, ctx)
-      : this.#rawCookie(request.cookieHeader);
+    const raw = this.#rawCookie(request.cookieHeader, ctx);
     let cookie = raw === undefined ? null : this.#verify(raw, secrets);
     if (!cookie && request.parsedCookies) cookie = this.#fromParsedCookies(request.parsedCookies, secrets);
     if (raw !== undefined && !cookie)
@@ -318,24 +305,27 @@ export class SessionEngine {
     host: SessionHost,
     request: DeviceEndpointRequest,
   ): Promise<DeviceEndpointResponse> {
-    const services = this.#device;
-    if (!services) return Promise.reject(new Error('pgsession: deviceBound is off'));
-    const withHost: DeviceEndpointServices = {
-      ...services,
+    const { deviceBound: bound, store, secrets, now } = this.options;
+    if (!bound) return Promise.reject(new Error('pgsession: deviceBound is off'));
+    const services: DeviceEndpointServices = {
+      bound,
+      store,
+      secrets,
+      now,
       emit: (event) => this.#emit(event, host),
       find: (r) => this.#findForDevice(r, host),
     };
-    return (endpoint === 'register' ? register : refresh)(withHost, request);
+    return (endpoint === 'register' ? register : refresh)(services, request);
   }
 
   /** The live session a DBSC endpoint request names by its session cookie, read fresh. */
-  async #findForDevice(request: DeviceEndpointRequest, host?: SessionHost): Promise<FoundSession | null> {
+  async #findForDevice(request: DeviceEndpointRequest, host: SessionHost): Promise<FoundSession | null> {
     const raw = this.#rawCookie(request.cookieHeader);
     const cookie = raw === undefined ? null : this.#verify(raw, this.options.secrets);
     if (!cookie) return null;
     const record = await this.#get(cookie.key, cookie.id, true);
     if (!record) return null;
-    const options = host ? this.cookieOptionsFor(host) : this.options.cookie;
+    const options = this.cookieOptionsFor(host);
     if (expiredReason(this.options, record, options)) return null;
     return { key: cookie.key, record, cookie: options };
   }
@@ -369,27 +359,16 @@ export class SessionEngine {
   // ---- Reading the cookie ----
 
   /** The session cookie's value as sent, or undefined when there is none. */
-  #rawCookie(cookieHeader: string | undefined): string | undefined {
-    if (!cookieHeader || cookieHeader.indexOf(this.options.name) === -1) return undefined;
-    try {
-      return parseCookies(cookieHeader)[this.options.name] || undefined;
-    } catch {
-      // A header the parser refuses carries no usable session cookie: treat it as a bad one.
-      return '';
-    }
-  }
-
-  /**
-   * {@link #rawCookie}, with `deviceBound` on: the Cookie header parsed once for both the session
-   * cookie and the bound cookie (kept on `ctx` for {@link #attachBound}).
-   */
-  #rawCookies(cookieHeader: string | undefined, ctx: RequestSession): string | undefined {
+  #rawCookie(cookieHeader: string | undefined, ctx?: RequestSession): string | undefined {
     if (!cookieHeader || cookieHeader.indexOf(this.options.name) === -1) return undefined;
     try {
       const parsed = parseCookies(cookieHeader);
-      ctx.boundCookie = parsed[this.options.deviceBound!.cookieName];
+      // With `deviceBound` on, the bound cookie comes from the same parse (for #attachBound).
+      const bound = this.options.deviceBound;
+      if (ctx && bound) ctx.boundCookie = parsed[bound.cookieName];
       return parsed[this.options.name] || undefined;
     } catch {
+      // A header the parser refuses carries no usable session cookie: treat it as a bad one.
       return '';
     }
   }

@@ -30,13 +30,26 @@ export function issueAdminKey(storageKey: string): string {
   return `${storageKey}.${adminTag(storageKey)}`;
 }
 
-/** The storage key of an admin key from this process; `'foreign'` for one of that shape from elsewhere; else undefined. */
-export function readAdminKey(value: string): string | 'foreign' | undefined {
+/**
+ * What a `sid` handed to a store's express-session methods names: the storage key inside a key
+ * this process listed; an {@link UnknownSessionKeyError} for a key of that shape from elsewhere
+ * (never mistaken for a session id); undefined for anything else (a session id).
+ */
+export function readAdminKey(value: string): string | UnknownSessionKeyError | undefined {
   const match = ADMIN_KEY_SHAPE.exec(value);
   if (!match) return undefined;
   const [, key, tag] = match as unknown as [string, string, string];
   const expected = Buffer.from(adminTag(key));
   const given = Buffer.from(tag);
   // Constant-time: the tag is a MAC, and its comparison must not say how much of it matched.
-  return given.length === expected.length && timingSafeEqual(given, expected) ? key : 'foreign';
+  return given.length === expected.length && timingSafeEqual(given, expected)
+    ? key
+    : new UnknownSessionKeyError(
+        'pgsession: unknown session key (keys from all() and ids() work in the process that listed them)',
+      );
+}
+
+/** What `destroy` of a listed key says when the session is gone already. */
+export function goneKeyError(): UnknownSessionKeyError {
+  return new UnknownSessionKeyError('pgsession: no session with this key (already gone)');
 }

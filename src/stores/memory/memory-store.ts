@@ -10,7 +10,7 @@ import {
   type SessionStore,
   userIdOf,
 } from '../../core/store.js';
-import { issueAdminKey, readAdminKey, UnknownSessionKeyError } from '../admin-keys.js';
+import { goneKeyError, issueAdminKey, readAdminKey, UnknownSessionKeyError } from '../admin-keys.js';
 import { type Callback, Store } from '../connect-store.js';
 import { markNativeStoreMethods, plannedWrite } from '../engine-face.js';
 
@@ -214,11 +214,7 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
    */
   private resolve(sid: string): { key: string; admin: boolean } | UnknownSessionKeyError {
     const admin = this.hashIds ? readAdminKey(sid) : undefined;
-    if (admin === 'foreign') {
-      return new UnknownSessionKeyError(
-        'pgsession: unknown session key (keys from all() and ids() work in the process that listed them)',
-      );
-    }
+    if (admin instanceof UnknownSessionKeyError) return admin;
     return admin === undefined ? { key: this.keyOf(sid), admin: false } : { key: admin, admin: true };
   }
 
@@ -305,7 +301,7 @@ export class MemoryStore extends (Store as unknown as new () => InstanceType<typ
       target instanceof UnknownSessionKeyError
         ? target
         : !this.entries.delete(target.key) && target.admin
-          ? new UnknownSessionKeyError('pgsession: no session with this key (already gone)')
+          ? goneKeyError()
           : undefined;
     if (callback) queueMicrotask(() => callback(gone));
   }

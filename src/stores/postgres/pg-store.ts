@@ -6,7 +6,7 @@ import { hashId } from '../../core/id.js';
 import { type HasSessionStore, kSessionStore, type SessionJSON, userIdOf } from '../../core/store.js';
 import { guardPoolErrors } from '../../db/pool.js';
 import { type QueryOptions, resolveQueryOptions, withQueryOptions } from '../../db/query.js';
-import { issueAdminKey, readAdminKey, UnknownSessionKeyError } from '../admin-keys.js';
+import { goneKeyError, issueAdminKey, readAdminKey, UnknownSessionKeyError } from '../admin-keys.js';
 import { clientConfigOf } from '../cache/pg-listener.js';
 import { CachedPostgresSessionStore, type PostgresCacheOptions } from '../cache/postgres.js';
 import { DEFAULT_CHANNEL, generateNodeId, type NotifyTarget } from '../cache/protocol.js';
@@ -538,11 +538,7 @@ export function createPgStoreClass(Base: BaseConstructor, flavor: PgStoreFlavor)
     /** The storage key and raw id a session id or admin key names (an error for a foreign admin key). */
     #resolve(sid: string): { key: string; legacyKey?: string; admin?: true } | UnknownSessionKeyError {
       const admin = readAdminKey(sid);
-      if (admin === 'foreign') {
-        return new UnknownSessionKeyError(
-          'pgsession: unknown session key (keys from all() and ids() work in the process that listed them)',
-        );
-      }
+      if (admin instanceof UnknownSessionKeyError) return admin;
       if (admin !== undefined) return { key: admin, admin: true };
       return this.hashIds ? { key: hashId(sid), legacyKey: sid } : { key: sid };
     }
@@ -603,8 +599,7 @@ export function createPgStoreClass(Base: BaseConstructor, flavor: PgStoreFlavor)
       if (target.admin) {
         // An admin tool revoking a listed session: say so when there was nothing to revoke.
         work = store.remove(target.key).then((removed) => {
-          if (!removed)
-            throw new UnknownSessionKeyError('pgsession: no session with this key (already gone)');
+          if (!removed) throw goneKeyError();
         });
       } else {
         // express-session's logout: a session already gone is fine.
