@@ -12,10 +12,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp, type DemoApp } from '../../app/create-app.js';
 import { createPool } from '../../src/db/index.js';
 import { kSessionStore } from '../../src/index.js';
+import { DEFAULT_CHANNEL } from '../../src/stores/cache/protocol.js';
 import { PgStore, type PostgresSessionStore } from '../../src/stores/postgres/index.js';
 import { migratedDatabase, PASSWORD, TEST_SECRET, testConfig } from '../app/harness.js';
 import type { TestDatabase } from '../helpers/db.js';
 import { Client, listen } from '../helpers/http.js';
+import { waitUntil } from '../reliability/support.js';
 import { type ChildApp, runCli, spawnApp } from '../security/support.js';
 import { type PgBouncer, startPgBouncer } from './support.js';
 
@@ -114,17 +116,10 @@ for (const mode of ['session', 'transaction'] as const) {
      * cache, or a late announcement can land in the middle of a read and keep it out.
      */
     const notificationsSettled = async () => {
-      const until = async (what: string, done: () => boolean) => {
-        const started = Date.now();
-        while (!done()) {
-          if (Date.now() - started > 10_000) throw new Error(`${what} after 10 s`);
-          await sleep(5);
-        }
-      };
-      await until('the cache is not listening', () => store().stats().listening);
+      expect(await waitUntil(() => store().stats().listening, 10_000, 5), 'listening').toBe(true);
       const heard = store().stats().notifications;
-      await db.pool.query(`SELECT pg_notify('pgsession_invalidate', '')`);
-      await until('the listener heard nothing', () => store().stats().notifications > heard);
+      await db.pool.query('SELECT pg_notify($1, $2)', [DEFAULT_CHANNEL, '']);
+      expect(await waitUntil(() => store().stats().notifications > heard, 10_000, 5), 'heard').toBe(true);
     };
 
     it('logs in and serves steady requests on both servers, the cache listening on the direct connection', async () => {
