@@ -80,6 +80,8 @@ export function startAppProcess(
       SESSION_SECRET: TEST_SECRET,
       NODE_ENV: 'development',
       TRUST_PROXY: 'loopback',
+      // As `npm start` runs the demo (docs/reliability.md, "Memory and argon2id").
+      MALLOC_MMAP_THRESHOLD_: '4194304',
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
