@@ -178,7 +178,8 @@ describe(`soak: ${SECONDS} s of mixed load on two processes`, () => {
 
       // Samples every second while the load runs: RSS of each process, connection counts.
       // RSS swings with the garbage collector and argon2id's 19 MiB buffers (mapped and unmapped
-      // per hash, as `npm start` runs the demo), so each figure is the mean over 5 s: right after the warm-up, and the last 5 s of the run.
+      // per hash, as `npm start` runs the demo), so each figure is the mean over 5 s: right after
+      // the warm-up, and the last 5 s of the run.
       const samples: Array<{ at: number; rss: number[] }> = [];
       let maxConnections = 0;
       const sampler = (async () => {

@@ -15,6 +15,18 @@ import { TEST_SECRET } from '../app/harness.js';
 import type { TestDatabase } from '../helpers/db.js';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+/**
+ * The `NAME=value` assignments that `npm start` puts before the command (the allocator setting
+ * of docs/reliability.md, "Memory and argon2id"), so app processes here run as the demo does.
+ */
+const START_ENV: Record<string, string> = Object.fromEntries(
+  [
+    ...(
+      JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as { scripts: { start: string } }
+    ).scripts.start.matchAll(/(?:^|\s)([A-Z_][A-Z0-9_]*)=(\S+)(?=\s)/g),
+  ].map((m) => [m[1]!, m[2]!]),
+);
 export const PASSWORD = 'correct horse battery staple';
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -80,8 +92,7 @@ export function startAppProcess(
       SESSION_SECRET: TEST_SECRET,
       NODE_ENV: 'development',
       TRUST_PROXY: 'loopback',
-      // As `npm start` runs the demo (docs/reliability.md, "Memory and argon2id").
-      MALLOC_MMAP_THRESHOLD_: '4194304',
+      ...START_ENV,
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
