@@ -92,6 +92,19 @@ export function emailKey(normalizedEmail: string): string {
   return createHash('sha256').update(normalizedEmail).digest('base64url').slice(0, 22);
 }
 
+/** A refund of one limit's count, worth paying until that count's window has ended. */
+interface Refund {
+  run(): Promise<unknown>;
+  until: number;
+}
+
+function refundOf(limiter: RateLimiterAbstract, run: () => Promise<unknown>): Refund {
+  return { run, until: Date.now() + limiter.duration * 1000 };
+}
+
+/** At most this many refunds are kept for the database's return (see `LoginRateLimiter`). */
+const MAX_OWED_REFUNDS = 10_000;
+
 function isLimiterRes(value: unknown): value is RateLimiterRes {
   return value instanceof RateLimiterRes;
 }
@@ -106,6 +119,12 @@ export class LoginRateLimiter {
   readonly #address: RateLimiterAbstract;
   readonly #account: RateLimiterAbstract;
   readonly #device: RateLimiterAbstract;
+  /**
+   * Refunds that could not be written (the database failed mid-login), paid before the next
+   * attempt counts: a failed refund would otherwise stay in the window, and a few of them lock the
+   * owner out for its whole length after the database is back.
+   */
+  #owed: Refund[] = [];
 
   constructor(options: LoginRateLimiterOptions = {}) {
     this.policy = Object.freeze({ ...DEFAULT_LOGIN_RATE_LIMITS, ...options.policy });
@@ -146,14 +165,16 @@ export class LoginRateLimiter {
     // One client is one network (an IPv6 /64), not one address: see RATE_LIMIT_PREFIXES.
     const client = networkOf(address, RATE_LIMIT_PREFIXES);
     const pairKey = `${account}:${client}`;
+    await this.#payOwed();
     const taken: Array<[RateLimiterAbstract, string]> = [];
+    const giveBack = () => this.#refund(taken.map(([l, k]) => refundOf(l, () => l.reward(k, 1))));
     const consume = async (limiter: RateLimiterAbstract, key: string, scope: LimitScope) => {
       try {
         await limiter.consume(key, 1);
         taken.push([limiter, key]);
       } catch (err) {
         // Give back what this refused attempt took from the limits before it.
-        await Promise.all(taken.map(([l, k]) => l.reward(k, 1).catch(() => {})));
+        await giveBack();
         if (isLimiterRes(err)) throw new TooManyAttemptsError(err.msBeforeNext / 1000, scope);
         throw new StoreUnavailableError('login rate limiter unavailable', err);
       }
@@ -170,20 +191,46 @@ export class LoginRateLimiter {
     return {
       succeeded: async () => {
         refunded = true;
-        await Promise.all([
-          this.#pair.delete(pairKey),
-          this.#address.reward(client, 1),
-          wide.reward(wideKey, 1),
-        ]).catch(() => {
-          // Not being refunded is harmless: the counters expire with their window.
-        });
+        await this.#refund([
+          refundOf(this.#pair, () => this.#pair.delete(pairKey)),
+          refundOf(this.#address, () => this.#address.reward(client, 1)),
+          refundOf(wide, () => wide.reward(wideKey, 1)),
+        ]);
       },
       abandoned: async () => {
         if (refunded) return;
         refunded = true;
-        await Promise.all(taken.map(([l, k]) => l.reward(k, 1))).catch(() => {});
+        await giveBack();
       },
     };
+  }
+
+  /** Run refunds now; those the store refuses are owed (see `#owed`). Never throws. */
+  async #refund(refunds: Refund[]): Promise<void> {
+    const now = Date.now();
+    const failed = await Promise.all(
+      refunds
+        // Past its window the count it would give back is gone: paying it would grant an extra attempt.
+        .filter((refund) => refund.until > now)
+        .map((refund) =>
+          refund.run().then(
+            () => null,
+            () => refund,
+          ),
+        ),
+    );
+    for (const refund of failed) if (refund) this.#owed.push(refund);
+    // Bounded: an outage of hours must not grow memory without end. The oldest go first; their
+    // windows are the nearest to ending on their own.
+    if (this.#owed.length > MAX_OWED_REFUNDS) this.#owed.splice(0, this.#owed.length - MAX_OWED_REFUNDS);
+  }
+
+  /** Pay what earlier refunds still owe, before a new attempt is counted against the same limits. */
+  async #payOwed(): Promise<void> {
+    if (this.#owed.length === 0) return;
+    const owed = this.#owed;
+    this.#owed = [];
+    await this.#refund(owed);
   }
 
   /** Forget every counter of an account (an admin unlocking it). */
