@@ -179,6 +179,12 @@ export function buildQueries(
 ): Queries {
   const t = names.qualified;
   const live = (nowParam: string) => `expire >= ${ts(nowParam)}`;
+  // For lookups by key or owner (a few rows): the expiry is checked on the rows found, never
+  // through the expire index. As an index condition, `expire >= now` matches every live session;
+  // a planner working from stale statistics (a table filled since its last ANALYZE) or a generic
+  // plan estimates it selective, ANDs it with the key lookup and reads the whole index on each
+  // call. `IS TRUE` (the same test: an expire is never NULL) is not an index condition.
+  const liveRow = (nowParam: string) => `(expire >= ${ts(nowParam)}) IS TRUE`;
 
   // With notifications on, a write's rows (a CTE `w` with `RETURNING ${ANNOUNCED}`) are announced
   // by the CTE `n`, which only runs if the main query reads it: `notified` in its select list.
@@ -226,7 +232,7 @@ export function buildQueries(
     // `key_hash` already set, matches nothing, and the row comes from `found`.
     get: named(`WITH found AS (
   SELECT ${RECORD}, id_hashed, key_hash FROM ${t}
-  WHERE ${match('$1', '$3')} AND ${live('$2')}
+  WHERE ${match('$1', '$3')} AND ${liveRow('$2')}
   ORDER BY id_hashed DESC LIMIT 1
 ), adopted AS (
   UPDATE ${t} SET
@@ -234,7 +240,7 @@ export function buildQueries(
     created_at = coalesce(created_at, ${ts('$2')}),
     last_active_at = coalesce(last_active_at, ${ts('$2')}),
     user_id = coalesce(user_id, ${DERIVED_USER_ID})
-  WHERE sid = $3 AND NOT id_hashed AND key_hash IS NULL AND ${live('$2')}
+  WHERE sid = $3 AND NOT id_hashed AND key_hash IS NULL AND ${liveRow('$2')}
     AND EXISTS (SELECT 1 FROM found WHERE NOT found.id_hashed AND found.key_hash IS NULL)${marked}
   RETURNING ${RECORD}
 )
@@ -242,14 +248,14 @@ SELECT ${RECORD_NAMES} FROM adopted
 UNION ALL
 SELECT ${RECORD_NAMES} FROM found WHERE NOT EXISTS (SELECT 1 FROM adopted)`),
 
-    insert: plain(
+    insert: named(
       `INSERT INTO ${t} (${insertColumns}) SELECT ${insertValues('$10', '$1')} FROM ${keepRaw('$10')}`,
     ),
 
     // express-session's `set` of a session this process never loaded: an upsert, as
     // connect-pg-simple does, onto the session's row wherever it is stored (a raw-id row stays
     // raw); a row that had already expired is a new session.
-    upsert: plain(`WITH u AS (
+    upsert: named(`WITH u AS (
   UPDATE ${t} SET
     sess = $2::json,
     expire = ${ts('$3')},
@@ -279,7 +285,7 @@ SELECT count(*)::integer AS written${notified} FROM w`),
 
     // UPDATE-only whole-session write (express-session's `set` of a loaded session): a session
     // destroyed meanwhile stays destroyed.
-    replace: plain(`${written(
+    replace: named(`${written(
       `UPDATE ${t} SET
   sess = $2::json,
   expire = ${ts('$3')},
@@ -287,7 +293,7 @@ SELECT count(*)::integer AS written${notified} FROM w`),
   user_id = $5,
   version = version + 1,
   ${keyHash('$1')}
-WHERE ${match('$1', '$7')} AND ${live('$6')}${marked}`,
+WHERE ${match('$1', '$7')} AND ${liveRow('$6')}${marked}`,
       'version',
     )}
 SELECT max(version) AS version${notified} FROM w`),
@@ -295,7 +301,7 @@ SELECT max(version) AS version${notified} FROM w`),
     // Key-level merge: two requests that changed different keys both keep their change, because
     // each applies only its own keys to whatever the row holds when it gets the row lock. Never
     // inserts: a row deleted by a concurrent logout matches nothing and stays deleted.
-    update: plain(`${
+    update: named(`${
       coalesceData && notify
         ? `WITH before AS (
   SELECT user_id FROM ${t} WHERE ${match('$1', '$8')}
@@ -309,14 +315,14 @@ SELECT max(version) AS version${notified} FROM w`),
   user_id = $6,
   version = version + 1,
   ${keyHash('$1')}
-WHERE ${match('$1', '$8')} AND ${live('$7')}${marked}`,
+WHERE ${match('$1', '$8')} AND ${liveRow('$7')}${marked}`,
       `${RECORD}, id_hashed AS hashed`,
     )}
 SELECT ${RECORD_NAMES}${notified} FROM w ORDER BY hashed DESC LIMIT 1`),
 
     // Never writes `sess`: a touch racing a data write cannot undo it.
     touch: named(`UPDATE ${t} SET expire = ${ts('$2')}, last_active_at = ${ts('$3')}, ${keyHash('$1')}
-WHERE ${match('$1', '$5')} AND ${live('$4')}
+WHERE ${match('$1', '$5')} AND ${liveRow('$4')}
 RETURNING true AS touched`),
 
     // A logout also removes a row connect-pg-simple stored under the raw id.
@@ -332,7 +338,7 @@ SELECT count(*)::integer AS deleted${notified} FROM w`),
   device = $2::jsonb,
   version = version + 1,
   ${keyHash('$1')}
-WHERE ${match('$1', '$4')} AND ${live('$3')}
+WHERE ${match('$1', '$4')} AND ${liveRow('$3')}
   AND ($2::jsonb IS NULL OR device IS NULL
     OR (device->>'challengeAt')::float8 < ($2::jsonb->>'challengeAt')::float8)${marked}`,
     )}
@@ -341,7 +347,7 @@ SELECT count(*)::integer AS bound${notified} FROM w`),
     listByUser:
       plain(`SELECT coalesce(json_agg(x ORDER BY x.active_ms DESC NULLS LAST, x.sid), '[]'::json) AS sessions
 FROM (
-  SELECT sid, id_hashed AS hashed, key_hash, ${RECORD} FROM ${t} WHERE user_id = $1 AND ${live('$2')}
+  SELECT sid, id_hashed AS hashed, key_hash, ${RECORD} FROM ${t} WHERE user_id = $1 AND ${liveRow('$2')}
 ) x`),
 
     // Expired rows of the user go too (they are garbage), but only live ones are counted.
