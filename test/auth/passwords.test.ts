@@ -136,12 +136,14 @@ describe('PasswordHasher', () => {
       const gap = await maxLoopGap(fn);
       return { gap, duration: performance.now() - t0 };
     };
-    const slow = new PasswordHasher({ timeCost: 16 });
+    // Costs chosen to take well over 150 ms even on a fast, idle machine (timeCost 16 took 147 ms
+    // on one): the gap check means nothing for an operation shorter than a loop stall.
+    const slow = new PasswordHasher({ timeCost: 40 });
     const hash = await slow.hash('correct horse battery');
     const argon = await timed(() => slow.verify(hash, 'correct horse battery'));
     expect(argon.duration).toBeGreaterThan(150);
     expect(argon.gap).toBeLessThan(argon.duration / 2);
-    const b = await bcrypt.hash('seed-password', 12);
+    const b = await bcrypt.hash('seed-password', 13);
     await hasher.verify(b, 'warm up the worker');
     let result: unknown;
     const bc = await timed(async () => {
