@@ -225,12 +225,18 @@ export class LoginRateLimiter {
     if (this.#owed.length > MAX_OWED_REFUNDS) this.#owed.splice(0, this.#owed.length - MAX_OWED_REFUNDS);
   }
 
-  /** Pay what earlier refunds still owe, before a new attempt is counted against the same limits. */
+  /**
+   * Pay what earlier refunds still owe, before a new attempt is counted against the same limits.
+   * One goes first: while the database is still away, every attempt retrying all of them at once
+   * would flood the pool with statements bound to fail.
+   */
   async #payOwed(): Promise<void> {
     if (this.#owed.length === 0) return;
     const owed = this.#owed;
     this.#owed = [];
-    await this.#refund(owed);
+    await this.#refund(owed.slice(0, 1));
+    if (this.#owed.length > 0) this.#owed.push(...owed.slice(1));
+    else await this.#refund(owed.slice(1));
   }
 
   /** Forget every counter of an account (an admin unlocking it). */
