@@ -165,6 +165,7 @@ describe('where queries go', () => {
     expect(() => new PGStore({ pruneSessionRandomizedInterval: 2 as never })).toThrow(ConfigError);
     expect(() => new PGStore({ errorLog: 'stderr' as never })).toThrow(ConfigError);
     expect(() => new PGStore({ disableTouch: 'yes' as never })).toThrow(ConfigError);
+    expect(() => new PGStore({ batchSaves: 'no' as never })).toThrow(ConfigError);
     expect(() => new PGStore({ pool: 'postgres://x' as never })).toThrow(ConfigError);
   });
 });

@@ -43,6 +43,25 @@ const lookups: Array<[string, string, unknown[]]> = [
   ['get', q.get.text, [key, NOW, null]],
   ['update', q.update.text, [key, [], '{"n":1}', later, NOW, 'u123', NOW, null]],
   ['replace', q.replace.text, [key, '{"n":1}', later, NOW, 'u123', NOW, null]],
+  [
+    'updateMany',
+    q.updateMany.text,
+    [
+      JSON.stringify(
+        [1, 2, 3, 4, 5].map((i) => ({
+          bi: i - 1,
+          bh: `key${i}`,
+          bk: null,
+          bunset: [],
+          bset: { n: i },
+          bexp: later,
+          bact: NOW,
+          buid: `u${i}`,
+        })),
+      ),
+      NOW,
+    ],
+  ],
   ['touch', q.touch.text, [key, later, NOW, NOW, null]],
   ['listByUser', q.listByUser.text, ['u123', NOW]],
 ];

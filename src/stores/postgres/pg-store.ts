@@ -129,6 +129,12 @@ export interface PgStoreOptions {
   announceData?: 'statement' | 'coalesced' | undefined;
   /** With `announceData: 'coalesced'`: most ms between a save and its announcement. Default 5. */
   announceIntervalMs?: number | undefined;
+  /**
+   * Send the saves of different sessions made in the same turn of the event loop as one
+   * statement (up to 100): one round trip and one commit for many requests on a busy server,
+   * none added when it is idle. Each save keeps its own outcome. Default true.
+   */
+  batchSaves?: boolean | undefined;
 }
 
 type Done = (err?: unknown) => void;
@@ -264,7 +270,7 @@ function checkOptions(options: PgStoreOptions): void {
     preparedStatements: o.preparedStatements as boolean | undefined,
     statementTimeout: o.statementTimeout as number | false | undefined,
   });
-  for (const name of ['createTableIfMissing', 'disableTouch', 'hashIds']) {
+  for (const name of ['createTableIfMissing', 'disableTouch', 'hashIds', 'batchSaves']) {
     if (o[name] !== undefined && typeof o[name] !== 'boolean') fail(name, 'a boolean');
   }
   for (const name of ['conString', 'tableName', 'schemaName', 'listenConnectionString']) {
@@ -429,6 +435,7 @@ export function createPgStoreClass(Base: BaseConstructor, flavor: PgStoreFlavor)
         notify,
         announceData: options.announceData ?? 'coalesced',
         announceIntervalMs: options.announceIntervalMs,
+        batchSaves: options.batchSaves,
         // Every statement goes through `this.query`, as in connect-pg-simple (its tests replace
         // `query` on the instance): looked up at each call.
         run: (statement: Statement, values: unknown[]) => {

@@ -76,6 +76,14 @@ export interface Queries {
   readonly replace: Statement;
   /** `$1` h, `$2` unset keys, `$3` set object, `$4` expire, `$5` last active, `$6` user, `$7` now, `$8` k → record row. */
   readonly update: Statement;
+  /**
+   * `update` for several sessions in one statement: `$1` a JSON array of
+   * `{ bi, bh, bk, bunset, bset, bexp, bact, buid }` (index, h, k and `update`'s `$2`–`$6`),
+   * `$2` now → `rows`: a JSON array of `{ bi, hashed, owner, …record columns }` (`owner`: the
+   * save changed the session's owner), one or more per row written (an item's rows may repeat
+   * when a session has two rows: the caller combines them).
+   */
+  readonly updateMany: Statement;
   /** `$1` h, `$2` expire, `$3` last active, `$4` now, `$5` k → `touched` when a live row was found. */
   readonly touch: Statement;
   /** `$1` h, `$2` k → `deleted` (a count). */
@@ -319,6 +327,48 @@ WHERE ${match('$1', '$8')} AND ${liveRow('$7')}${marked}`,
       `${RECORD}, id_hashed AS hashed`,
     )}
 SELECT ${RECORD_NAMES}${notified} FROM w ORDER BY hashed DESC LIMIT 1`),
+
+    // `update` of several sessions (saves of different sessions made in the same turn of the
+    // event loop, combined by the store): one round trip and one commit instead of one each.
+    // The items are locked in key order, so two processes whose batches share sessions cannot
+    // deadlock on each other's rows. `before` and `wi` do per item what `update`'s do.
+    updateMany: named(`WITH x AS MATERIALIZED (
+  SELECT * FROM jsonb_to_recordset($1::jsonb)
+    AS x(bi integer, bh text, bk text, bunset text[], bset jsonb, bexp float8, bact float8, buid text)
+  ORDER BY bh
+)${
+      coalesceData && notify
+        ? `, before AS MATERIALIZED (
+  SELECT x.bi, t.user_id FROM x JOIN ${t} AS t ON ${match('x.bh', 'x.bk')}
+)`
+        : ''
+    }, w AS (
+  UPDATE ${t} AS t SET
+    sess = ((sess::jsonb - x.bunset) || x.bset)::json,
+    expire = ${ts('x.bexp')},
+    last_active_at = ${ts('x.bact')},
+    user_id = x.buid,
+    version = version + 1,
+    ${keyHash('x.bh')}
+  FROM x
+  WHERE ${match('x.bh', 'x.bk')} AND ${liveRow('$2')}${marked}
+  RETURNING x.bi, ${ANNOUNCED}, ${RECORD}, id_hashed AS hashed, user_id AS written_user
+), wo AS (
+  ${
+    coalesceData && notify
+      ? 'SELECT w.*, before.user_id IS DISTINCT FROM w.written_user AS owner FROM w LEFT JOIN before ON before.bi = w.bi'
+      : 'SELECT w.*, false AS owner FROM w'
+  }
+)${
+      notify === undefined
+        ? ''
+        : `, n AS (\n${notifyKeysSql(coalesceData ? '(SELECT * FROM wo WHERE owner) AS wi' : 'wo', notify)}\n)`
+    }
+SELECT coalesce(json_agg(json_build_object(
+  'bi', bi, 'hashed', hashed, 'owner', owner, 'sess', sess, 'expires_ms', expires_ms,
+  'created_ms', created_ms, 'active_ms', active_ms, 'user_id', user_id, 'version', version,
+  'device', device
+)), '[]'::json) AS rows${notified} FROM wo`),
 
     // Never writes `sess`: a touch racing a data write cannot undo it.
     touch: named(`UPDATE ${t} SET expire = ${ts('$2')}, last_active_at = ${ts('$3')}, ${keyHash('$1')}

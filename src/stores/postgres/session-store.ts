@@ -15,6 +15,7 @@ import { describeError, guardPoolErrors, POOL_DEFAULTS } from '../../db/pool.js'
 import { type QueryOptions, queryOptionsOf, withQueryOptions } from '../../db/query.js';
 import { CoalescingAnnouncer } from '../cache/announcer.js';
 import type { NotifyTarget } from '../cache/protocol.js';
+import { SaveBatch } from './batch.js';
 import { SaveCombiner } from './combine.js';
 import { buildQueries, type Queries, type Statement } from './queries.js';
 import {
@@ -111,6 +112,12 @@ export interface PostgresSessionStoreOptions extends TableOptions {
    * `announceWrites`). Default true.
    */
   announceOtherWriters?: boolean | undefined;
+  /**
+   * Send the saves of different sessions made in the same turn of the event loop as one
+   * statement (up to 100 each): one round trip and one commit for many requests on a busy
+   * server, none added when it is idle. Each save keeps its own outcome. Default true.
+   */
+  batchSaves?: boolean | undefined;
   /** Where errors nobody awaits are reported (an idle pool client failing, background pruning). Default `console.error`. */
   errorLog?: ((...args: unknown[]) => void) | undefined;
 }
@@ -204,6 +211,25 @@ interface RecordRow {
   device?: DeviceBinding | string | null | undefined;
 }
 
+/** A row of `updateMany`'s answer. */
+interface BatchRow extends RecordRow {
+  /** The item's index in the batch. */
+  bi: number;
+  hashed: boolean;
+  /** The save changed the session's owner (then its statement announced it). */
+  owner: boolean;
+}
+
+/** A save waiting for its batch (see batch.ts). */
+interface QueuedSave {
+  key: string;
+  h: string;
+  k: string | null;
+  change: SessionChange;
+  /** `change.set`, serialized. */
+  set: string;
+}
+
 interface ListedRow extends RecordRow {
   sid: string;
   hashed: boolean;
@@ -214,6 +240,9 @@ function parseJson<T>(value: T | string): T {
   // node-postgres parses `json` columns itself, unless the application replaced the type parser.
   return typeof value === 'string' ? (JSON.parse(value) as T) : value;
 }
+
+/** Most saves in one batched statement (see batch.ts). */
+const SAVES_PER_STATEMENT = 100;
 
 function serialize(value: unknown): string {
   try {
@@ -256,6 +285,8 @@ export class PostgresSessionStore implements SessionStore {
   readonly #pruneBatchSize: number;
   readonly #errorLog: (...args: unknown[]) => void;
   readonly #saves = new SaveCombiner<SessionRecord | null>((r) => (r === null ? null : structuredClone(r)));
+  /** Saves of different sessions in one turn of the event loop, sent as one statement (`batchSaves`). */
+  readonly #batch: SaveBatch<QueuedSave, SessionRecord | null> | undefined;
   /** Batches data-only saves' announcements (`announceData: 'coalesced'`). */
   readonly #announcer: CoalescingAnnouncer | undefined;
   #schemaReady = false;
@@ -300,6 +331,19 @@ export class PostgresSessionStore implements SessionStore {
     const prepared = queryOptionsOf(db)?.preparedStatements ?? true;
     this.#queries = buildQueries(this.names, prepared, options.notify, coalesce);
     this.#run = options.run ?? ((statement, values) => this.#runOnPool(statement, values));
+    if (options.batchSaves !== undefined && typeof options.batchSaves !== 'boolean') {
+      throw new ConfigError(
+        `pgsession: the batchSaves option must be a boolean, got ${JSON.stringify(options.batchSaves)}`,
+      );
+    }
+    this.#batch =
+      options.batchSaves === false
+        ? undefined
+        : new SaveBatch({
+            one: (save) => this.#updateOne(save),
+            many: (saves) => this.#updateMany(saves),
+            max: SAVES_PER_STATEMENT,
+          });
     this.#announcer =
       coalesce && options.notify
         ? new CoalescingAnnouncer({
@@ -472,13 +516,20 @@ export class PostgresSessionStore implements SessionStore {
   }
 
   async #update(key: string, change: SessionChange): Promise<SessionRecord | null> {
-    const now = this.#now();
     const [h, k] = this.#address(key);
+    // Serialized now: a session that cannot be stored fails its own save, not its batch's.
+    const save: QueuedSave = { key, h, k, change, set: serialize(change.set) };
+    return this.#batch ? this.#batch.run(save) : this.#updateOne(save);
+  }
+
+  async #updateOne(save: QueuedSave): Promise<SessionRecord | null> {
+    const { key, h, k, change } = save;
+    const now = this.#now();
     try {
       const row = await this.#query<RecordRow & { notified?: number }>(this.#queries.update, [
         h,
         change.unset,
-        serialize(change.set),
+        save.set,
         change.expiresAt,
         change.lastActiveAt,
         change.userId,
@@ -502,6 +553,37 @@ export class PostgresSessionStore implements SessionStore {
       if (!written) return null;
       return this.get(key);
     }
+  }
+
+  /** Several sessions' saves as one statement (see batch.ts); each gets what `#updateOne` would return. */
+  async #updateMany(saves: readonly QueuedSave[]): Promise<Array<SessionRecord | null>> {
+    const now = this.#now();
+    const items = saves
+      .map(
+        (s, i) =>
+          `{"bi":${i},"bh":${JSON.stringify(s.h)},"bk":${JSON.stringify(s.k)},"bunset":${JSON.stringify(s.change.unset)},"bset":${s.set},"bexp":${JSON.stringify(s.change.expiresAt)},"bact":${JSON.stringify(s.change.lastActiveAt)},"buid":${JSON.stringify(s.change.userId)}}`,
+      )
+      .join(',');
+    const result = await this.#query<{ rows: BatchRow[] | string }>(this.#queries.updateMany, [
+      `[${items}]`,
+      now,
+    ]);
+    const rows = result ? parseJson<BatchRow[]>(result.rows) : [];
+    // As `update`'s `ORDER BY hashed DESC LIMIT 1`: a hashed row wins over a raw row of the same session.
+    const found: Array<BatchRow | undefined> = [];
+    const ownerChanged: boolean[] = [];
+    for (const row of rows) {
+      const seen = found[row.bi];
+      if (!seen || (row.hashed && !seen.hashed)) found[row.bi] = row;
+      if (row.owner) ownerChanged[row.bi] = true;
+    }
+    return saves.map((s, i) => {
+      const row = found[i];
+      if (!row) return null;
+      // A data-only save (its statement announced nothing): announced with the next batch.
+      if (this.#announcer && !ownerChanged[i]) this.#announcer.add(s.h);
+      return this.#toRecord(row, now);
+    });
   }
 
   /**
@@ -838,6 +920,8 @@ export class PostgresSessionStore implements SessionStore {
     if (this.#closed) return;
     this.#closed = true;
     await this.#pruneRun;
+    // Saves already queued still go out (their callers are waiting), and are announced.
+    await this.#batch?.settled();
     await this.#announcer?.close();
     if (this.#ownsPool) await (this.#pool as pg.Pool).end();
   }
