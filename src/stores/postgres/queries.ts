@@ -211,6 +211,9 @@ export function buildQueries(
   // Statements that announce their own changes say so before they change a row (the triggers'
   // conditions are checked as each row changes): see announce-trigger.ts.
   const marked = notify === undefined ? '' : `\n  AND ${MARK_ANNOUNCED} IS NOT NULL`;
+  // The same for a statement that changes many rows: as an uncorrelated subquery it runs once,
+  // before the first row is tested (an InitPlan), not once per row.
+  const markedOnce = notify === undefined ? '' : `\n  AND (SELECT ${MARK_ANNOUNCED}) IS NOT NULL`;
 
   // Names are derived from the text itself, so two stores on different tables sharing a pool
   // never collide (node-postgres rejects one name used for two texts on a connection), and two
@@ -351,7 +354,7 @@ SELECT ${RECORD_NAMES}${notified} FROM w ORDER BY hashed DESC LIMIT 1`),
     version = version + 1,
     ${keyHash('x.bh')}
   FROM x
-  WHERE ${match('x.bh', 'x.bk')} AND ${liveRow('$2')}${marked}
+  WHERE ${match('x.bh', 'x.bk')} AND ${liveRow('$2')}${markedOnce}
   RETURNING x.bi, ${ANNOUNCED}, ${RECORD}, id_hashed AS hashed, user_id AS written_user
 ), wo AS (
   ${
