@@ -17,8 +17,10 @@
  *    another that had the session cached, 60 times, with no load and under 64 concurrent savers.
  *
  * Options: `--route-only`, `--store-only`, `--revocation` (only part 3), `--seconds=N` (per cell, default 8 for the route and 3
- * for the store), `--rounds=N` (default 3: alternating route rounds, and whole store passes with medians per cell). Uses `DATABASE_URL` (a fresh database is created on
- * that server and dropped afterwards). Prints a JSON summary and a Markdown table.
+ * for the store), `--rounds=N` (default 3: alternating route rounds, and whole store passes with
+ * medians per cell). Uses `DATABASE_URL`, else the embedded PostgreSQL of `.data/postgres` (a
+ * fresh database is created on that server for each configuration and dropped afterwards).
+ * Prints a JSON summary and Markdown tables.
  */
 import { execFile, fork } from 'node:child_process';
 import { once } from 'node:events';
@@ -62,6 +64,7 @@ async function serve(): Promise<void> {
 
   const { default: express } = await import('express');
   const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10 });
+  pool.on('error', (err) => console.error(`bench server pool: ${err.message}`));
   const sessionOptions = {
     name: 'sid',
     secret: 'bench-writes-secret-0123456789abcdef',
@@ -589,12 +592,24 @@ async function revocationBench(adminUrl: string): Promise<RevocationRow[]> {
 
 async function main(): Promise<void> {
   if (args.has('serve')) return serve();
-  const adminUrl = process.env.DATABASE_URL;
-  if (!adminUrl) throw new Error('bench:writes needs DATABASE_URL (a server where it may create databases)');
+  // DATABASE_URL (a server where it may create databases), else the embedded PostgreSQL of
+  // `.data/postgres`, as the other benchmarks and the tests use.
+  const { openDatabase } = await import('../src/dev/index.js');
+  const database = await openDatabase({
+    dataDir: fileURLToPath(new URL('../.data/postgres', import.meta.url)),
+  });
+  try {
+    await measure(database.url, database.embedded);
+  } finally {
+    await database.close();
+  }
+}
+
+async function measure(adminUrl: string, embedded: boolean): Promise<void> {
   const rounds = Number(args.get('rounds') ?? 3);
   const started = new Date().toISOString();
   const load = loadavg().map((v) => round(v));
-  const out: Record<string, unknown> = { started, loadBefore: load, cpus: cpus().length };
+  const out: Record<string, unknown> = { started, loadBefore: load, cpus: cpus().length, embedded };
   if (args.has('revocation') || !(args.has('route-only') || args.has('store-only'))) {
     const rows = await revocationBench(adminUrl);
     out.revocation = rows;
