@@ -17,16 +17,10 @@ import type { TestDatabase } from '../helpers/db.js';
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 /**
- * The `NAME=value` assignments that `npm start` puts before the command (the allocator setting
- * of docs/reliability.md, "Memory and argon2id"), so app processes here run as the demo does.
+ * The environment `npm start` gives the demo (scripts/start.mjs: the allocator setting of
+ * docs/reliability.md, "Memory and argon2id"), so app processes here run as the demo does.
  */
-const START_ENV: Record<string, string> = Object.fromEntries(
-  [
-    ...(
-      JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as { scripts: { start: string } }
-    ).scripts.start.matchAll(/(?:^|\s)([A-Z_][A-Z0-9_]*)=(\S+)(?=\s)/g),
-  ].map((m) => [m[1]!, m[2]!]),
-);
+const START_ENV = JSON.parse(readFileSync(`${ROOT}scripts/start-env.json`, 'utf8')) as Record<string, string>;
 export const PASSWORD = 'correct horse battery staple';
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
