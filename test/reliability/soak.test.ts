@@ -70,6 +70,8 @@ describe(`soak: ${SECONDS} s of mixed load on two processes`, () => {
         requests++;
       };
       const anyApp = () => apps[Math.floor(Math.random() * apps.length)]!;
+      /** Requests in flight per process that may run an argon2id hash (its 19 MiB buffer). */
+      const hashing = apps.map(() => 0);
       const start = Date.now();
       const end = start + SECONDS * 1000;
       const maxRequests = SECONDS * 400;
@@ -83,6 +85,8 @@ describe(`soak: ${SECONDS} s of mixed load on two processes`, () => {
       ): Promise<Response | null> => {
         count(what);
         const app = anyApp();
+        const hashes = what === 'POST /login' || what === 'POST /account/sessions/revoke-others';
+        if (hashes) hashing[apps.indexOf(app)]!++;
         const client = device.client!;
         const [method, path] = what.split(' ') as [string, string];
         const onApp = new Client(app.url);
@@ -99,6 +103,8 @@ describe(`soak: ${SECONDS} s of mixed load on two processes`, () => {
         } catch (err) {
           errors.push(`${what} on app ${apps.indexOf(app)}: ${(err as Error).message}`);
           return null;
+        } finally {
+          if (hashes) hashing[apps.indexOf(app)]!--;
         }
       };
 
@@ -176,30 +182,44 @@ describe(`soak: ${SECONDS} s of mixed load on two processes`, () => {
         }
       };
 
-      // Samples every second while the load runs: RSS of each process, connection counts.
-      // RSS swings with the garbage collector and argon2id's 19 MiB buffers (mapped and unmapped
-      // per hash, as `npm start` runs the demo), so each figure is the mean over 5 s: right after
-      // the warm-up, and the last 5 s of the run.
-      const samples: Array<{ at: number; rss: number[] }> = [];
+      // Samples while the load runs: RSS of each process (every 100 ms), connection counts
+      // (every second). RSS swings with the garbage collector and with argon2id's 19 MiB buffers
+      // (mapped and unmapped per hash, as `npm start` runs the demo): a process's RSS is sampled
+      // only while none of its requests can be hashing, since a buffer in flight says nothing
+      // about a leak (it is one or two hashes' worth at any instant, more on a loaded machine).
+      // Each figure is the mean of ten such samples: the first ten after the warm-up, and the
+      // last ten of the run.
+      const samples: Array<{ at: number; rss: Array<number | undefined> }> = [];
       let maxConnections = 0;
       const sampler = (async () => {
-        while (Date.now() < end) {
-          await sleep(1000);
-          samples.push({ at: Date.now() - start, rss: apps.map((a) => rssOf(a.pid)) });
-          maxConnections = Math.max(maxConnections, await appConnections(db));
+        for (let tick = 1; Date.now() < end; tick++) {
+          await sleep(100);
+          samples.push({
+            at: Date.now() - start,
+            rss: apps.map((a, i) => (hashing[i] === 0 ? rssOf(a.pid) : undefined)),
+          });
+          if (tick % 10 === 0) maxConnections = Math.max(maxConnections, await appConnections(db));
         }
       })();
       await Promise.all([...Array.from({ length: USERS }, (_, i) => virtualUser(i)), sampler]);
       const elapsed = (Date.now() - start) / 1000;
-      const meanRss = (from: number, to: number) =>
+      /** The mean of (up to) ten of a process's samples: the first ten after `from`, or the last ten. */
+      const meanRss = (which: 'first' | 'last', from = 0) =>
         apps.map((_, i) => {
-          const window = samples.filter((x) => x.at >= from && x.at < to).map((x) => x.rss[i]!);
+          const free = samples
+            .filter((x) => x.at >= from)
+            .map((x) => x.rss[i])
+            .filter((r): r is number => r !== undefined);
+          const window = which === 'first' ? free.slice(0, 10) : free.slice(-10);
+          if (window.length < 3) throw new Error(`too few RSS samples of app ${i} without a hash in flight`);
           return window.reduce((a, b) => a + b, 0) / window.length;
         });
-      const warmRss = meanRss(WARMUP_SECONDS * 1000, (WARMUP_SECONDS + 5) * 1000);
-      const endRss = meanRss(elapsed * 1000 - 5500, Number.POSITIVE_INFINITY);
+      const warmRss = meanRss('first', WARMUP_SECONDS * 1000);
+      const endRss = meanRss('last', (SECONDS - 10) * 1000);
       const rssSeries = apps.map((_, i) =>
-        samples.filter((_x, n) => n % 5 === 4).map((x) => +(x.rss[i]! / 2 ** 20).toFixed(1)),
+        samples
+          .filter((_x, n) => n % 50 === 49)
+          .map((x) => (x.rss[i] === undefined ? null : +(x.rss[i]! / 2 ** 20).toFixed(1))),
       );
       const afterLoad = await appConnections(db);
 
