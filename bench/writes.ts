@@ -31,6 +31,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import { concurrently } from './lib/concurrently.js';
 import { median, percentile, round } from './lib/stats.js';
 
 const run = promisify(execFile);
@@ -195,33 +196,17 @@ async function login(base: string): Promise<string> {
   return cookie.split(';')[0]!;
 }
 
-async function logins(base: string, n: number): Promise<string[]> {
-  const out: string[] = [];
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: 32 }, async () => {
-      while (next < n) {
-        next++;
-        out.push(await login(base));
-      }
-    }),
-  );
-  return out.slice(0, n);
+function logins(base: string, n: number): Promise<string[]> {
+  return concurrently(n, 32, () => login(base));
 }
 
 /** One request with each cookie, 64 at a time. */
 async function visitAll(base: string, cookies: readonly string[]): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: 64 }, async () => {
-      while (next < cookies.length) {
-        const cookie = cookies[next++]!;
-        const res = await fetch(`${base}/write`, { headers: { cookie } });
-        if (!res.ok) throw new Error(`write failed: ${res.status}`);
-        await res.arrayBuffer();
-      }
-    }),
-  );
+  await concurrently(cookies.length, 64, async (i) => {
+    const res = await fetch(`${base}/write`, { headers: { cookie: cookies[i]! } });
+    if (!res.ok) throw new Error(`write failed: ${res.status}`);
+    await res.arrayBuffer();
+  });
 }
 
 async function wrk(

@@ -10,6 +10,7 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Framework, Layer } from '../apps/common.js';
 import { type ServerProcess, startServer } from './child.js';
+import { concurrently } from './concurrently.js';
 import { COOKIE_NAME, configName, SECRET } from './config.js';
 import type { Admin } from './db.js';
 import { login, request } from './http.js';
@@ -105,30 +106,16 @@ export interface Row {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-async function loginMany(server: ServerProcess, count: number): Promise<string[]> {
-  const cookies: string[] = [];
-  let next = 0;
-  const worker = async () => {
-    while (next < count) {
-      next++;
-      cookies.push(await login(server.url));
-    }
-  };
-  await Promise.all(Array.from({ length: 32 }, worker));
-  return cookies;
+function loginMany(server: ServerProcess, count: number): Promise<string[]> {
+  return concurrently(count, 32, () => login(server.url));
 }
 
 async function visitAll(server: ServerProcess, cookies: readonly string[]): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < cookies.length) {
-      const cookie = cookies[next++]!;
-      const res = await request(`${server.url}/dashboard`, { headers: { cookie } });
-      if (res.status !== 200)
-        throw new Error(`bench: ${configName(server.config)}: a logged-in cookie got ${res.status}`);
-    }
-  };
-  await Promise.all(Array.from({ length: 32 }, worker));
+  await concurrently(cookies.length, 32, async (i) => {
+    const res = await request(`${server.url}/dashboard`, { headers: { cookie: cookies[i]! } });
+    if (res.status !== 200)
+      throw new Error(`bench: ${configName(server.config)}: a logged-in cookie got ${res.status}`);
+  });
 }
 
 /** Wait until the server has sent no write for a second: the touches a visit pass started have landed. */
