@@ -558,6 +558,7 @@ export class PostgresSessionStore implements SessionStore {
   /** Several sessions' saves as one statement (see batch.ts); each gets what `#updateOne` would return. */
   async #updateMany(saves: readonly QueuedSave[]): Promise<Array<SessionRecord | null>> {
     const now = this.#now();
+    // Written out rather than JSON.stringify'd: each save's data is already serialized.
     const items = saves
       .map(
         (s, i) =>
