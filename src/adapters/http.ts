@@ -116,7 +116,7 @@ export function forwardedHttps(header: string | readonly string[] | undefined): 
  * else; undefined asks the framework, which applies its own proxy setting (Express's
  * `trust proxy`, Fastify's `trustProxy`).
  */
-export function isSecureRequest<R extends IncomingMessage>(
+export function isSecureRequest<R extends Pick<IncomingMessage, 'socket' | 'headers'>>(
   req: R,
   proxy: boolean | undefined,
   /** Called with `req`, so that it need not be a closure made per request. */

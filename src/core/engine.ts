@@ -133,12 +133,24 @@ export class SessionEngine {
   /**
    * Attach a session to `host` for this request. Rejects (StoreUnavailableError) when the store
    * fails: a fault must never be mistaken for "no session", which would log the user out.
-   *
-   * Not an `async` function: a steady request (a cookie whose session the store serves and that
-   * has not expired) costs the store's one promise and one `then`, nothing more; everything else
-   * continues in {@link #settle}.
    */
   load(host: SessionHost, request: LoadRequest): Promise<RequestSession> {
+    try {
+      const ctx = this.attach(host, request);
+      return ctx instanceof RequestSession ? Promise.resolve(ctx) : ctx;
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * {@link load}, answered synchronously when it can be: with no cookie, a forged one, or a
+   * session the store holds in memory ({@link SessionStore.peek}: the steady request of a cached
+   * store), the request's session comes back at once, and the adapter carries on without a
+   * promise or a turn of the event loop. Otherwise a promise, as from `load`. May throw a
+   * ConfigError (a bad `cookie` function result); store faults always arrive as a rejection.
+   */
+  attach(host: SessionHost, request: LoadRequest): RequestSession | Promise<RequestSession> {
     const secrets = request.secrets ?? this.options.secrets;
     const ctx = new RequestSession(
       this.#services,
@@ -156,7 +168,7 @@ export class SessionEngine {
       // No cookie, or a forged one: a fresh id, never the presented one (an attacker-chosen id is
       // never adopted).
       ctx.generate();
-      return Promise.resolve(ctx);
+      return ctx;
     }
     ctx.presentedCookie(cookie);
     // The previous request's touch of this session may still be running: let it land first, or
@@ -164,7 +176,25 @@ export class SessionEngine {
     const touching = this.#touching.get(cookie.key);
     const found = cookie;
     if (touching) return touching.then(() => this.#read(ctx, host, found, request));
+    const peeked = this.#peek(cookie);
+    // Only a live, unbound session is attached here; anything else takes the store's own read.
+    if (peeked && !peeked.device && !expiredReason(this.options, peeked, ctx.cookieOptions)) {
+      ctx.inflate(cookie.id, cookie.key, peeked);
+      return ctx;
+    }
     return this.#read(ctx, host, found, request);
+  }
+
+  /** The store's in-memory copy of the cookie's session, if it has one (a fault counts as none). */
+  #peek(cookie: VerifiedCookie): SessionRecord | undefined {
+    const { store } = this.options;
+    if (!store.peek) return undefined;
+    try {
+      return store.peek(cookie.key, { id: cookie.id });
+    } catch {
+      // The read that follows reports the fault.
+      return undefined;
+    }
   }
 
   #read(

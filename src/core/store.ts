@@ -142,6 +142,13 @@ export interface SessionStore {
     key: string,
     options?: { legacyKey?: string; fresh?: boolean; id?: string | undefined },
   ): Promise<SessionRecord | null>;
+  /**
+   * Optional: the live session `get` would return, if this store holds it in memory and can say
+   * so without waiting (a cache hit); undefined when only `get` can answer (not held, not
+   * serving, or held but expired). Never a substitute for `get`'s null: a miss always goes
+   * through `get`. The returned record belongs to the caller, as `get`'s does.
+   */
+  peek?(key: string, options?: { id?: string | undefined }): SessionRecord | undefined;
   /** Insert a new session. A key collision is an error (ids have 256 bits; it means a bug). */
   create(key: string, record: SessionRecord, options?: StoreCallOptions): Promise<void>;
   /**

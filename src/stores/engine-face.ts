@@ -106,6 +106,13 @@ export function watchOwnStore(
   const watched: SessionStore = {
     tracksActivity: own.tracksActivity,
     inProcess: own.inProcess,
+    // Only while the app has not replaced `get`: its own `get` must see every read.
+    ...(own.peek
+      ? {
+          peek: (key: string, options?: { id?: string | undefined }) =>
+            wrapped('get', options?.id) ? undefined : own.peek!(key, options),
+        }
+      : {}),
     async get(key, options) {
       const id = options?.id;
       if (!wrapped('get', id)) return own.get(key, options);

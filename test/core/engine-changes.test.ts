@@ -165,3 +165,68 @@ for (const kind of ['cache (loaded text kept)', 'memory store (text made on load
     });
   });
 }
+
+describe('attach: the steady request without a promise', () => {
+  function engineOver(store: SessionStore): SessionEngine {
+    return new SessionEngine({
+      name: 'sid',
+      secrets: [SECRET],
+      store,
+      cookie: { maxAge: 60_000 },
+      resave: false,
+      saveUninitialized: false,
+      rolling: true,
+      unset: 'keep',
+      genid: generateId,
+      hashIds: true,
+      idleTimeout: 60_000,
+      absoluteTimeout: null,
+      touchAfter: 60_000,
+      now: Date.now,
+    });
+  }
+
+  async function logIn(engine: SessionEngine): Promise<string> {
+    const host: SessionHost = {};
+    const ctx = await engine.load(host, { cookieHeader: undefined, secure: false });
+    (host.session as unknown as Data).userId = 7;
+    await ctx.commit();
+    return ctx.setCookieHeader()!.split(';')[0]!;
+  }
+
+  it('a session the cache holds is attached in the call; a miss, or a cache that is not serving, is a promise', async () => {
+    const source = { ...listening };
+    const cache = new CachedSessionStore(memory[kSessionStore], source);
+    const engine = engineOver(cache);
+    const cookie = await logIn(engine);
+    const host: SessionHost = {};
+    const ctx = engine.attach(host, { cookieHeader: cookie, secure: false });
+    expect(ctx).not.toBeInstanceOf(Promise);
+    expect((host.session as unknown as Data).userId).toBe(7);
+    expect(ctx instanceof Promise ? null : ctx.commit()).toBeNull();
+    // Gone from memory (invalidated by another process): the store is asked, asynchronously.
+    cache.invalidate([engine.keyOf(host.sessionID!)]);
+    const missed = engine.attach({}, { cookieHeader: cookie, secure: false });
+    expect(missed).toBeInstanceOf(Promise);
+    expect(((await missed).host.session as unknown as Data).userId).toBe(7);
+    source.listening = false;
+    const bypassed = engine.attach({}, { cookieHeader: cookie, secure: false });
+    expect(bypassed).toBeInstanceOf(Promise);
+    expect(((await bypassed).host.session as unknown as Data).userId).toBe(7);
+    // No cookie at all: a new session, at once.
+    expect(engine.attach({}, { cookieHeader: undefined, secure: false })).not.toBeInstanceOf(Promise);
+    await cache.close();
+  });
+
+  it('a store fault arrives as a rejection of load, never as a throw or an empty session', async () => {
+    const cache = new CachedSessionStore(memory[kSessionStore], listening);
+    const engine = engineOver(cache);
+    const cookie = await logIn(engine);
+    cache.clear();
+    vi.spyOn(memory[kSessionStore], 'get').mockRejectedValueOnce(new Error('connection refused'));
+    await expect(engine.load({}, { cookieHeader: cookie, secure: false })).rejects.toThrow(
+      /load the session/,
+    );
+    await cache.close();
+  });
+});

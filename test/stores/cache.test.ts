@@ -266,6 +266,35 @@ describe('CachedSessionStore', () => {
     expect(cache.stats().misses).toBe(2);
   });
 
+  it('peek answers from memory only: a live cached copy, else undefined (never a null, never the inner store)', async () => {
+    let now = Date.now();
+    const { inner, source, cache } = setup({ now: () => now });
+    const rec = record();
+    await inner.memory.create('k1', rec);
+    expect(cache.peek('k1')).toBeUndefined(); // not cached yet: only get can say
+    await cache.get('k1');
+    const peeked = cache.peek('k1');
+    expect(peeked?.data.userId).toBe('u1');
+    // The caller owns what it got, as from get.
+    peeked!.data.userId = 'mutated';
+    expect(cache.peek('k1')?.data.userId).toBe('u1');
+    expect(inner.calls.get).toBe(1);
+    expect(cache.stats()).toMatchObject({ hits: 2, misses: 1 });
+    // Invalidated elsewhere: gone from memory, so peek has no answer and get reads through.
+    source.invalidate('k1');
+    expect(cache.peek('k1')).toBeUndefined();
+    await cache.get('k1');
+    // Not listening: nothing is served from memory, and peek counts no bypass (get does).
+    source.listening = false;
+    expect(cache.peek('k1')).toBeUndefined();
+    expect(cache.stats().bypasses).toBe(0);
+    source.listening = true;
+    // Past its expiry: dropped, not served.
+    now = rec.expiresAt + 1;
+    expect(cache.peek('k1')).toBeUndefined();
+    expect(cache.stats().entries).toBe(0);
+  });
+
   it('reads through on `fresh` and refreshes the entry', async () => {
     const { inner, cache } = setup();
     await inner.memory.create('k1', record());

@@ -70,19 +70,39 @@ declare module 'fastify' {
 /** The session hangs off the raw Node request, as in Express; `request.session` is a view of it. */
 type Host = IncomingMessage & SessionHost;
 
-interface RequestState {
-  ctx: RequestSession;
-  /** commit() has run (or failed); later onSend passes (the error reply) must not set cookies. */
-  done: boolean;
-}
-
-const states = new WeakMap<FastifyRequest, RequestState>();
+/**
+ * The request's session context, on the request itself (a decoration, so Fastify keeps one shape
+ * for every request), until `onSend` commits it; null before and after (a later onSend pass, the
+ * error reply, must not set cookies).
+ */
+const kSession: unique symbol = Symbol('pgsession.fastify.session');
+type Req = FastifyRequest & { [kSession]: RequestSession | null };
 
 /** Store faults are 503s with Retry-After (fastify's error handler reads `status`). */
-function toReplyError(reply: FastifyReply, err: unknown): unknown {
+function toReplyError(reply: FastifyReply, err: unknown): Error {
   const retryAfter = retryAfterOf(err);
   if (retryAfter !== undefined) reply.header('retry-after', retryAfter);
-  return err;
+  return err as Error;
+}
+
+/** Fastify's own `request.protocol` (its `trustProxy` setting). */
+const fastifySecure = (request: FastifyRequest): boolean => request.protocol === 'https';
+
+/** Put the session's headers on the reply; false if deciding them failed (`done` got the error). */
+function sendHeaders(ctx: RequestSession, reply: FastifyReply, done: (err: Error) => void): boolean {
+  let headers: ReturnType<typeof sessionHeaders>;
+  try {
+    headers = sessionHeaders(ctx);
+  } catch (err) {
+    done(err as Error);
+    return false;
+  }
+  if (headers) {
+    reply.header('set-cookie', headers.setCookie);
+    reply.header('cache-control', headers.cacheControl);
+    if (headers.registration) reply.header(REGISTRATION_HEADER, headers.registration);
+  }
+  return true;
 }
 
 const plugin: FastifyPluginAsync<PgSessionFastifyOptions> = async (fastify: FastifyInstance, options) => {
@@ -101,6 +121,7 @@ const plugin: FastifyPluginAsync<PgSessionFastifyOptions> = async (fastify: Fast
       return (this.raw as Host).sessionID as string;
     },
   });
+  fastify.decorateRequest(kSession, null);
   fastify.decorate('pgsession', attachHandle({}, engine, sessionStore));
   fastify.addHook('onClose', async () => {
     // Graceful shutdown: deferred touches too, or sessions active since their last write would
@@ -109,65 +130,69 @@ const plugin: FastifyPluginAsync<PgSessionFastifyOptions> = async (fastify: Fast
   });
 
   const deviceBound = engine.options.deviceBound !== undefined;
-  fastify.addHook('onRequest', async (request, reply) => {
+  // Callback style, not async: a cached session is attached in this call, and the request goes
+  // on without a promise.
+  fastify.addHook('onRequest', (request, reply, done) => {
     const host = request.raw as Host;
-    if (host.session) return;
+    if (host.session) return done();
     const pathname = pathnameOf(request.url);
-    if (!pathname.startsWith(cookiePath)) return;
+    if (!pathname.startsWith(cookiePath)) return done();
     // Without `proxy`, Fastify's own `request.protocol` (its `trustProxy` setting) decides.
-    const secure = isSecureRequest(request.raw, proxy, () => request.protocol === 'https');
+    const secure = isSecureRequest(request, proxy, fastifySecure);
+    let loaded: RequestSession | Promise<RequestSession>;
     try {
       const endpoint = deviceBound ? engine.deviceEndpoint(pathname) : null;
       if (endpoint) {
-        const answer = await engine.handleDeviceEndpoint(
-          endpoint,
-          host,
-          nodeDeviceRequest(request.raw, secure),
+        // Answered here, without running the app (and so without calling `done`).
+        engine.handleDeviceEndpoint(endpoint, host, nodeDeviceRequest(request.raw, secure)).then(
+          (answer) => reply.code(answer.status).headers(answer.headers).send(answer.body),
+          (err: unknown) => done(toReplyError(reply, err)),
         );
-        return reply.code(answer.status).headers(answer.headers).send(answer.body);
+        return;
       }
-      const ctx = await engine.load(host, {
+      loaded = engine.attach(host, {
         cookieHeader: request.headers.cookie,
         secure,
         deviceSkipped: deviceBound ? (request.headers[SKIPPED_HEADER] as string | undefined) : undefined,
       });
-      states.set(request, { ctx, done: false });
     } catch (err) {
-      throw toReplyError(reply, err);
+      return done(toReplyError(reply, err));
     }
+    if (!(loaded instanceof Promise)) {
+      (request as Req)[kSession] = loaded;
+      return done();
+    }
+    loaded.then(
+      (ctx) => {
+        (request as Req)[kSession] = ctx;
+        done();
+      },
+      (err: unknown) => done(toReplyError(reply, err)),
+    );
   });
 
   // Commit before the payload (and the headers) leave; `commit()` is null in the steady state,
   // and then nothing waits.
   fastify.addHook('onSend', (request, reply, payload, done) => {
-    const state = states.get(request);
-    if (!state || state.done) return done(null, payload);
-    state.done = true;
-    const { ctx } = state;
-    const finish = () => {
-      let headers: ReturnType<typeof sessionHeaders>;
-      try {
-        headers = sessionHeaders(ctx);
-      } catch (err) {
-        done(err as Error);
-        return;
-      }
-      if (headers) {
-        reply.header('set-cookie', headers.setCookie);
-        reply.header('cache-control', headers.cacheControl);
-        if (headers.registration) reply.header(REGISTRATION_HEADER, headers.registration);
-      }
-      done(null, payload);
-    };
+    const ctx = (request as Req)[kSession];
+    if (!ctx) return done(null, payload);
+    (request as Req)[kSession] = null;
     let pending: Promise<void> | null;
     try {
       pending = ctx.commit();
     } catch (err) {
-      done(toReplyError(reply, err) as Error);
+      return done(toReplyError(reply, err));
+    }
+    if (!pending) {
+      if (sendHeaders(ctx, reply, done)) done(null, payload);
       return;
     }
-    if (!pending) return finish();
-    pending.then(finish, (err: unknown) => done(toReplyError(reply, err) as Error));
+    pending.then(
+      () => {
+        if (sendHeaders(ctx, reply, done)) done(null, payload);
+      },
+      (err: unknown) => done(toReplyError(reply, err)),
+    );
   });
 };
 

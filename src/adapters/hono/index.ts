@@ -154,11 +154,13 @@ export function pgsessionHono(options: PgSessionHonoOptions): PgSessionHonoMiddl
         );
         return deviceFetchResponse(answer);
       }
-      ctx = await engine.load(host, {
+      const loaded = engine.attach(host, {
         cookieHeader: c.req.header('cookie'),
         secure,
         deviceSkipped: deviceBound ? c.req.header(SKIPPED_HEADER) : undefined,
       });
+      // A cached session is attached at once: no await, no turn of the microtask queue.
+      ctx = loaded instanceof Promise ? await loaded : loaded;
     } catch (err) {
       throw toHttpError(err);
     }

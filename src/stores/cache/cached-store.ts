@@ -362,6 +362,14 @@ export class CachedSessionStore implements SessionStore {
     this.#flush();
   }
 
+  /**
+   * The cached session, when the cache is serving and holds a live copy; undefined otherwise
+   * (then `get` answers, and counts the miss or the bypass).
+   */
+  peek(key: string): SessionRecord | undefined {
+    return this.listening ? this.#hit(key) : undefined;
+  }
+
   async get(
     key: string,
     options?: { legacyKey?: string; fresh?: boolean; id?: string | undefined },
@@ -372,15 +380,8 @@ export class CachedSessionStore implements SessionStore {
     } else if (options?.fresh) {
       this.#freshReads++;
     } else {
-      const entry = this.#cache.get(key);
-      if (entry !== undefined) {
-        const now = this.#now();
-        if (entry.expiresAt >= now && now - entry.cachedAt <= this.#entryMaxAge) {
-          this.#hits++;
-          return entry.toRecord();
-        }
-        this.#cache.delete(key);
-      }
+      const record = this.#hit(key);
+      if (record) return record;
       this.#misses++;
     }
     const gen0 = this.#begin();
@@ -500,6 +501,19 @@ export class CachedSessionStore implements SessionStore {
   }
 
   // ---- internals ----
+
+  /** A live cached copy of `key`, counted as a hit; a stale one is dropped. */
+  #hit(key: string): SessionRecord | undefined {
+    const entry = this.#cache.get(key);
+    if (entry === undefined) return undefined;
+    const now = this.#now();
+    if (entry.expiresAt >= now && now - entry.cachedAt <= this.#entryMaxAge) {
+      this.#hits++;
+      return entry.toRecord();
+    }
+    this.#cache.delete(key);
+    return undefined;
+  }
 
   /** Whether to use the cache for this call; counts and cleans up when not. */
   #serving(): boolean {

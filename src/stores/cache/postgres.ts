@@ -165,6 +165,10 @@ export class CachedPostgresSessionStore implements PostgresStore {
 
   // ---- the engine's port, through the cache ----
 
+  peek(key: string): SessionRecord | undefined {
+    return this.cache.peek(key);
+  }
+
   get(
     key: string,
     options?: { legacyKey?: string; fresh?: boolean; id?: string | undefined },
