@@ -3,11 +3,12 @@
  * cookie, and the same `session` table through `PgStore`; plus commit-before-response, hashed
  * ids at rest, server-side idle/absolute timeouts and throttled touches.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { IncomingMessage, ServerResponse } from 'node:http';
 import type { CookieOptions } from '../../core/cookie.js';
 import type { ParsedCookies } from '../../core/engine.js';
 import { ConfigError } from '../../core/errors.js';
 import { warnOnce } from '../../core/options.js';
+import type { RequestSession } from '../../core/request-session.js';
 import { normalizeSecrets } from '../../core/secrets.js';
 import type { Session, SessionData, SessionHost } from '../../core/session.js';
 import type { Secret } from '../../core/signature.js';
@@ -24,6 +25,7 @@ import {
   SKIPPED_HEADER,
   sendDeviceResponse,
 } from '../http.js';
+import { toDictionaryMode } from './dictionary-mode.js';
 import { holdResponse } from './response-hold.js';
 
 export type { SessionOptions } from '../http.js';
@@ -147,6 +149,10 @@ export function session(options: SessionOptions): SessionMiddleware {
     } catch (err) {
       return next(err);
     }
+    // Before the first property this adds: see dictionary-mode.ts (this is most of the hot path's
+    // cost under Express, and makes Express's own additions after it cheap too).
+    toDictionaryMode(req, IncomingMessage.prototype, 'httpVersion');
+    toDictionaryMode(res, ServerResponse.prototype, 'sendDate');
     req.sessionStore = store;
     // Without `proxy`, Express's own `req.secure` (its `trust proxy` setting) decides.
     const secure = isSecureRequest(req, proxy, expressSecure);
@@ -159,24 +165,33 @@ export function session(options: SessionOptions): SessionMiddleware {
         return;
       }
     }
-    engine
-      .load(req, {
+    let loaded: RequestSession | Promise<RequestSession>;
+    try {
+      loaded = engine.attach(req, {
         cookieHeader: req.headers.cookie,
         secure,
         cookie,
         secrets,
         parsedCookies: parsedCookiesOf(req, name),
         deviceSkipped: deviceBound ? (req.headers[SKIPPED_HEADER] as string | undefined) : undefined,
-      })
-      .then(
-        (ctx) => {
-          holdResponse(res, ctx, next);
-          next();
-        },
-        (err) => next(err),
-      );
+      });
+    } catch (err) {
+      return next(err);
+    }
+    // A cached session is attached at once: the app's next handler runs in this same call.
+    if (!(loaded instanceof Promise)) return attached(loaded, res, next);
+    loaded.then(
+      (ctx) => attached(ctx, res, next),
+      (err) => next(err),
+    );
   };
   return attachHandle(middleware, engine, sessionStore) as SessionMiddleware;
+}
+
+/** The request has its session: hold the response for the commit, and go on. */
+function attached(ctx: RequestSession, res: ServerResponse, next: Next): void {
+  holdResponse(res, ctx, next);
+  next();
 }
 
 /** Express's own `req.secure` (its `trust proxy` setting). */
