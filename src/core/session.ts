@@ -76,14 +76,27 @@ function fromCallback(fn: (cb: Done) => void): Promise<void> {
  * method takes an optional callback and returns a promise when none is given.
  */
 export class Session {
-  declare readonly id: string;
-  declare readonly req: SessionHost;
+  // Private fields, read through getters: like express-session's non-enumerable `req` and `id`,
+  // they stay out of Object.keys and JSON (the stored data), cannot be assigned, and cost no
+  // Object.defineProperty per request.
+  readonly #req: SessionHost;
+  readonly #id: string;
   declare cookie: Cookie;
   [key: string]: unknown;
 
+  /** The request this session belongs to. */
+  get req(): SessionHost {
+    return this.#req;
+  }
+
+  /** The session id (as `req.sessionID` was when this session was made). */
+  get id(): string {
+    return this.#id;
+  }
+
   constructor(req: SessionHost, data?: object | null) {
-    Object.defineProperty(this, 'req', { value: req });
-    Object.defineProperty(this, 'id', { value: req.sessionID });
+    this.#req = req;
+    this.#id = req.sessionID as string;
     if (data && typeof data === 'object') {
       for (const prop of Object.keys(data)) {
         // A stored key may never shadow a method or `id` (nor pollute the prototype).
