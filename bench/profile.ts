@@ -14,7 +14,7 @@ import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Framework, Layer } from './apps/common.js';
+import { type Framework, type Layer, withoutSessions } from './apps/common.js';
 import { startServer } from './lib/child.js';
 import { Admin } from './lib/db.js';
 import { login } from './lib/http.js';
@@ -42,7 +42,7 @@ const admin = needsDb ? await Admin.connect(url!) : undefined;
 const db = admin ? await admin.createDatabase(`profile_${framework}_${layer}`) : undefined;
 const server = await startServer({ framework, layer, databaseUrl: db?.url });
 try {
-  const cookie = layer === 'ceiling' ? 'connect.sid=none' : await login(server.url);
+  const cookie = withoutSessions(layer) ? 'connect.sid=none' : await login(server.url);
   const target = `${server.url}/dashboard`;
   await runWrk({ url: target, cookies: [cookie], connections: 50, durationSec: 2 });
   const r = await runWrk({ url: target, cookies: [cookie], connections: 50, durationSec: duration });

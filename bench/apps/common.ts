@@ -6,7 +6,15 @@ import { randomBytes } from 'node:crypto';
 import { COOKIE_NAME, MAX_AGE_MS, SECRET, USER_AGENT } from '../lib/config.js';
 
 /** The session layers one framework is measured with. */
-export type Layer = 'incumbent' | 'pgsession' | 'floor' | 'ceiling';
+/**
+ * `ceilingDict`: the ceiling with the one thing pgsession's Express middleware does to every
+ * request besides sessions (`req` and `res` switched to dictionary properties, see
+ * src/adapters/express/dictionary-mode.ts), so the session layer's own cost can be read net of it.
+ */
+export type Layer = 'incumbent' | 'pgsession' | 'floor' | 'ceiling' | 'ceilingDict';
+
+/** Layers with no sessions to log into (the benchmark sends a fixed cookie). */
+export const withoutSessions = (layer: Layer): boolean => layer === 'ceiling' || layer === 'ceilingDict';
 export type Framework = 'express' | 'http' | 'fastify' | 'hono' | 'web';
 
 /** The seed's settings, for express-session and pgsession alike. */

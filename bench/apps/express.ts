@@ -2,10 +2,12 @@
  * The seed-shaped Express 5 app: urlencoded body parser, the session middleware, a `requireAuth`
  * guard and `GET /dashboard`. With `incumbent` and `pgsession` only the two imports differ
  * (express-session + connect-pg-simple, or `pgsession` + `pgsession/connect-pg-simple`); the
- * floor and the ceiling replace the session middleware.
+ * floor and the ceiling replace the session middleware (`ceilingDict`: see common.ts).
  */
+import { IncomingMessage, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
+import { toDictionaryMode } from '../../src/adapters/express/dictionary-mode.js';
 import { Floor, floorMiddleware } from '../lib/floor.js';
 import { type BenchSession, dashboard, FIXED_SESSION, type Layer, logIn, sessionOptions } from './common.js';
 import type { App, AppContext } from './context.js';
@@ -72,6 +74,14 @@ export async function expressApp(layer: Layer, ctx: AppContext): Promise<App> {
     const floor = new Floor();
     app.use(floorMiddleware(floor) as RequestHandler);
     ctx.exposeFloor(floor);
+  } else if (layer === 'ceilingDict') {
+    // The ceiling, with req and res switched to dictionary properties as pgsession does.
+    app.use((req, res, next) => {
+      toDictionaryMode(req, IncomingMessage.prototype, 'httpVersion');
+      toDictionaryMode(res, ServerResponse.prototype, 'sendDate');
+      (req as unknown as { session: BenchSession }).session = FIXED_SESSION;
+      next();
+    });
   } else {
     // The ceiling: the same app with no session layer, one line in its place.
     app.use((req, _res, next) => {

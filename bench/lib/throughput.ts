@@ -8,7 +8,7 @@
  * ceiling built the same way for that server.
  */
 import { createHmac, randomBytes } from 'node:crypto';
-import type { Framework, Layer } from '../apps/common.js';
+import { type Framework, type Layer, withoutSessions } from '../apps/common.js';
 import { type ServerProcess, startServer } from './child.js';
 import { concurrently } from './concurrently.js';
 import { COOKIE_NAME, configName, SECRET } from './config.js';
@@ -47,6 +47,7 @@ export const LAYER_LABEL: Record<Layer, string> = {
   pgsession: 'pgsession',
   floor: 'floor (minimal session layer)',
   ceiling: 'ceiling (no session layer)',
+  ceilingDict: 'ceiling + dictionary-mode req/res (no session layer)',
 };
 
 const SERVERS: Array<{ framework: Framework; layer: Layer }> = [
@@ -54,6 +55,7 @@ const SERVERS: Array<{ framework: Framework; layer: Layer }> = [
   { framework: 'express', layer: 'pgsession' },
   { framework: 'express', layer: 'floor' },
   { framework: 'express', layer: 'ceiling' },
+  { framework: 'express', layer: 'ceilingDict' },
   ...(['http', 'fastify', 'hono', 'web'] as const).flatMap((framework) =>
     (['pgsession', 'floor', 'ceiling'] as const).map((layer) => ({ framework, layer })),
   ),
@@ -168,12 +170,12 @@ export async function throughput(
           await sleep(50);
         }
       }
-      const one = s.layer === 'ceiling' ? ['connect.sid=none'] : [await login(server.url)];
+      const one = withoutSessions(s.layer) ? ['connect.sid=none'] : [await login(server.url)];
       let many: string[] = [];
       if (s.framework === 'express') {
         const started = performance.now();
         many =
-          s.layer === 'ceiling'
+          withoutSessions(s.layer)
             ? Array.from({ length: plan.rotatingSessions }, (_, i) => `connect.sid=none${i}`)
             : await loginMany(server, plan.rotatingSessions);
         // Every session is requested once before any measurement (and must be logged in).
