@@ -174,10 +174,9 @@ export async function throughput(
       let many: string[] = [];
       if (s.framework === 'express') {
         const started = performance.now();
-        many =
-          withoutSessions(s.layer)
-            ? Array.from({ length: plan.rotatingSessions }, (_, i) => `connect.sid=none${i}`)
-            : await loginMany(server, plan.rotatingSessions);
+        many = withoutSessions(s.layer)
+          ? Array.from({ length: plan.rotatingSessions }, (_, i) => `connect.sid=none${i}`)
+          : await loginMany(server, plan.rotatingSessions);
         // Every session is requested once before any measurement (and must be logged in).
         await visitAll(server, many);
         log(
