@@ -177,12 +177,24 @@ export class SessionEngine {
     const found = cookie;
     if (touching) return touching.then(() => this.#read(ctx, host, found, request));
     const peeked = this.#peek(cookie);
-    // Only a live, unbound session is attached here; anything else takes the store's own read.
-    if (peeked && !peeked.device && !expiredReason(this.options, peeked, ctx.cookieOptions)) {
-      ctx.inflate(cookie.id, cookie.key, peeked);
-      return ctx;
-    }
-    return this.#read(ctx, host, found, request);
+    // A session that looks expired takes the store's own read (#settle re-reads it fresh).
+    return (
+      (peeked && this.#live(ctx, host, cookie, peeked, request)) || this.#read(ctx, host, found, request)
+    );
+  }
+
+  /** Attach `record` if it is live; null if it looks expired (then {@link #settle} decides). */
+  #live(
+    ctx: RequestSession,
+    host: SessionHost,
+    cookie: VerifiedCookie,
+    record: SessionRecord,
+    request: LoadRequest,
+  ): RequestSession | null {
+    if (expiredReason(this.options, record, ctx.cookieOptions)) return null;
+    if (record.device) return this.#attachBound(ctx, host, cookie, record, request);
+    ctx.inflate(cookie.id, cookie.key, record);
+    return ctx;
   }
 
   /** The store's in-memory copy of the cookie's session, if it has one (a fault counts as none). */
@@ -204,14 +216,9 @@ export class SessionEngine {
     request: LoadRequest,
   ): Promise<RequestSession> {
     return this.#query(cookie.key, cookie.id, false).then(
-      (record) => {
-        if (record && !expiredReason(this.options, record, ctx.cookieOptions)) {
-          if (record.device) return this.#attachBound(ctx, host, cookie, record, request);
-          ctx.inflate(cookie.id, cookie.key, record);
-          return ctx;
-        }
-        return this.#settle(ctx, host, cookie, record, request);
-      },
+      (record) =>
+        (record && this.#live(ctx, host, cookie, record, request)) ||
+        this.#settle(ctx, host, cookie, record, request),
       (err: unknown) => {
         throw storeFault('load the session', err);
       },
