@@ -52,6 +52,7 @@ export {
   type SessionStore,
   type StoreCallOptions,
 } from './core/store.js';
+export { StoredData } from './core/stored-data.js';
 export {
   type CreatePoolOptions,
   createPool,

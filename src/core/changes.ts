@@ -7,6 +7,7 @@
 import { SerializationError } from './errors.js';
 import { Session } from './session.js';
 import type { SessionJSON, SessionRecord } from './store.js';
+import type { StoredData } from './stored-data.js';
 
 /** The JSON text of each top-level data key (not `cookie`), in key order. */
 export type Snapshot = Map<string, string>;
@@ -52,6 +53,8 @@ export function toJSON(session: Session, snap: Snapshot): SessionJSON {
  * may have changed, so a steady request serializes its session once, not once per key twice.
  */
 export class ChangeTracker {
+  /** The loaded data as the store keeps it, split by key (when the store has it so). */
+  private base: StoredData | undefined;
   /** The loaded data's JSON text (undefined for a generated session, or data no JSON holds). */
   private baseText: string | undefined;
   /** The loaded cookie's JSON value, which stands in for the live cookie when comparing with `baseText`. */
@@ -64,6 +67,7 @@ export class ChangeTracker {
 
   /** A brand-new session: its data (usually none) is the reference, and nothing is saved. */
   generated(session: Session): void {
+    this.base = undefined;
     this.baseText = undefined;
     this.baseCookie = undefined;
     this.originalSnapValue = snapshot(session);
@@ -76,6 +80,14 @@ export class ChangeTracker {
    * end of the request writes it again (express-session's `resave: true`).
    */
   loaded(record: SessionRecord, session: Session, resave: boolean): void {
+    this.savedSnap = undefined;
+    this.savedIsOriginal = !resave;
+    this.originalSnapValue = undefined;
+    this.base = record.stored;
+    this.baseText = undefined;
+    this.baseCookie = undefined;
+    // Split by key: compared key by key, and `record.data` is never read (see StoredData).
+    if (this.base) return;
     // The text must be exactly JSON.stringify(record.data): a store that kept it says so.
     let text = record.json;
     if (text === undefined) {
@@ -89,8 +101,6 @@ export class ChangeTracker {
     this.baseText = text;
     this.baseCookie = record.data.cookie;
     this.originalSnapValue = text === undefined ? snapshot(session) : undefined;
-    this.savedSnap = undefined;
-    this.savedIsOriginal = !resave;
   }
 
   /** The session was just written with this data. */
@@ -114,19 +124,25 @@ export class ChangeTracker {
     if (this.originalSnapValue === undefined) {
       // The same copy rules as on load (keys shadowing methods, `__proto__` and `cookie` skipped),
       // applied to a fresh parse of the loaded text: exactly the snapshot load would have taken.
-      this.originalSnapValue =
-        this.baseText === undefined ? new Map() : snapshot(new Session({}, JSON.parse(this.baseText)));
+      const data = this.base
+        ? this.base.data()
+        : this.baseText === undefined
+          ? undefined
+          : JSON.parse(this.baseText);
+      this.originalSnapValue = data === undefined ? new Map() : snapshot(new Session({}, data));
     }
     return this.originalSnapValue;
   }
 
   /**
    * True when the session certainly holds the data it was loaded with: its keys, in their
-   * order, with the loaded cookie in place of the live one, serialize to the loaded text. One
-   * JSON.stringify, no per-key snapshot. False means "compare per key" (the exact check), never
-   * "modified": a key order change or a skipped key only costs the slow path.
+   * order, with the loaded cookie in place of the live one, serialize to the loaded text (one
+   * JSON.stringify, no per-key snapshot), or key by key match the stored data the store gave.
+   * False means "compare per key" (the exact check), never "modified": a key order change or a
+   * skipped key only costs the slow path.
    */
   unchangedSinceLoad(session: Session): boolean {
+    if (this.base) return this.base.sameAs(session);
     const text = this.baseText;
     if (text === undefined) return false;
     const probe: Record<string, unknown> = {};

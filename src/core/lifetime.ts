@@ -55,7 +55,11 @@ export function expiredReason(
   // Stores adapted from express-session cannot record activity on touch (most keep only a
   // TTL): for them the idle timeout is their own expiry, refreshed by every touch.
   if (options.store.tracksActivity === false) return null;
-  const idle = idleTimeoutOf(options, record.data.cookie, cookieOptions);
+  const idle = idleTimeoutOf(
+    options,
+    record.stored ? record.stored.cookie : record.data.cookie,
+    cookieOptions,
+  );
   return idle !== null && now - record.lastActiveAt > idle + touchAfter ? 'idle' : null;
 }
 

@@ -12,6 +12,7 @@ import { SessionStateError } from './errors.js';
 import { readOnlyFault, runStore } from './faults.js';
 import { expiresAt } from './lifetime.js';
 import {
+  isDataKey,
   kController,
   type RegenerateOptions,
   Session,
@@ -140,12 +141,19 @@ export class RequestSession implements SessionController {
     this.id = id;
     this.key = key;
     host.sessionID = id;
-    const stored = record.data.cookie ?? { originalMaxAge: null };
+    const split = record.stored;
+    const stored = (split ? split.cookie : record.data.cookie) ?? { originalMaxAge: null };
     // The constructor turns a stored (string) `expires` into a Date itself.
     const cookie = new Cookie(stored);
     cookie.originalMaxAge = stored.originalMaxAge ?? null;
-    const session = new Session(host, record.data) as Session & Partial<SessionData>;
-    session.cookie = cookie;
+    let session: Session & Partial<SessionData>;
+    if (split) {
+      session = new Session(host) as Session & Partial<SessionData>;
+      split.copyInto(session, cookie, (key) => isDataKey(session, key));
+    } else {
+      session = new Session(host, record.data) as Session & Partial<SessionData>;
+      session.cookie = cookie;
+    }
     host.session = session;
     this.persisted = true;
     this.createdAt = record.createdAt;

@@ -31,6 +31,11 @@ export interface SessionController {
 
 export const kController: unique symbol = Symbol.for('pgsession.controller');
 
+/** Whether a stored key may be copied onto `session`: never one shadowing a method or `id`, nor `__proto__`. */
+export function isDataKey(session: Session, key: string): boolean {
+  return !(key in session) && key !== '__proto__';
+}
+
 /** The object sessions hang off: Express's `req`, a Fastify request, or a Hono context's holder. */
 export interface SessionHost {
   sessionID?: string | undefined;
@@ -99,8 +104,7 @@ export class Session {
     this.#id = req.sessionID as string;
     if (data && typeof data === 'object') {
       for (const prop of Object.keys(data)) {
-        // A stored key may never shadow a method or `id` (nor pollute the prototype).
-        if (!(prop in this) && prop !== '__proto__') this[prop] = (data as Record<string, unknown>)[prop];
+        if (isDataKey(this, prop)) this[prop] = (data as Record<string, unknown>)[prop];
       }
     }
   }

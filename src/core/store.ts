@@ -10,6 +10,7 @@
  * All times are milliseconds since the epoch, taken from the app server's clock (`Date.now()`),
  * as connect-pg-simple does. The database clock is never compared against them.
  */
+import type { StoredData } from './stored-data.js';
 
 /** express-session's JSON form of the cookie, stored inside `sess.cookie`. */
 export interface CookieJSON {
@@ -58,6 +59,13 @@ export interface SessionRecord {
    * never persist it; leave it out rather than give a text that differs from `data`.
    */
   json?: string | undefined;
+  /**
+   * Optional, from `get` and `peek` only: the same data as `data`, split by top-level key, when
+   * the store keeps it that way (the cache does). The engine then copies and compares the
+   * session key by key instead of reading `data`, so a store may make `data` a lazy property.
+   * Stores never persist it.
+   */
+  stored?: StoredData | undefined;
   /**
    * The device key the session is bound to (DBSC, the `deviceBound` option), or null/absent
    * when it is not bound. Stored apart from `data`: only {@link SessionStore.bindDevice} writes

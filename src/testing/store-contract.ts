@@ -165,6 +165,8 @@ export function storeContract(options: StoreContractOptions): void {
         assert.deepStrictEqual(withoutText(got), r);
         // `json`, when a store gives it, is exactly the text of `data`.
         if (got?.json !== undefined) assert.equal(got.json, JSON.stringify(got.data));
+        // So is `stored`, split by key.
+        if (got?.stored !== undefined) assert.deepStrictEqual(got.stored.data(), got.data);
         assert.equal(await store.get('missing'), null);
       });
 
@@ -460,7 +462,7 @@ export function storeContract(options: StoreContractOptions): void {
 /** `record` without the optional `json` text a store may attach for the engine (not part of equality). */
 function withoutText(record: SessionRecord | null): SessionRecord | null {
   if (!record) return record;
-  const { json: _json, readOnly: _readOnly, device, ...rest } = record;
+  const { json: _json, stored: _stored, readOnly: _readOnly, device, ...rest } = record;
   // An unbound session may say so (`device: null`) or leave the field out.
   return device == null ? rest : { ...rest, device };
 }

@@ -9,6 +9,7 @@ import type {
   SessionStore,
   StoreCallOptions,
 } from '../../core/store.js';
+import { StoredData, textBytes } from '../../core/stored-data.js';
 import { isConnectionError } from '../../db/errors.js';
 import { ALL_KEYS } from './protocol.js';
 import type { InvalidationHandlers, InvalidationSource } from './types.js';
@@ -104,24 +105,26 @@ export const DEFAULT_LAST_KNOWN_GOOD_MAX_AGE = 15 * 60_000;
 export const DEFAULT_REMOTE_FLUSH_INTERVAL_MS = 1000;
 
 /**
- * Estimated bytes per entry besides the session's JSON: the key string (~64 B for a 43-character
- * storage key), the entry object with its boxed numbers (~120 B), lru-cache's slots and its
- * `Map` entry (~70 B). Measured at about 250 B on Node 20 (see `test/stores/cache.test.ts`).
+ * Estimated bytes per entry besides the session's JSON text: the key string (~64 B for a
+ * 43-character storage key), the entry object with its boxed numbers, the data's per-key array,
+ * frozen cookie and string headers, lru-cache's slots and its `Map` entry. Measured at about
+ * 440 B on Node 20 for the seed's session (see `test/stores/cache.test.ts`).
  */
-export const ENTRY_OVERHEAD = 256;
+export const ENTRY_OVERHEAD = 384;
 
 /** Past this many keys invalidated during in-flight reads, all in-flight reads are refused instead. */
 const MAX_TRACKED_INVALIDATIONS = 4096;
 
 /**
- * One cached session. The data is kept as its JSON string: compact (one flat string instead of
- * an object graph) and every read parses a fresh copy the caller owns. No closures per entry.
+ * One cached session. The data is kept split by top-level key ({@link StoredData}): compact
+ * (primitives and JSON text, no object graph), every read gets a fresh copy the caller owns, and
+ * the engine copies and compares it key by key. No closures per entry.
  */
 class Entry {
   /** When it was cached (the store's clock), for `entryMaxAge`. */
   cachedAt = 0;
   constructor(
-    readonly json: string,
+    readonly stored: StoredData,
     public expiresAt: number,
     readonly createdAt: number,
     public lastActiveAt: number,
@@ -131,9 +134,9 @@ class Entry {
     readonly device: DeviceBinding | null,
   ) {}
 
-  static of(record: SessionRecord, json: string = JSON.stringify(record.data)): Entry {
+  static of(record: SessionRecord, stored: StoredData = StoredData.of(record.data)): Entry {
     return new Entry(
-      json,
+      stored,
       record.expiresAt,
       record.createdAt,
       record.lastActiveAt,
@@ -144,17 +147,48 @@ class Entry {
   }
 
   toRecord(): SessionRecord {
-    return {
-      data: JSON.parse(this.json) as SessionJSON,
-      expiresAt: this.expiresAt,
-      createdAt: this.createdAt,
-      lastActiveAt: this.lastActiveAt,
-      userId: this.userId,
-      version: this.version,
-      // The text just parsed: the engine compares against it instead of serializing on load.
-      json: this.json,
-      device: this.device && { ...this.device, jwk: { ...this.device.jwk } },
-    };
+    return new CachedRecord(this);
+  }
+}
+
+/**
+ * A record read from the cache. Its `data` is built only when something reads it: the engine
+ * reads `stored` instead, so a steady request never materialises the whole session twice.
+ */
+class CachedRecord implements SessionRecord {
+  /** Own, enumerable and lazy, like a plain record's `data` (the same accessor for every record). */
+  static readonly #dataProperty: PropertyDescriptor = {
+    get(this: CachedRecord): SessionJSON {
+      if (this.#data === undefined) this.#data = this.stored.data();
+      return this.#data;
+    },
+    set(this: CachedRecord, data: SessionJSON) {
+      this.#data = data;
+    },
+    enumerable: true,
+    configurable: true,
+  };
+
+  #data: SessionJSON | undefined = undefined;
+  declare data: SessionJSON;
+  readonly stored: StoredData;
+  expiresAt: number;
+  createdAt: number;
+  lastActiveAt: number;
+  userId: string | null;
+  version: number;
+  device: DeviceBinding | null;
+  readOnly: boolean | undefined = undefined;
+
+  constructor(entry: Entry) {
+    Object.defineProperty(this, 'data', CachedRecord.#dataProperty);
+    this.stored = entry.stored;
+    this.expiresAt = entry.expiresAt;
+    this.createdAt = entry.createdAt;
+    this.lastActiveAt = entry.lastActiveAt;
+    this.userId = entry.userId;
+    this.version = entry.version;
+    this.device = entry.device && { ...entry.device, jwk: { ...entry.device.jwk } };
   }
 }
 
@@ -166,13 +200,14 @@ class Stale {
   ) {}
 }
 
-// biome-ignore lint/suspicious/noControlCharactersInRegex: Latin-1 range test
-const TWO_BYTE = /[^\u0000-\u00ff]/;
-
-/** The estimated memory of one entry: V8 keeps Latin-1 strings at 1 byte per character, others at 2. */
+/** The estimated memory of one entry whose data's JSON text is `json`. */
 export function entrySize(key: string, json: string): number {
-  const width = TWO_BYTE.test(json) ? 2 : 1;
-  return ENTRY_OVERHEAD + key.length + json.length * width;
+  return ENTRY_OVERHEAD + key.length + textBytes(json);
+}
+
+/** {@link entrySize} of a cached entry, from its stored data's own estimate. */
+function storedSize(key: string, stored: StoredData): number {
+  return ENTRY_OVERHEAD + key.length + stored.bytes;
 }
 
 /**
@@ -267,7 +302,7 @@ export class CachedSessionStore implements SessionStore {
       max,
       maxSize,
       maxEntrySize,
-      sizeCalculation: (entry, key) => entrySize(key, entry.json),
+      sizeCalculation: (entry, key) => storedSize(key, entry.stored),
       dispose: (_entry, _key, reason) => {
         if (reason === 'evict') this.#evictions++;
       },
@@ -281,7 +316,7 @@ export class CachedSessionStore implements SessionStore {
       max,
       maxSize,
       maxEntrySize,
-      sizeCalculation: (stale, key) => entrySize(key, stale.entry.json),
+      sizeCalculation: (stale, key) => storedSize(key, stale.entry.stored),
     });
 
     const tracksActivity = (inner as { tracksActivity?: boolean }).tracksActivity;
@@ -406,8 +441,8 @@ export class CachedSessionStore implements SessionStore {
   }
 
   async create(key: string, record: SessionRecord, options?: StoreCallOptions): Promise<void> {
-    // Serialized now, as the inner store does: the caller may reuse its objects afterwards.
-    const json = JSON.stringify(record.data);
+    // Copied now, as the inner store serializes it: the caller may reuse its objects afterwards.
+    const stored = StoredData.of(record.data);
     const gen0 = this.#begin();
     let ok = false;
     try {
@@ -416,7 +451,7 @@ export class CachedSessionStore implements SessionStore {
     } finally {
       const fresh = this.#end(key, gen0);
       this.#mark(key);
-      if (ok && fresh) this.#store(key, Entry.of(record, json));
+      if (ok && fresh) this.#store(key, Entry.of(record, stored));
     }
   }
 

@@ -1,0 +1,173 @@
+import { describe, expect, it } from 'vitest';
+import type { SessionJSON } from './store.js';
+import { StoredData } from './stored-data.js';
+
+const cookie = {
+  originalMaxAge: 604_800_000,
+  expires: '2026-12-11T10:00:00.000Z',
+  httpOnly: true,
+  path: '/',
+  sameSite: 'lax',
+};
+
+/** What a round trip of the whole session through JSON gives. */
+const viaJSON = (data: unknown) => JSON.parse(JSON.stringify(data)) as SessionJSON;
+
+describe('StoredData', () => {
+  it('gives back what JSON would: same keys, same order, same values', () => {
+    const data = {
+      userId: 7,
+      cookie,
+      role: 'admin',
+      flags: [1, 'two', { three: 3 }],
+      prefs: { theme: 'dark', nested: { deep: true } },
+      none: null,
+      yes: false,
+      when: new Date('2026-01-02T03:04:05.000Z'),
+      gone: undefined,
+      fn: () => 1,
+      nan: Number.NaN,
+      inf: Number.POSITIVE_INFINITY,
+      negativeZero: -0,
+      text: 'é €',
+    } as unknown as SessionJSON;
+    const stored = StoredData.of(data);
+    expect(stored.data()).toStrictEqual(viaJSON(data));
+    expect(Object.keys(stored.data())).toStrictEqual(Object.keys(viaJSON(data)));
+    expect(Object.is(stored.data().negativeZero, 0)).toBe(true);
+  });
+
+  it('keeps its own copy: changing the data afterwards changes nothing stored', () => {
+    const data = { cookie: { ...cookie }, cart: { items: [1] }, n: 1 } as SessionJSON;
+    const stored = StoredData.of(data);
+    (data.cart as { items: number[] }).items.push(2);
+    data.n = 2;
+    data.cookie.path = '/elsewhere';
+    expect(stored.data()).toStrictEqual({ cookie, cart: { items: [1] }, n: 1 });
+  });
+
+  it('hands out a fresh copy every time, nested values and cookie included', () => {
+    const stored = StoredData.of({ cookie, cart: { items: [1] } } as SessionJSON);
+    const first = stored.data();
+    (first.cart as { items: number[] }).items.push(2);
+    first.cookie.path = '/changed';
+    expect(stored.data()).toStrictEqual({ cookie, cart: { items: [1] } });
+    expect(Object.isFrozen(stored.cookie)).toBe(true);
+    expect(stored.cookie).toStrictEqual(cookie);
+  });
+
+  it('takes a toJSON on the data object at its word, and throws what JSON throws', () => {
+    const custom = { cookie, secret: 'x', toJSON: () => ({ cookie, shown: 1 }) } as unknown as SessionJSON;
+    expect(StoredData.of(custom).data()).toStrictEqual({ cookie, shown: 1 });
+    expect(() => StoredData.of({ cookie, big: 1n } as unknown as SessionJSON)).toThrow(TypeError);
+    const cyclic: Record<string, unknown> = { cookie };
+    cyclic.self = { cyclic };
+    (cyclic.self as Record<string, unknown>).cyclic = cyclic;
+    expect(() => StoredData.of(cyclic as SessionJSON)).toThrow(TypeError);
+  });
+
+  it('has no cookie when the data has none (or a null one)', () => {
+    expect(StoredData.of({ n: 1 } as unknown as SessionJSON).cookie).toBeUndefined();
+    expect(StoredData.of({ cookie: null, n: 1 } as unknown as SessionJSON).cookie).toBeUndefined();
+  });
+
+  it('estimates its size from its JSON text, two bytes a character outside Latin-1', () => {
+    const latin = StoredData.of({ cookie, note: 'a'.repeat(1000) } as SessionJSON);
+    const wide = StoredData.of({ cookie, note: '€'.repeat(1000) } as SessionJSON);
+    const text = JSON.stringify({ cookie, note: 'a'.repeat(1000) }).length;
+    expect(latin.bytes).toBeGreaterThanOrEqual(text * 0.9);
+    expect(latin.bytes).toBeLessThanOrEqual(text * 1.1);
+    expect(wide.bytes - latin.bytes).toBe(1000);
+  });
+
+  it('shares one key list between sessions with the same keys', () => {
+    const a = StoredData.of({ cookie, userId: 1, csrf: 'a' } as SessionJSON);
+    const b = StoredData.of({ cookie, userId: 2, csrf: 'b' } as SessionJSON);
+    const c = StoredData.of({ userId: 3, cookie, csrf: 'c' } as SessionJSON);
+    expect(a.keys).toBe(b.keys);
+    expect(c.keys).not.toBe(a.keys);
+    expect(Object.isFrozen(a.keys)).toBe(true);
+  });
+
+  describe('copyInto', () => {
+    it('copies in stored order, the given cookie in the cookie slot, only the keys accepted', () => {
+      const stored = StoredData.of({ a: 1, cookie, save: 'x', b: { c: 2 } } as unknown as SessionJSON);
+      const target: Record<string, unknown> = {};
+      const live = { live: true };
+      stored.copyInto(target, live, (key) => key !== 'save');
+      expect(Object.keys(target)).toStrictEqual(['a', 'cookie', 'b']);
+      expect(target.cookie).toBe(live);
+      expect(target.b).toStrictEqual({ c: 2 });
+    });
+  });
+
+  describe('sameAs', () => {
+    const data = { cookie, userId: 7, role: 'user', meta: { ip: '127.0.0.1', at: 1 } } as SessionJSON;
+    const loaded = () => {
+      const stored = StoredData.of(data);
+      const target: Record<string, unknown> = {};
+      stored.copyInto(target, { maxAge: 1 }, () => true);
+      return { stored, target };
+    };
+
+    it('is true for the data as loaded, whatever the cookie holds now', () => {
+      const { stored, target } = loaded();
+      expect(stored.sameAs(target)).toBe(true);
+      target.cookie = { something: 'else' };
+      expect(stored.sameAs(target)).toBe(true);
+    });
+
+    it('is true when a value was replaced by an equal one', () => {
+      const { stored, target } = loaded();
+      target.meta = { ip: '127.0.0.1', at: 1 };
+      target.role = ['us', 'er'].join('');
+      expect(stored.sameAs(target)).toBe(true);
+    });
+
+    it('is false for any change: a value, a nested value in place, a key added, removed or moved', () => {
+      const changes: Array<(t: Record<string, unknown>) => void> = [
+        (t) => {
+          t.userId = 8;
+        },
+        (t) => {
+          t.userId = '7';
+        },
+        (t) => {
+          (t.meta as { at: number }).at = 2;
+        },
+        (t) => {
+          t.meta = null;
+        },
+        (t) => {
+          t.extra = 1;
+        },
+        (t) => {
+          delete t.role;
+        },
+        (t) => {
+          const role = t.role;
+          delete t.role;
+          t.role = role;
+        },
+        (t) => {
+          t.meta = { at: 1, ip: '127.0.0.1' };
+        },
+      ];
+      for (const change of changes) {
+        const { stored, target } = loaded();
+        change(target);
+        expect(stored.sameAs(target), String(change)).toBe(false);
+      }
+    });
+
+    it('is false, without throwing, for a value JSON cannot hold', () => {
+      const { stored, target } = loaded();
+      const cycle: Record<string, unknown> = {};
+      cycle.cycle = cycle;
+      target.meta = cycle;
+      expect(stored.sameAs(target)).toBe(false);
+      target.meta = { big: 1n };
+      expect(stored.sameAs(target)).toBe(false);
+    });
+  });
+});

@@ -1,0 +1,178 @@
+/**
+ * A session's data as a store keeps it in memory between requests (the cache), split by
+ * top-level key.
+ *
+ * Every request needs its own copy of the data, and at its end, whether the data changed. Kept as
+ * one JSON text, that is a `JSON.parse` of the whole session and a `JSON.stringify` of the whole
+ * session on every request. Split by key, a primitive value (most session data: an id, a role, a
+ * token) is immutable, so it is shared as is and compared with `===`; only an object value keeps
+ * its JSON text, parsed into each request's copy and serialized again to compare. The result is
+ * the same as the round trip of the whole text: the same keys in the same order, the same values.
+ */
+import type { CookieJSON, SessionJSON } from './store.js';
+
+/** A JSON primitive, as a top-level value of stored data. */
+type Primitive = string | number | boolean | null;
+
+/** The JSON text of an object (or array) value. */
+class ObjectText {
+  constructor(readonly text: string) {}
+}
+
+// biome-ignore lint/suspicious/noControlCharactersInRegex: Latin-1 range test
+const TWO_BYTE = /[^\u0000-\u00ff]/;
+
+/** Estimated bytes of a string in V8: Latin-1 strings take 1 byte a character, others 2. */
+export function textBytes(text: string): number {
+  return TWO_BYTE.test(text) ? text.length * 2 : text.length;
+}
+
+/** The value JSON gives a top-level value: a primitive, an object's text, or undefined (the key is dropped). */
+function jsonValue(value: unknown): Primitive | ObjectText | undefined {
+  if (value === null || typeof value === 'string' || typeof value === 'boolean') return value;
+  // JSON has no NaN, Infinity or -0: they come back as null, null and 0.
+  if (typeof value === 'number') return Number.isFinite(value) ? value + 0 : null;
+  // Everything else is what its JSON says: toJSON may make a primitive of an object (a Date's
+  // string), undefined, functions and symbols drop the key, a BigInt throws.
+  const text = JSON.stringify(value) as string | undefined;
+  if (text === undefined) return undefined;
+  if (text[0] === '{' || text[0] === '[') return new ObjectText(text);
+  return JSON.parse(text) as Primitive;
+}
+
+/** The stored cookie, frozen, when every member is a primitive (it always is for express-session's). */
+type FlatCookie = Readonly<Record<string, Primitive>>;
+
+function flatCookie(cookie: unknown): FlatCookie | undefined {
+  if (typeof cookie !== 'object' || cookie === null || Array.isArray(cookie)) return undefined;
+  for (const value of Object.values(cookie))
+    if (typeof value === 'object' && value !== null) return undefined;
+  return Object.freeze(cookie as FlatCookie);
+}
+
+/**
+ * Key lists shared by every stored session that has the same keys in the same order (most of an
+ * app's sessions do): a list is kept once, not once per cached session. Bounded: past the limit,
+ * lists are not shared.
+ */
+const keyLists = new Map<string, readonly string[]>();
+const MAX_KEY_LISTS = 1000;
+
+function sharedKeys(keys: string[]): readonly string[] {
+  // JSON of the list: no two lists have the same text.
+  const signature = JSON.stringify(keys);
+  const known = keyLists.get(signature);
+  if (known) return known;
+  Object.freeze(keys);
+  if (keyLists.size < MAX_KEY_LISTS) keyLists.set(signature, keys);
+  return keys;
+}
+
+export class StoredData {
+  private constructor(
+    /** The top-level keys, in stored order, `cookie` included where it was. */
+    readonly keys: readonly string[],
+    /**
+     * Per key: its primitive value, or its object's JSON text; the cookie's slot holds the frozen
+     * cookie itself when it is flat (no text kept twice).
+     */
+    private readonly values: readonly (Primitive | ObjectText | FlatCookie)[],
+    /**
+     * The stored cookie (express-session's JSON form), frozen: every request copies it into its
+     * own. Undefined when the data has none.
+     */
+    readonly cookie: Readonly<CookieJSON> | undefined,
+    /** Estimated bytes of the data in memory (the JSON text's length, in V8's string widths). */
+    readonly bytes: number,
+  ) {}
+
+  /**
+   * The data as JSON would store it (`JSON.parse(JSON.stringify(data))`, key by key), copied:
+   * the caller may change `data` afterwards. Throws what JSON.stringify throws (a BigInt, a cycle).
+   */
+  static of(data: SessionJSON): StoredData {
+    // A toJSON on the data object itself decides the whole text: take the text's word for it.
+    if (typeof (data as { toJSON?: unknown }).toJSON === 'function') {
+      return StoredData.of(JSON.parse(JSON.stringify(data)) as SessionJSON);
+    }
+    const keys: string[] = [];
+    const values: (Primitive | ObjectText | FlatCookie)[] = [];
+    let cookie: CookieJSON | undefined;
+    let bytes = 2;
+    for (const key of Object.keys(data)) {
+      const value = jsonValue(data[key]);
+      if (value === undefined) continue;
+      keys.push(key);
+      bytes += textBytes(key) + 4;
+      if (value instanceof ObjectText) bytes += textBytes(value.text);
+      else bytes += typeof value === 'string' ? textBytes(value) + 2 : 5;
+      if (key !== 'cookie') {
+        values.push(value);
+        continue;
+      }
+      const parsed: unknown = value instanceof ObjectText ? JSON.parse(value.text) : value;
+      const flat = flatCookie(parsed);
+      values.push(flat ?? value);
+      cookie = (flat ?? (parsed === null ? undefined : Object.freeze(parsed))) as CookieJSON | undefined;
+    }
+    return new StoredData(sharedKeys(keys), values, cookie, bytes);
+  }
+
+  /** A fresh copy of the data: what `JSON.parse` of the stored text gives. */
+  data(): SessionJSON {
+    const data: Record<string, unknown> = {};
+    for (let i = 0; i < this.keys.length; i++) data[this.keys[i]!] = this.valueAt(i);
+    return data as SessionJSON;
+  }
+
+  /**
+   * Copy the data onto `target` in stored order, each object value parsed afresh: the keys
+   * `accept` takes, with `cookie` in place of the stored cookie.
+   */
+  copyInto(target: Record<string, unknown>, cookie: unknown, accept: (key: string) => boolean): void {
+    const { keys } = this;
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      if (key === 'cookie') target.cookie = cookie;
+      else if (accept(key)) target[key] = this.valueAt(i);
+    }
+  }
+
+  /**
+   * True when `target` certainly holds this data: its own keys are these keys in this order, and
+   * each value but the cookie's serializes as stored (a primitive is the same primitive, an object
+   * the same text). The cookie is left out: its expiry moves on every request, and its changes are
+   * judged apart. False means "compare exactly", never "changed".
+   */
+  sameAs(target: Record<string, unknown>): boolean {
+    const { keys, values } = this;
+    const own = Object.keys(target);
+    if (own.length !== keys.length) return false;
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      if (own[i] !== key) return false;
+      if (key === 'cookie') continue;
+      const stored = values[i];
+      const live = target[key];
+      if (stored instanceof ObjectText) {
+        if (typeof live !== 'object' || live === null) return false;
+        let text: string | undefined;
+        try {
+          text = JSON.stringify(live);
+        } catch {
+          // Not serializable (a BigInt, a cycle): the exact comparison reports which key.
+          return false;
+        }
+        if (text !== stored.text) return false;
+      } else if (live !== stored) return false;
+    }
+    return true;
+  }
+
+  private valueAt(i: number): unknown {
+    const value = this.values[i];
+    if (value instanceof ObjectText) return JSON.parse(value.text);
+    // The flat cookie: a copy of its members is a copy of it.
+    return typeof value === 'object' && value !== null ? { ...value } : value;
+  }
+}
