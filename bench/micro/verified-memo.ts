@@ -2,10 +2,11 @@
  * The verified-cookie memo at its capacity (10,000 values, `VERIFIED_MEMO_MAX` in
  * src/core/engine.ts) under round-robin access, as `npm run bench`'s rotating row drives it:
  * 10,002 sessions, the memo filled with 10,000 of them in cycle order, then passes over the
- * 10,000 with nothing in between and right after one other cookie. An LRU exactly as large as
- * the cycle misses on every request of the pass after one other value came in (each insert
- * evicts the next value of the cycle), so each request of that pass pays the HMAC and the
- * SHA-256 again; the pass after it hits again. CPU time per request, bare Node objects.
+ * 10,000 with nothing in between and right after one other cookie. A plain LRU exactly as large
+ * as the cycle would miss on every request of the pass after one other value came in (each
+ * insert evicting the next value of the cycle), paying the HMAC and the SHA-256 again; a full
+ * memo admits one new value in eight instead, so both passes should cost the same. CPU time per
+ * request, bare Node objects.
  *
  *   npx tsx bench/micro/verified-memo.ts
  */
@@ -61,7 +62,7 @@ const rows: string[] = [];
 for (let round = 1; round <= 3; round++) {
   const steady = cycle(10_000, 1);
   one(cookies[10_001], visit); // one other cookie, as the one-cookie measurement between rounds
-  const afterOther = cycle(10_000, 1); // every request of this pass misses the memo
+  const afterOther = cycle(10_000, 1); // a plain LRU would miss on every request of this pass
   rows.push(
     `round ${round}: a pass of 10,000, nothing in between ${steady.toFixed(2)} µs/req; the pass after one other cookie ${afterOther.toFixed(2)} µs/req`,
   );

@@ -35,6 +35,18 @@ const MAX_COOKIE_VALUE = 4096;
 const VERIFIED_MEMO_MAX = 10_000;
 /** Longer verified values are not remembered (a default cookie value is 89 characters). */
 const VERIFIED_MEMO_VALUE_MAX = 256;
+/** A full memo takes one new value in this many (a power of two). */
+const FULL_MEMO_ADMIT_ONE_IN = 8;
+
+/**
+ * Remember `value` under `key` in a verified-value memo. A full memo takes only one new value in
+ * {@link FULL_MEMO_ADMIT_ONE_IN}: when more sessions are active than the memo holds, a plain LRU
+ * would evict on every miss the value that is needed next (each round-robin pass would miss on
+ * every request); admitting a few keeps most of the memo hitting, and new values still get in.
+ */
+function remember<V extends {}>(memo: LRUCache<string, V>, key: string, value: V, admitted: number): void {
+  if (memo.size < VERIFIED_MEMO_MAX || (admitted & (FULL_MEMO_ADMIT_ONE_IN - 1)) === 0) memo.set(key, value);
+}
 /** Most throttled touches remembered for {@link SessionEngine.flush} `{ touches: true }`. */
 const MAX_DEFERRED_TOUCHES = 10_000;
 /** Deferred touches written at once on shutdown. */
@@ -96,6 +108,8 @@ export class SessionEngine {
    * of the store on every request anyway. Bounded by count (least recently used evicted) and value length.
    */
   readonly #verified = new LRUCache<string, VerifiedCookie>({ max: VERIFIED_MEMO_MAX });
+  /** Values verified and not found in a memo, counted for {@link remember}. */
+  #memoMisses = 0;
   /**
    * Bound cookies (DBSC) whose MAC verified, with the storage key they are for and their
    * expiry: a returning one skips the HMAC. Safe for the same reasons as {@link #verified}: only
@@ -315,7 +329,7 @@ export class SessionEngine {
     const expiresAt = boundCookieExpiry(value, key, this.options.secrets);
     if (typeof expiresAt !== 'number') return expiresAt;
     if (expiresAt <= now) return 'expired';
-    this.#boundVerified.set(value!, { key, expiresAt });
+    remember(this.#boundVerified, value!, { key, expiresAt }, ++this.#memoMisses);
     return null;
   }
 
@@ -428,7 +442,8 @@ export class SessionEngine {
       secretIndex: verified.index,
       key: this.keyOf(verified.value),
     };
-    if (memo && raw.length <= VERIFIED_MEMO_VALUE_MAX) this.#verified.set(raw, Object.freeze(cookie));
+    if (memo && raw.length <= VERIFIED_MEMO_VALUE_MAX)
+      remember(this.#verified, raw, Object.freeze(cookie), ++this.#memoMisses);
     return cookie;
   }
 
