@@ -68,54 +68,88 @@ function sharedKeys(keys: string[]): readonly string[] {
   return keys;
 }
 
+/** Slots below this index mark object values in a bit mask; later ones wrap their text. */
+const MASK_BITS = 30;
+
+/** What a {@link StoredData} is made of: {@link StoredData.split}'s result, for a subclass's constructor. */
+export interface StoredParts {
+  readonly keys: readonly string[];
+  readonly values: readonly unknown[];
+  readonly objects: number;
+  readonly cookie: Readonly<CookieJSON> | undefined;
+  readonly bytes: number;
+}
+
 export class StoredData {
-  private constructor(
-    /** The top-level keys, in stored order, `cookie` included where it was. */
-    readonly keys: readonly string[],
-    /**
-     * Per key: its primitive value, or its object's JSON text; the cookie's slot holds the frozen
-     * cookie itself when it is flat (no text kept twice).
-     */
-    private readonly values: readonly (Primitive | ObjectText | FlatCookie)[],
-    /**
-     * The stored cookie (express-session's JSON form), frozen: every request copies it into its
-     * own. Undefined when the data has none.
-     */
-    readonly cookie: Readonly<CookieJSON> | undefined,
-    /** Estimated bytes of the data in memory (the JSON text's length, in V8's string widths). */
-    readonly bytes: number,
-  ) {}
+  /** The top-level keys, in stored order, `cookie` included where it was. */
+  readonly keys: readonly string[];
+  /**
+   * Per key: its primitive value, or its object's JSON text (a string marked in {@link objects},
+   * or an ObjectText past {@link MASK_BITS} keys); the cookie's slot holds the frozen cookie
+   * itself when it is flat (no text kept twice).
+   */
+  private readonly values: readonly (Primitive | ObjectText | FlatCookie)[];
+  /** Bit i set: slot i holds an object's JSON text (no wrapper object per value). */
+  private readonly objects: number;
+  /**
+   * The stored cookie (express-session's JSON form), frozen: every request copies it into its
+   * own. Undefined when the data has none.
+   */
+  readonly cookie: Readonly<CookieJSON> | undefined;
+  /** Estimated bytes of the data in memory (the JSON text's length, in V8's string widths). */
+  readonly bytes: number;
+
+  /** A store that keeps its own fields beside the data (the cache's entries) extends this. */
+  protected constructor(parts: StoredParts) {
+    this.keys = parts.keys;
+    this.values = parts.values as readonly (Primitive | ObjectText | FlatCookie)[];
+    this.objects = parts.objects;
+    this.cookie = parts.cookie;
+    this.bytes = parts.bytes;
+  }
 
   /**
    * The data as JSON would store it (`JSON.parse(JSON.stringify(data))`, key by key), copied:
    * the caller may change `data` afterwards. Throws what JSON.stringify throws (a BigInt, a cycle).
    */
   static of(data: SessionJSON): StoredData {
+    return new StoredData(StoredData.split(data));
+  }
+
+  /** {@link of}'s parts, for a subclass's constructor. */
+  static split(data: SessionJSON): StoredParts {
     // A toJSON on the data object itself decides the whole text: take the text's word for it.
     if (typeof (data as { toJSON?: unknown }).toJSON === 'function') {
-      return StoredData.of(JSON.parse(JSON.stringify(data)) as SessionJSON);
+      return StoredData.split(JSON.parse(JSON.stringify(data)) as SessionJSON);
     }
     const keys: string[] = [];
     const values: (Primitive | ObjectText | FlatCookie)[] = [];
+    let objects = 0;
     let cookie: CookieJSON | undefined;
     let bytes = 2;
     for (const key of Object.keys(data)) {
       const value = jsonValue(data[key]);
       if (value === undefined) continue;
+      const slot = keys.length;
       keys.push(key);
       bytes += textBytes(key) + 4;
       if (value instanceof ObjectText) bytes += textBytes(value.text);
       else bytes += typeof value === 'string' ? textBytes(value) + 2 : 5;
-      if (key !== 'cookie') {
-        values.push(value);
-        continue;
+      if (key === 'cookie') {
+        const parsed: unknown = value instanceof ObjectText ? JSON.parse(value.text) : value;
+        const flat = flatCookie(parsed);
+        cookie = (flat ?? (parsed === null ? undefined : Object.freeze(parsed))) as CookieJSON | undefined;
+        if (flat) {
+          values.push(flat);
+          continue;
+        }
       }
-      const parsed: unknown = value instanceof ObjectText ? JSON.parse(value.text) : value;
-      const flat = flatCookie(parsed);
-      values.push(flat ?? value);
-      cookie = (flat ?? (parsed === null ? undefined : Object.freeze(parsed))) as CookieJSON | undefined;
+      if (value instanceof ObjectText && slot < MASK_BITS) {
+        values.push(value.text);
+        objects |= 1 << slot;
+      } else values.push(value);
     }
-    return new StoredData(sharedKeys(keys), values, cookie, bytes);
+    return { keys: sharedKeys(keys), values, objects, cookie, bytes };
   }
 
   /** A fresh copy of the data: what `JSON.parse` of the stored text gives. */
@@ -152,26 +186,34 @@ export class StoredData {
       const key = keys[i]!;
       if (own[i] !== key) return false;
       if (key === 'cookie') continue;
-      const stored = values[i];
+      const text = this.textAt(i);
       const live = target[key];
-      if (stored instanceof ObjectText) {
+      if (text !== undefined) {
         if (typeof live !== 'object' || live === null) return false;
-        let text: string | undefined;
+        let json: string | undefined;
         try {
-          text = JSON.stringify(live);
+          json = JSON.stringify(live);
         } catch {
           // Not serializable (a BigInt, a cycle): the exact comparison reports which key.
           return false;
         }
-        if (text !== stored.text) return false;
-      } else if (live !== stored) return false;
+        if (json !== text) return false;
+      } else if (live !== values[i]) return false;
     }
     return true;
   }
 
-  private valueAt(i: number): unknown {
+  /** The JSON text slot `i` holds, if it holds an object's. */
+  private textAt(i: number): string | undefined {
     const value = this.values[i];
-    if (value instanceof ObjectText) return JSON.parse(value.text);
+    if (i < MASK_BITS) return (this.objects >>> i) & 1 ? (value as string) : undefined;
+    return value instanceof ObjectText ? value.text : undefined;
+  }
+
+  private valueAt(i: number): unknown {
+    const text = this.textAt(i);
+    if (text !== undefined) return JSON.parse(text);
+    const value = this.values[i];
     // The flat cookie: a copy of its members is a copy of it.
     return typeof value === 'object' && value !== null ? { ...value } : value;
   }

@@ -9,7 +9,7 @@ import type {
   SessionStore,
   StoreCallOptions,
 } from '../../core/store.js';
-import { StoredData, textBytes } from '../../core/stored-data.js';
+import { StoredData, type StoredParts, textBytes } from '../../core/stored-data.js';
 import { isConnectionError } from '../../db/errors.js';
 import { ALL_KEYS } from './protocol.js';
 import type { InvalidationHandlers, InvalidationSource } from './types.js';
@@ -106,9 +106,10 @@ export const DEFAULT_REMOTE_FLUSH_INTERVAL_MS = 1000;
 
 /**
  * Estimated bytes per entry besides the session's JSON text: the key string (~64 B for a
- * 43-character storage key), the entry object with its boxed numbers, the data's per-key array,
- * frozen cookie and string headers, lru-cache's slots and its `Map` entry. Measured at about
- * 440 B on Node 20 for the seed's session (see `test/stores/cache.test.ts`).
+ * 43-character storage key), the entry object, the data's per-key array, frozen cookie and
+ * string headers, lru-cache's slots and its `Map` entry. Measured at about 370 B on Node 20 for
+ * the seed's session (see `test/stores/cache.test.ts`); rounded up, as an estimate below the
+ * truth would let the cache outgrow `maxSize`.
  */
 export const ENTRY_OVERHEAD = 384;
 
@@ -116,27 +117,62 @@ export const ENTRY_OVERHEAD = 384;
 const MAX_TRACKED_INVALIDATIONS = 4096;
 
 /**
- * One cached session. The data is kept split by top-level key ({@link StoredData}): compact
- * (primitives and JSON text, no object graph), every read gets a fresh copy the caller owns, and
- * the engine copies and compares it key by key. No closures per entry.
+ * One cached session: its data split by top-level key ({@link StoredData}, which the entry
+ * extends, so data and times are one object): compact (primitives and JSON text, no object
+ * graph), every read gets a fresh copy the caller owns, and the engine copies and compares it key
+ * by key. No closures per entry.
  */
-class Entry {
-  /** When it was cached (the store's clock), for `entryMaxAge`. */
-  cachedAt = 0;
+class Entry extends StoredData {
+  // The times are kept as offsets from createdAt: a timestamp is a boxed number in V8, an offset
+  // of less than ~24 days a small integer stored in the object itself (16 B saved per time).
+  #expiresIn: number;
+  #activeAfter: number;
+  #cachedAfter: number;
+
   constructor(
-    readonly stored: StoredData,
-    public expiresAt: number,
+    parts: StoredParts,
+    expiresAt: number,
     readonly createdAt: number,
-    public lastActiveAt: number,
+    lastActiveAt: number,
     readonly userId: string | null,
     readonly version: number,
     /** The device binding (DBSC), carried with the session so a bound-cookie check needs no SQL. */
     readonly device: DeviceBinding | null,
-  ) {}
+  ) {
+    super(parts);
+    this.#expiresIn = expiresAt - createdAt;
+    this.#activeAfter = lastActiveAt - createdAt;
+    this.#cachedAfter = 0;
+  }
 
-  static of(record: SessionRecord, stored: StoredData = StoredData.of(record.data)): Entry {
+  get expiresAt(): number {
+    return this.createdAt + this.#expiresIn;
+  }
+
+  set expiresAt(at: number) {
+    this.#expiresIn = at - this.createdAt;
+  }
+
+  get lastActiveAt(): number {
+    return this.createdAt + this.#activeAfter;
+  }
+
+  set lastActiveAt(at: number) {
+    this.#activeAfter = at - this.createdAt;
+  }
+
+  /** When it was cached (the store's clock), for `entryMaxAge`. */
+  get cachedAt(): number {
+    return this.createdAt + this.#cachedAfter;
+  }
+
+  set cachedAt(at: number) {
+    this.#cachedAfter = at - this.createdAt;
+  }
+
+  static fromRecord(record: SessionRecord, parts: StoredParts = StoredData.split(record.data)): Entry {
     return new Entry(
-      stored,
+      parts,
       record.expiresAt,
       record.createdAt,
       record.lastActiveAt,
@@ -182,7 +218,7 @@ class CachedRecord implements SessionRecord {
 
   constructor(entry: Entry) {
     Object.defineProperty(this, 'data', CachedRecord.#dataProperty);
-    this.stored = entry.stored;
+    this.stored = entry;
     this.expiresAt = entry.expiresAt;
     this.createdAt = entry.createdAt;
     this.lastActiveAt = entry.lastActiveAt;
@@ -302,7 +338,7 @@ export class CachedSessionStore implements SessionStore {
       max,
       maxSize,
       maxEntrySize,
-      sizeCalculation: (entry, key) => storedSize(key, entry.stored),
+      sizeCalculation: (entry, key) => storedSize(key, entry),
       dispose: (_entry, _key, reason) => {
         if (reason === 'evict') this.#evictions++;
       },
@@ -316,7 +352,7 @@ export class CachedSessionStore implements SessionStore {
       max,
       maxSize,
       maxEntrySize,
-      sizeCalculation: (stale, key) => storedSize(key, stale.entry.stored),
+      sizeCalculation: (stale, key) => storedSize(key, stale.entry),
     });
 
     const tracksActivity = (inner as { tracksActivity?: boolean }).tracksActivity;
@@ -434,7 +470,7 @@ export class CachedSessionStore implements SessionStore {
     }
     if (this.#end(key, gen0)) {
       // Nothing touched this key since the read began: what the store said is current.
-      if (record) this.#store(key, Entry.of(record));
+      if (record) this.#store(key, Entry.fromRecord(record));
       else this.#forget(key);
     }
     return record;
@@ -442,7 +478,7 @@ export class CachedSessionStore implements SessionStore {
 
   async create(key: string, record: SessionRecord, options?: StoreCallOptions): Promise<void> {
     // Copied now, as the inner store serializes it: the caller may reuse its objects afterwards.
-    const stored = StoredData.of(record.data);
+    const parts = StoredData.split(record.data);
     const gen0 = this.#begin();
     let ok = false;
     try {
@@ -451,7 +487,7 @@ export class CachedSessionStore implements SessionStore {
     } finally {
       const fresh = this.#end(key, gen0);
       this.#mark(key);
-      if (ok && fresh) this.#store(key, Entry.of(record, stored));
+      if (ok && fresh) this.#store(key, Entry.fromRecord(record, parts));
     }
   }
 
@@ -645,7 +681,7 @@ export class CachedSessionStore implements SessionStore {
       this.#writtenAt.get(key)?.version ?? Number.NEGATIVE_INFINITY,
       this.#cache.peek(key)?.version ?? Number.NEGATIVE_INFINITY,
     );
-    if (record.version > newest) this.#store(key, Entry.of(record));
+    if (record.version > newest) this.#store(key, Entry.fromRecord(record));
     if (this.#inflight === 0) return;
     const gen = ++this.#gen;
     if (this.#writtenAt.size >= MAX_TRACKED_INVALIDATIONS) {
