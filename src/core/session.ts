@@ -109,6 +109,20 @@ export class Session {
     }
   }
 
+  /**
+   * What `console.log(req.session)` shows: every value, object values not read yet included (a
+   * cached session's object values are parsed on first read, see `StoredData`; reading them here
+   * makes them plain properties, which changes nothing stored).
+   */
+  [Symbol.for('nodejs.util.inspect.custom')](
+    _depth: number,
+    options: object,
+    inspect: (value: unknown, options: object) => string,
+  ): string {
+    for (const key of Object.keys(this)) void this[key];
+    return inspect(this, { ...options, customInspect: false });
+  }
+
   /** Restart the cookie's lifetime (sliding expiry). Synchronous, as in express-session. */
   touch(): this {
     return this.resetMaxAge();

@@ -1,4 +1,6 @@
+import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { Session } from './session.js';
 import type { SessionJSON } from './store.js';
 import { StoredData } from './stored-data.js';
 
@@ -98,6 +100,80 @@ describe('StoredData', () => {
       expect(Object.keys(target)).toStrictEqual(['a', 'cookie', 'b']);
       expect(target.cookie).toBe(live);
       expect(target.b).toStrictEqual({ c: 2 });
+    });
+  });
+
+  describe('object values, read lazily', () => {
+    const data = { cookie, userId: 7, meta: { ip: '127.0.0.1', tags: ['a'] } } as SessionJSON;
+    const copy = (target: Record<string, unknown> = {}) => {
+      const stored = StoredData.of(data);
+      stored.copyInto(target, { live: true }, () => true);
+      return { stored, target };
+    };
+
+    it('reads as the parsed value, then is a plain property of its own copy', () => {
+      const { target } = copy();
+      expect(Object.getOwnPropertyDescriptor(target, 'meta')?.get).toBeTypeOf('function');
+      const meta = target.meta as { tags: string[] };
+      expect(meta).toStrictEqual({ ip: '127.0.0.1', tags: ['a'] });
+      expect(target.meta).toBe(meta);
+      expect(Object.getOwnPropertyDescriptor(target, 'meta')).toStrictEqual({
+        value: meta,
+        writable: true,
+        enumerable: true,
+        configurable: true,
+      });
+      meta.tags.push('b');
+      expect((copy().target.meta as { tags: string[] }).tags).toStrictEqual(['a']);
+    });
+
+    it('is seen by Object.keys, JSON, spread and assignment like a plain property', () => {
+      expect(Object.keys(copy().target)).toStrictEqual(['cookie', 'userId', 'meta']);
+      expect(JSON.parse(JSON.stringify(copy().target)).meta).toStrictEqual(data.meta);
+      expect({ ...copy().target }.meta).toStrictEqual(data.meta);
+      const { target } = copy();
+      target.meta = 'replaced';
+      expect(target.meta).toBe('replaced');
+      delete target.meta;
+      expect('meta' in target).toBe(false);
+    });
+
+    it('works through an object that inherits from the session, and on a frozen one', () => {
+      const { target } = copy();
+      const child = Object.create(target) as Record<string, unknown>;
+      expect(child.meta).toStrictEqual(data.meta);
+      expect(Object.hasOwn(child, 'meta')).toBe(false);
+      expect(Object.getOwnPropertyDescriptor(target, 'meta')?.value).toStrictEqual(data.meta);
+      const frozen = Object.freeze(copy().target);
+      expect(frozen.meta).toStrictEqual(data.meta);
+    });
+
+    it('counts as unchanged until read and changed, whatever reading it did', () => {
+      const unread = copy();
+      expect(unread.stored.sameAs(unread.target)).toBe(true);
+      const read = copy();
+      void read.target.meta;
+      expect(read.stored.sameAs(read.target)).toBe(true);
+      const changed = copy();
+      (changed.target.meta as { tags: string[] }).tags.push('b');
+      expect(changed.stored.sameAs(changed.target)).toBe(false);
+      const replaced = copy();
+      replaced.target.meta = { ip: '127.0.0.1', tags: ['a'] };
+      expect(replaced.stored.sameAs(replaced.target)).toBe(true);
+      replaced.target.meta = { ip: '10.0.0.1', tags: ['a'] };
+      expect(replaced.stored.sameAs(replaced.target)).toBe(false);
+      const redefined = copy();
+      Object.defineProperty(redefined.target, 'meta', { value: 1, enumerable: true, configurable: true });
+      expect(redefined.stored.sameAs(redefined.target)).toBe(false);
+    });
+
+    it('shows in console.log of a session with its value', () => {
+      const session = new Session({ sessionID: 'id' });
+      StoredData.of(data).copyInto(session, { path: '/' }, () => true);
+      const shown = inspect(session, { depth: 4 });
+      expect(shown).toContain("ip: '127.0.0.1'");
+      expect(shown).not.toContain('Getter');
+      expect(shown.startsWith('Session {')).toBe(true);
     });
   });
 

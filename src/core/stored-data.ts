@@ -68,6 +68,67 @@ function sharedKeys(keys: string[]): readonly string[] {
   return keys;
 }
 
+/**
+ * Object values copied onto a session but not parsed yet: a request that never reads one (most
+ * read an id and a role) never pays its `JSON.parse`, nor the `JSON.stringify` that would tell
+ * whether it changed. Each is an accessor that parses the value on first access and puts it in
+ * its place as a plain property; these are the sessions and the data they came from.
+ */
+const pending = new WeakMap<object, StoredData>();
+/** Per key name, the accessor (one per name, so every session keeps one hidden class). */
+const lazyProperties = new Map<string, PropertyDescriptor>();
+/** Past this many key names, object values are parsed at once. */
+const MAX_LAZY_KEYS = 1000;
+
+function setValue(target: object, key: string, value: unknown): void {
+  Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
+}
+
+/** Parse `key` of the session `target` (or that it inherits from) and make it a plain property. */
+function materialize(target: object, key: string): unknown {
+  let holder: object | null = target;
+  let stored = pending.get(holder);
+  while (stored === undefined && holder !== null) {
+    holder = Object.getPrototypeOf(holder) as object | null;
+    if (holder !== null) stored = pending.get(holder);
+  }
+  if (holder === null || stored === undefined) return undefined;
+  const value = stored.parsed(key);
+  try {
+    setValue(holder, key, value);
+  } catch {
+    // A frozen session keeps the accessor: each read parses afresh.
+  }
+  return value;
+}
+
+function lazyProperty(key: string): PropertyDescriptor | undefined {
+  const known = lazyProperties.get(key);
+  if (known !== undefined || lazyProperties.size >= MAX_LAZY_KEYS) return known;
+  const property: PropertyDescriptor = {
+    get(this: object) {
+      return materialize(this, key);
+    },
+    set(this: object, value: unknown) {
+      setValue(this, key, value);
+    },
+    enumerable: true,
+    configurable: true,
+  };
+  lazyProperties.set(key, property);
+  return property;
+}
+
+/** Whether `target[key]` is still the untouched accessor of `stored`'s value. */
+function untouched(target: object, key: string, stored: StoredData): boolean {
+  const getter = lazyProperties.get(key)?.get;
+  return (
+    getter !== undefined &&
+    Object.getOwnPropertyDescriptor(target, key)?.get === getter &&
+    pending.get(target) === stored
+  );
+}
+
 /** Slots below this index mark object values in a bit mask; later ones wrap their text. */
 const MASK_BITS = 30;
 
@@ -160,23 +221,41 @@ export class StoredData {
   }
 
   /**
-   * Copy the data onto `target` in stored order, each object value parsed afresh: the keys
-   * `accept` takes, with `cookie` in place of the stored cookie.
+   * Copy the data onto `target` in stored order: the keys `accept` takes, with `cookie` in place
+   * of the stored cookie. An object value is parsed afresh when it is first read (until then it
+   * is an accessor on `target`; reading it, or assigning it, makes it a plain property).
    */
   copyInto(target: Record<string, unknown>, cookie: unknown, accept: (key: string) => boolean): void {
     const { keys } = this;
+    let lazy = false;
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i]!;
-      if (key === 'cookie') target.cookie = cookie;
-      else if (accept(key)) target[key] = this.valueAt(i);
+      if (key === 'cookie') {
+        target.cookie = cookie;
+        continue;
+      }
+      if (!accept(key)) continue;
+      const property = this.textAt(i) === undefined ? undefined : lazyProperty(key);
+      if (property === undefined) target[key] = this.valueAt(i);
+      else {
+        Object.defineProperty(target, key, property);
+        lazy = true;
+      }
     }
+    if (lazy) pending.set(target, this);
+  }
+
+  /** The value of `key`, parsed afresh (undefined if there is no such key). */
+  parsed(key: string): unknown {
+    const i = this.keys.indexOf(key);
+    return i < 0 ? undefined : this.valueAt(i);
   }
 
   /**
    * True when `target` certainly holds this data: its own keys are these keys in this order, and
    * each value but the cookie's serializes as stored (a primitive is the same primitive, an object
-   * the same text). The cookie is left out: its expiry moves on every request, and its changes are
-   * judged apart. False means "compare exactly", never "changed".
+   * the same text, or still unread). The cookie is left out: its expiry moves on every request,
+   * and its changes are judged apart. False means "compare exactly", never "changed".
    */
   sameAs(target: Record<string, unknown>): boolean {
     const { keys, values } = this;
@@ -187,8 +266,10 @@ export class StoredData {
       if (own[i] !== key) return false;
       if (key === 'cookie') continue;
       const text = this.textAt(i);
-      const live = target[key];
       if (text !== undefined) {
+        // Never read, so never changed (and not parsed just to be compared).
+        if (untouched(target, key, this)) continue;
+        const live = target[key];
         if (typeof live !== 'object' || live === null) return false;
         let json: string | undefined;
         try {
@@ -198,7 +279,7 @@ export class StoredData {
           return false;
         }
         if (json !== text) return false;
-      } else if (live !== values[i]) return false;
+      } else if (target[key] !== values[i]) return false;
     }
     return true;
   }

@@ -27,7 +27,10 @@ beforeEach(() => {
 
 type Data = Record<string, unknown>;
 
-for (const kind of ['cache (loaded text kept)', 'memory store (text made on load)'] as const) {
+for (const kind of [
+  'cache (split by key, object values read lazily)',
+  'memory store (text made on load)',
+] as const) {
   describe(`change detection, ${kind}`, () => {
     let store: SessionStore;
     let engine: SessionEngine;
@@ -35,7 +38,7 @@ for (const kind of ['cache (loaded text kept)', 'memory store (text made on load
 
     beforeEach(async () => {
       store =
-        kind === 'cache (loaded text kept)'
+        kind === 'cache (split by key, object values read lazily)'
           ? new CachedSessionStore(memory[kSessionStore], listening)
           : memory[kSessionStore];
       engine = new SessionEngine({
