@@ -187,6 +187,36 @@ function withHeaders(response: Response, headers: SessionResponseHeaders): Respo
 }
 
 /** The headers {@link sessionHeaders} asks for, as a Fetch response takes them. */
+function isPromiseLike<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
+  return typeof (value as { then?: unknown } | null)?.then === 'function';
+}
+
+/** A store that cannot be reached answers 503 (never "logged out"); anything else goes on. */
+function orUnavailable(err: unknown): Response {
+  if (err instanceof StoreUnavailableError) return unavailableResponse(err);
+  throw err;
+}
+
+/** The route's response with the session's headers, once the commit landed. */
+function respondWith(
+  ctx: RequestSession,
+  result: Response | PromiseLike<Response>,
+): Response | PromiseLike<Response> {
+  if (isPromiseLike(result)) return Promise.resolve(result).then((response) => finish(ctx, response));
+  return finish(ctx, result);
+}
+
+function finish(ctx: RequestSession, response: Response): Response | Promise<Response> {
+  const pending = ctx.commit();
+  if (pending) return pending.then(() => withSession(ctx, response));
+  return withSession(ctx, response);
+}
+
+function withSession(ctx: RequestSession, response: Response): Response {
+  const headers = sessionHeaders(ctx);
+  return headers ? withHeaders(response, responseHeaders(headers)) : response;
+}
+
 function responseHeaders(headers: SessionHeaders): SessionResponseHeaders {
   const out: SessionResponseHeaders = {
     'set-cookie': headers.setCookie,
@@ -287,29 +317,33 @@ export function webSessions(options: WebSessionOptions): WebSessions {
     return deviceFetchResponse(answer);
   }
 
-  // load() + respond() without the LoadedSession between them: the steady path of a route.
+  // load() + respond() without the LoadedSession between them: the steady path of a route. A
+  // cached session is attached synchronously and a steady commit has nothing to wait for: then
+  // the route runs in the same call and the handler settles one promise, with no await.
   function handler<Args extends unknown[]>(fn: SessionRouteHandler<Args>) {
-    return async (request: Request, ...args: Args): Promise<Response> => {
-      try {
-        if (deviceBound) {
-          const endpoint = await device(request);
-          if (endpoint) return endpoint;
-        }
-        if (!pathnameOfUrl(request.url).startsWith(cookiePath)) return await fn(request, undefined, ...args);
-        const host = new RequestHost(request);
-        const ctx = await engine.load(host, {
-          cookieHeader: request.headers.get('cookie') ?? undefined,
-          secure: isSecure(request, trustProxy),
-          deviceSkipped: deviceBound ? (request.headers.get(SKIPPED_HEADER) ?? undefined) : undefined,
-        });
-        const response = await fn(request, host.session, ...args);
-        await ctx.commit();
-        const headers = sessionHeaders(ctx);
-        return headers ? withHeaders(response, responseHeaders(headers)) : response;
-      } catch (err) {
-        if (err instanceof StoreUnavailableError) return unavailableResponse(err);
-        throw err;
+    const route = (request: Request, args: Args): Response | PromiseLike<Response> => {
+      if (!pathnameOfUrl(request.url).startsWith(cookiePath)) return fn(request, undefined, ...args);
+      const host = new RequestHost(request);
+      const loaded = engine.attach(host, {
+        cookieHeader: request.headers.get('cookie') ?? undefined,
+        secure: isSecure(request, trustProxy),
+        deviceSkipped: deviceBound ? (request.headers.get(SKIPPED_HEADER) ?? undefined) : undefined,
+      });
+      if (loaded instanceof Promise) {
+        return loaded.then((ctx) => respondWith(ctx, fn(request, host.session, ...args)));
       }
+      return respondWith(loaded, fn(request, host.session, ...args));
+    };
+    const routeOrDevice = async (request: Request, args: Args): Promise<Response> =>
+      (await device(request)) ?? (await route(request, args));
+    return (request: Request, ...args: Args): Promise<Response> => {
+      let result: Response | PromiseLike<Response>;
+      try {
+        result = deviceBound ? routeOrDevice(request, args) : route(request, args);
+      } catch (err) {
+        return Promise.reject(err).catch(orUnavailable);
+      }
+      return isPromiseLike(result) ? Promise.resolve(result).catch(orUnavailable) : Promise.resolve(result);
     };
   }
 
