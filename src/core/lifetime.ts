@@ -5,7 +5,7 @@
  */
 import type { Cookie, CookieOptions } from './cookie.js';
 import type { EngineOptions } from './engine-options.js';
-import type { SessionRecord } from './store.js';
+import { type SessionRecord, storedCookieOf } from './store.js';
 
 /** Without an idle timeout, a row lives as long as connect-pg-simple's default ttl: one day. */
 const DEFAULT_STORE_TTL = 86_400_000;
@@ -55,11 +55,7 @@ export function expiredReason(
   // Stores adapted from express-session cannot record activity on touch (most keep only a
   // TTL): for them the idle timeout is their own expiry, refreshed by every touch.
   if (options.store.tracksActivity === false) return null;
-  const idle = idleTimeoutOf(
-    options,
-    record.stored ? record.stored.cookie : record.data.cookie,
-    cookieOptions,
-  );
+  const idle = idleTimeoutOf(options, storedCookieOf(record), cookieOptions);
   return idle !== null && now - record.lastActiveAt > idle + touchAfter ? 'idle' : null;
 }
 

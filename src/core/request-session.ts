@@ -21,7 +21,7 @@ import {
   type SessionHost,
 } from './session.js';
 import { type Secret, SIGNED_PREFIX, sign } from './signature.js';
-import { type SessionJSON, type SessionRecord, userIdOf } from './store.js';
+import { type SessionJSON, type SessionRecord, storedCookieOf, userIdOf } from './store.js';
 
 /** The cookie a request came with, verified (what `SessionEngine.load` found). */
 export interface PresentedCookie {
@@ -141,15 +141,14 @@ export class RequestSession implements SessionController {
     this.id = id;
     this.key = key;
     host.sessionID = id;
-    const split = record.stored;
-    const stored = (split ? split.cookie : record.data.cookie) ?? { originalMaxAge: null };
+    const stored = storedCookieOf(record) ?? { originalMaxAge: null };
     // The constructor turns a stored (string) `expires` into a Date itself.
     const cookie = new Cookie(stored);
     cookie.originalMaxAge = stored.originalMaxAge ?? null;
     let session: Session & Partial<SessionData>;
-    if (split) {
+    if (record.stored) {
       session = new Session(host) as Session & Partial<SessionData>;
-      split.copyInto(session, cookie, (key) => isDataKey(session, key));
+      record.stored.copyInto(session, cookie, isDataKey);
     } else {
       session = new Session(host, record.data) as Session & Partial<SessionData>;
       session.cookie = cookie;

@@ -75,6 +75,11 @@ export interface SessionRecord {
   device?: DeviceBinding | null | undefined;
 }
 
+/** The stored cookie of a record: from its split data when the store gave it, else from `data`. */
+export function storedCookieOf(record: SessionRecord): CookieJSON | undefined {
+  return record.stored ? record.stored.cookie : record.data.cookie;
+}
+
 /** A session's device binding (W3C Device Bound Session Credentials), as stored. */
 export interface DeviceBinding {
   /** The device's public key: only the public members of its JWK. */

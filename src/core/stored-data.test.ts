@@ -96,7 +96,7 @@ describe('StoredData', () => {
       const stored = StoredData.of({ a: 1, cookie, save: 'x', b: { c: 2 } } as unknown as SessionJSON);
       const target: Record<string, unknown> = {};
       const live = { live: true };
-      stored.copyInto(target, live, (key) => key !== 'save');
+      stored.copyInto(target, live, (_target, key) => key !== 'save');
       expect(Object.keys(target)).toStrictEqual(['a', 'cookie', 'b']);
       expect(target.cookie).toBe(live);
       expect(target.b).toStrictEqual({ c: 2 });

@@ -225,18 +225,19 @@ export class StoredData {
    * of the stored cookie. An object value is parsed afresh when it is first read (until then it
    * is an accessor on `target`; reading it, or assigning it, makes it a plain property).
    */
-  copyInto(target: Record<string, unknown>, cookie: unknown, accept: (key: string) => boolean): void {
+  copyInto<T extends object>(target: T, cookie: unknown, accept: (target: T, key: string) => boolean): void {
+    const into = target as Record<string, unknown>;
     const { keys } = this;
     let lazy = false;
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i]!;
       if (key === 'cookie') {
-        target.cookie = cookie;
+        into.cookie = cookie;
         continue;
       }
-      if (!accept(key)) continue;
+      if (!accept(target, key)) continue;
       const property = this.textAt(i) === undefined ? undefined : lazyProperty(key);
-      if (property === undefined) target[key] = this.valueAt(i);
+      if (property === undefined) into[key] = this.valueAt(i);
       else {
         Object.defineProperty(target, key, property);
         lazy = true;
