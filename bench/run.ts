@@ -75,7 +75,9 @@ function parsePlan(argv: string[]): Plan {
   return {
     quick,
     sections,
-    rounds: num('rounds', quick ? 1 : 3),
+    // Five: the framework ratios move by several points between rounds on a shared machine, and
+    // the median of five is steadier than that of three.
+    rounds: num('rounds', quick ? 1 : 5),
     warmupSec: num('warmup', quick ? 1 : 2),
     durationSec: num('duration', quick ? 3 : 8),
     connections: 50,
