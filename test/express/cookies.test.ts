@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/core/errors.js';
 import { hashId } from '../../src/core/id.js';
 import session, { MemoryStore } from '../../src/index.js';
-import { fetchSeen, SECRET, startPg } from './support.js';
+import { fetchSeen, SECRET, serve, startPg } from './support.js';
 
 type Started = Awaited<ReturnType<typeof startPg>>;
 
@@ -301,6 +301,101 @@ describe('responses that set the cookie are not cacheable', () => {
   it('untouched otherwise', async () => {
     const res = await fetchSeen(`${app.url}/public`, 'sid');
     expect(res.cookie).toBe('none');
+    expect(res.headers.get('cache-control')).toBe('public, max-age=60');
+  });
+});
+
+describe('headers the app passes to writeHead', () => {
+  // Raw `res.writeHead(status, headers)` (plain node:http handlers, and middleware such as
+  // compression and serve-static under Express): the app's headers and the session's both leave,
+  // as with express-session, and no-store still wins over the app's Cache-Control.
+  let app: Started;
+  beforeAll(async () => {
+    app = await startPg({ name: 'sid' }, (a) => {
+      routes(a);
+      a.get('/object', (req, res) => {
+        req.session.userId = 2;
+        res.writeHead(200, {
+          'Set-Cookie': 'theme=dark',
+          'Cache-Control': 'public, max-age=60',
+          'X-App': '1',
+        });
+        res.end('object');
+      });
+      a.get('/reason', (req, res) => {
+        req.session.userId = 3;
+        res.writeHead(201, 'Made', { 'set-cookie': ['a=1', 'b=2'], 'content-type': 'text/plain' });
+        res.end('reason');
+      });
+      a.get('/flat', (req, res) => {
+        req.session.userId = 4;
+        res.setHeader('Set-Cookie', 'early=1');
+        res.writeHead(200, ['Set-Cookie', 'late=1', 'Set-Cookie', 'later=1', 'X-App', '2']);
+        res.end('flat');
+      });
+      a.get('/untouched', (_req, res) => {
+        res.writeHead(200, { 'Cache-Control': 'public, max-age=60', 'Set-Cookie': 'theme=dark' });
+        res.end('no session');
+      });
+    });
+  });
+  afterAll(() => app.close());
+
+  const cookieNames = (res: Awaited<ReturnType<typeof fetchSeen>>) =>
+    res.headers.getSetCookie().map((line) => line.slice(0, line.indexOf('=')));
+
+  it('an object of headers: both cookies, the app header, no-store', async () => {
+    const res = await fetchSeen(`${app.url}/object`, 'sid');
+    expect(res.status).toBe(200);
+    expect(res.cookie).toBe('set');
+    expect(cookieNames(res).sort()).toEqual(['sid', 'theme']);
+    expect(res.headers.get('x-app')).toBe('1');
+    expect(res.headers.get('cache-control')).toBe('no-store');
+    const me = await fetchSeen(`${app.url}/whoami`, 'sid', res.pair);
+    expect(JSON.parse(me.body).userId).toBe(2);
+  });
+
+  it('with a reason phrase and an array of cookies', async () => {
+    const res = await fetchSeen(`${app.url}/reason`, 'sid');
+    expect(res.status).toBe(201);
+    expect(cookieNames(res).sort()).toEqual(['a', 'b', 'sid']);
+    expect(res.headers.get('content-type')).toBe('text/plain');
+  });
+
+  it("after setHeader, a flat array's pairs replace each other, as over plain http, and the session's cookie stays", async () => {
+    const res = await fetchSeen(`${app.url}/flat`, 'sid');
+    expect(cookieNames(res).sort()).toEqual(['later', 'sid']);
+    expect(res.headers.get('x-app')).toBe('2');
+  });
+
+  it('plain node:http, no earlier setHeader: every pair of an array of pairs leaves, and the session cookie too', async () => {
+    // Express sets X-Powered-By first; a bare server does not, and Node then writes every pair
+    // it is given, duplicates included.
+    const mw = session({ secret: SECRET, name: 'sid', store: new MemoryStore() });
+    const server = await serve((req, res) =>
+      mw(req, res, () => {
+        (req as unknown as { session: { userId: number } }).session.userId = 5;
+        (res as unknown as { writeHead(s: number, h: string[][]): void }).writeHead(200, [
+          ['Set-Cookie', 'one=1'],
+          ['Set-Cookie', 'two=2'],
+        ]);
+        res.end('pairs');
+      }),
+    );
+    try {
+      const res = await fetchSeen(`${server.url}/`, 'sid');
+      expect(res.status).toBe(200);
+      expect(res.cookie).toBe('set');
+      expect(cookieNames(res).sort()).toEqual(['one', 'sid', 'two']);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('without a session cookie to send, the headers leave as the app gave them', async () => {
+    const res = await fetchSeen(`${app.url}/untouched`, 'sid');
+    expect(res.cookie).toBe('none');
+    expect(cookieNames(res)).toEqual(['theme']);
     expect(res.headers.get('cache-control')).toBe('public, max-age=60');
   });
 });

@@ -15,6 +15,47 @@ function appendHeader(res: ServerResponse, name: string, value: string): void {
   else res.setHeader(name, Array.isArray(prev) ? [...prev, value] : [String(prev), value]);
 }
 
+/**
+ * Apply the headers of a `writeHead(status, [reason], [headers])` call to `res` as Node's own
+ * writeHead would, and return the status (and reason) to call it with instead. The session's
+ * headers are added after the app's: set before, Node would let a `Set-Cookie` the app passes
+ * replace the session's (logging the user out) and the app's `Cache-Control` replace `no-store`.
+ * Node merges passed headers into ones already set with `setHeader` (later pairs replace earlier
+ * ones); with none set, it writes every pair it is given, duplicates included, which
+ * `appendHeader` keeps. Anything it would refuse is left in the call for it to refuse.
+ */
+function applyWriteHeadHeaders(res: ServerResponse, args: unknown[]): unknown[] {
+  const reason = typeof args[1] === 'string';
+  const given = reason ? args[2] : args[1];
+  if (given === undefined || given === null) return args;
+  const status = reason ? [args[0], args[1]] : [args[0]];
+  const merge = res.getHeaderNames().length > 0;
+  if (Array.isArray(given)) {
+    if (given.length > 0 && Array.isArray(given[0])) {
+      // Pairs ([[name, value], …]): Node writes them as given when nothing was set before.
+      if (merge) return args;
+      for (const pair of given as unknown[][]) res.appendHeader(String(pair[0]), pair[1] as string);
+      return status;
+    }
+    if (given.length % 2 !== 0) return args;
+    for (let i = 0; i < given.length; i += 2) {
+      const name = given[i] as string;
+      if (!name) continue;
+      if (merge) res.setHeader(name, given[i + 1] as string);
+      else res.appendHeader(name, given[i + 1] as string);
+    }
+    return status;
+  }
+  if (typeof given !== 'object') return args;
+  for (const name of Object.keys(given)) {
+    if (!name) continue;
+    const value = (given as Record<string, string | string[]>)[name]!;
+    if (merge) res.setHeader(name, value);
+    else res.appendHeader(name, value);
+  }
+  return status;
+}
+
 type Chunks = Array<{ end: boolean; args: unknown[] }>;
 
 /** Node's error for a header change after the headers left (`ERR_HTTP_HEADERS_SENT`). */
@@ -59,9 +100,13 @@ class ResponseHold {
     return this.headers;
   }
 
-  /** The patched writeHead: add the cookie (decided once) to headers about to leave. */
-  onWriteHead(res: ServerResponse): void {
-    if (this.abandoned || res.headersSent) return;
+  /**
+   * The patched writeHead: add the cookie (decided once) to headers about to leave. Returns the
+   * arguments for Node's writeHead: the app's own, or, when the session adds headers, the status
+   * (and reason) alone, the app's headers having been applied first (see {@link applyWriteHeadHeaders}).
+   */
+  onWriteHead(res: ServerResponse, args: unknown[]): unknown[] {
+    if (this.abandoned || res.headersSent) return args;
     let headers: ReturnType<typeof sessionHeaders> = null;
     try {
       headers = this.sessionHeaders();
@@ -72,11 +117,12 @@ class ResponseHold {
       this.headers = null;
       process.nextTick(this.next, err);
     }
-    if (headers) {
-      appendHeader(res, 'Set-Cookie', headers.setCookie);
-      res.setHeader('Cache-Control', headers.cacheControl);
-      if (headers.registration) res.setHeader(REGISTRATION_HEADER, headers.registration);
-    }
+    if (!headers) return args;
+    const status = applyWriteHeadHeaders(res, args);
+    appendHeader(res, 'Set-Cookie', headers.setCookie);
+    res.setHeader('Cache-Control', headers.cacheControl);
+    if (headers.registration) res.setHeader(REGISTRATION_HEADER, headers.registration);
+    return status;
   }
 
   restore(): void {
@@ -188,8 +234,10 @@ export function holdResponse(res: ServerResponse, ctx: RequestSession, next: Nex
   // not wrapped for its name by tsx/esbuild's keepNames on every request.
   res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
     if (hold.frozen) throw headersSentError('write');
-    hold.onWriteHead(this);
-    return (originalWriteHead as (...a: unknown[]) => ServerResponse).apply(this, args);
+    return (originalWriteHead as (...a: unknown[]) => ServerResponse).apply(
+      this,
+      hold.onWriteHead(this, args),
+    );
   } as ServerResponse['writeHead'];
   res.write = function (this: ServerResponse, ...args: unknown[]) {
     if (hold.state === 'open') hold.start();
