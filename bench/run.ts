@@ -332,7 +332,7 @@ async function storm(plan: Plan, admin: Admin) {
   const db = await admin.createDatabase('auth');
   const server = await startServer(
     { framework: 'express', layer: 'pgsession', databaseUrl: db.url, users: plan.stormSize },
-    120_000,
+    { timeoutMs: 120_000 },
   );
   try {
     const credentials = (i: number) => ({ email: userEmail(i), password: USER_PASSWORD });

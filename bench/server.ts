@@ -14,11 +14,15 @@
  *   GET  /__stats    SQL statements sent so far, pool, CPU, memory, cache counters.
  *   POST /__gc       full GC (the child runs with --expose-gc), then memory figures.
  *   POST /__eld/reset, GET /__eld   event-loop delay histogram (perf_hooks), in ms.
+ *   POST /__heap-sample/start, POST /__heap-sample/stop   V8's sampling heap profiler, keeping
+ *                    only objects a full GC collects or that are still live (what reached old
+ *                    space): the profile is the stop call's answer (`bench/gc.ts --heap-sample`).
  *   POST /__populate load sessions through the store API so the cache holds them.
  *   POST /__prune    run the store's prune() and time it.
  */
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { Session as InspectorSession } from 'node:inspector';
 import type { AddressInfo } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pg from 'pg';
@@ -167,6 +171,14 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> 
   return text ? (JSON.parse(text) as Record<string, unknown>) : {};
 }
 
+let heapSampler: InspectorSession | undefined;
+
+function post(session: InspectorSession, method: string, params: object): Promise<unknown> {
+  return new Promise((resolve, reject) =>
+    session.post(method, params, (err, result) => (err ? reject(err) : resolve(result))),
+  );
+}
+
 async function instrumentation(req: IncomingMessage, res: ServerResponse): Promise<void> {
   const route = `${req.method} ${req.url}`;
   if (route === 'GET /__stats') {
@@ -190,6 +202,23 @@ async function instrumentation(req: IncomingMessage, res: ServerResponse): Promi
     if (!gc) return send(res, 500, { error: 'run with --expose-gc' });
     for (let i = 0; i < 4; i++) gc();
     return send(res, 200, { memory: memory(), cache: cacheActive ? engineStore?.stats?.() : null });
+  }
+  if (route === 'POST /__heap-sample/start') {
+    heapSampler ??= new InspectorSession();
+    heapSampler.connect();
+    await post(heapSampler, 'HeapProfiler.startSampling', {
+      samplingInterval: 1024,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: false,
+    });
+    return send(res, 200, { ok: true });
+  }
+  if (route === 'POST /__heap-sample/stop') {
+    if (!heapSampler) return send(res, 409, { error: 'not sampling' });
+    const { profile } = (await post(heapSampler, 'HeapProfiler.stopSampling', {})) as { profile: unknown };
+    heapSampler.disconnect();
+    heapSampler = undefined;
+    return send(res, 200, profile);
   }
   if (route === 'POST /__eld/reset') {
     eld.reset();

@@ -53,11 +53,21 @@ export function killAllServers(): void {
   for (const child of children) child.kill('SIGKILL');
 }
 
+/** How {@link startServer} runs the child beyond its configuration (the GC tool's needs). */
+export interface StartOptions {
+  /** Extra Node/V8 flags (`--trace-gc-nvp`, `--no-allocation-site-pretenuring`…). */
+  nodeFlags?: readonly string[];
+  /** Receives the child's stdout (where V8's traces go) instead of this process's stdout. */
+  onStdout?: (text: string) => void;
+  timeoutMs?: number;
+}
+
 /**
  * Start `bench/server.ts` in a child process (Node with tsx as loader, `--expose-gc`), and wait
  * until it listens. Start-up failures reject with the child's stderr tail.
  */
-export async function startServer(config: ServerConfig, timeoutMs = 60_000): Promise<ServerProcess> {
+export async function startServer(config: ServerConfig, options: StartOptions = {}): Promise<ServerProcess> {
+  const { nodeFlags = [], onStdout, timeoutMs = 60_000 } = options;
   const child = fork(SERVER, [], {
     cwd: ROOT,
     // BENCH_CPU_PROF=<dir>: write a V8 CPU profile of every server into <dir> (for finding hot spots).
@@ -66,10 +76,12 @@ export async function startServer(config: ServerConfig, timeoutMs = 60_000): Pro
       'tsx',
       '--expose-gc',
       ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []),
+      ...nodeFlags,
     ],
     env: { ...process.env, [CONFIG_ENV]: JSON.stringify(config), NODE_ENV: 'production' },
-    stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+    stdio: ['ignore', onStdout ? 'pipe' : 'inherit', 'pipe', 'ipc'],
   });
+  if (onStdout) child.stdout?.on('data', (chunk: Buffer) => onStdout(chunk.toString()));
   children.add(child);
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => {

@@ -368,17 +368,27 @@ describe('headers the app passes to writeHead', () => {
     expect(res.headers.get('x-app')).toBe('2');
   });
 
-  it('plain node:http, no earlier setHeader: every pair of an array of pairs leaves, and the session cookie too', async () => {
+  it('plain node:http, no earlier setHeader: every pair the app passes leaves, with the session cookie and no-store', async () => {
     // Express sets X-Powered-By first; a bare server does not, and Node then writes every pair
     // it is given, duplicates included.
     const mw = session({ secret: SECRET, name: 'sid', store: new MemoryStore() });
     const server = await serve((req, res) =>
       mw(req, res, () => {
         (req as unknown as { session: { userId: number } }).session.userId = 5;
-        (res as unknown as { writeHead(s: number, h: string[][]): void }).writeHead(200, [
-          ['Set-Cookie', 'one=1'],
-          ['Set-Cookie', 'two=2'],
-        ]);
+        if (req.url === '/object') {
+          res.writeHead(200, 'Fine', {
+            'set-cookie': 'theme=dark',
+            'Cache-Control': 'public, max-age=60',
+            'Content-Type': 'text/plain',
+          });
+        } else if (req.url === '/flat') {
+          res.writeHead(202, ['Set-Cookie', 'one=1', 'X-App', '3', 'Set-Cookie', 'two=2']);
+        } else {
+          (res as unknown as { writeHead(s: number, h: string[][]): void }).writeHead(200, [
+            ['Set-Cookie', 'one=1'],
+            ['Set-Cookie', 'two=2'],
+          ]);
+        }
         res.end('pairs');
       }),
     );
@@ -387,6 +397,20 @@ describe('headers the app passes to writeHead', () => {
       expect(res.status).toBe(200);
       expect(res.cookie).toBe('set');
       expect(cookieNames(res).sort()).toEqual(['one', 'sid', 'two']);
+      const object = await fetchSeen(`${server.url}/object`, 'sid');
+      expect([object.status, object.cookie]).toEqual([200, 'set']);
+      expect(cookieNames(object).sort()).toEqual(['sid', 'theme']);
+      expect(object.headers.get('cache-control')).toBe('no-store');
+      expect(object.headers.get('content-type')).toBe('text/plain');
+      const flat = await fetchSeen(`${server.url}/flat`, 'sid');
+      expect(flat.status).toBe(202);
+      expect(cookieNames(flat).sort()).toEqual(['one', 'sid', 'two']);
+      expect(flat.headers.get('x-app')).toBe('3');
+      // The cookie it sent is the session's: sent back, it finds the session as saved (unchanged,
+      // so no new cookie; an unknown one would start a new session and set one).
+      const again = await fetchSeen(`${server.url}/object`, 'sid', flat.pair);
+      expect([again.status, again.cookie]).toEqual([200, 'none']);
+      expect(cookieNames(again)).toEqual(['theme']);
     } finally {
       await server.close();
     }

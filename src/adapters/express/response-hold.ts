@@ -15,45 +15,80 @@ function appendHeader(res: ServerResponse, name: string, value: string): void {
   else res.setHeader(name, Array.isArray(prev) ? [...prev, value] : [String(prev), value]);
 }
 
+type SessionHeaders = NonNullable<ReturnType<typeof sessionHeaders>>;
+
 /**
- * Apply the headers of a `writeHead(status, [reason], [headers])` call to `res` as Node's own
- * writeHead would, and return the status (and reason) to call it with instead. The session's
- * headers are added after the app's: set before, Node would let a `Set-Cookie` the app passes
- * replace the session's (logging the user out) and the app's `Cache-Control` replace `no-store`.
- * Node merges passed headers into ones already set with `setHeader` (later pairs replace earlier
- * ones); with none set, it writes every pair it is given, duplicates included, which
- * `appendHeader` keeps. Anything it would refuse is left in the call for it to refuse.
+ * The arguments for Node's `writeHead` that send the app's `writeHead(status, [reason],
+ * [headers])` with the session's headers added. The session's come after the app's: a
+ * `Set-Cookie` the app passes adds to the session's (set before, Node would let it replace the
+ * session's and log the user out), and `no-store` replaces the app's `Cache-Control`.
+ *
+ * With headers already set (`setHeader`, as Express always has), Node merges the passed ones
+ * into them, later pairs replacing earlier ones: they are applied so, the session's appended,
+ * and Node is called with the status alone. With none set (a bare `node:http` handler passing
+ * all its headers to `writeHead`), Node writes the list it is given as it is, every pair kept,
+ * without building its per-header table: the session's headers join that list instead of
+ * going through `setHeader`, one entry per name with all its values. Anything Node refuses is
+ * left in the call for it to refuse.
  */
-function applyWriteHeadHeaders(res: ServerResponse, args: unknown[]): unknown[] {
+function writeHeadArgs(res: ServerResponse, args: unknown[], session: SessionHeaders): unknown[] {
   const reason = typeof args[1] === 'string';
   const given = reason ? args[2] : args[1];
-  if (given === undefined || given === null) return args;
+  const pairs = headerPairs(given);
+  if (pairs === null) return args;
   const status = reason ? [args[0], args[1]] : [args[0]];
-  const merge = res.getHeaderNames().length > 0;
-  if (Array.isArray(given)) {
-    if (given.length > 0 && Array.isArray(given[0])) {
-      // Pairs ([[name, value], …]): Node writes them as given when nothing was set before.
-      if (merge) return args;
-      for (const pair of given as unknown[][]) res.appendHeader(String(pair[0]), pair[1] as string);
-      return status;
-    }
-    if (given.length % 2 !== 0) return args;
-    for (let i = 0; i < given.length; i += 2) {
-      const name = given[i] as string;
-      if (!name) continue;
-      if (merge) res.setHeader(name, given[i + 1] as string);
-      else res.appendHeader(name, given[i + 1] as string);
-    }
+  if (res.getHeaderNames().length > 0) {
+    for (const [name, value] of pairs) res.setHeader(name, value as string | number | readonly string[]);
+    appendHeader(res, 'Set-Cookie', session.setCookie);
+    res.setHeader('Cache-Control', session.cacheControl);
+    if (session.registration) res.setHeader(REGISTRATION_HEADER, session.registration);
     return status;
   }
-  if (typeof given !== 'object') return args;
-  for (const name of Object.keys(given)) {
-    if (!name) continue;
-    const value = (given as Record<string, string | string[]>)[name]!;
-    if (merge) res.setHeader(name, value);
-    else res.appendHeader(name, value);
+  // One list for Node to write as it is. Only the names the session sets are looked at (by
+  // length first: lower-casing every name would allocate on every response).
+  const flat: unknown[] = [];
+  let cookies: unknown[] | undefined;
+  for (const [name, value] of pairs) {
+    const own = SESSION_NAME_LENGTHS.has(name.length) ? name.toLowerCase() : '';
+    if (own === 'set-cookie') {
+      cookies ??= [];
+      if (Array.isArray(value)) cookies.push(...value);
+      else cookies.push(value);
+    } else if (own !== 'cache-control' && own !== REGISTRATION_NAME) flat.push(name, value);
   }
+  // The app's cookies and the session's as one entry: written line by line either way.
+  flat.push('Set-Cookie', cookies ? [...cookies, session.setCookie] : session.setCookie);
+  flat.push('Cache-Control', session.cacheControl);
+  if (session.registration) flat.push(REGISTRATION_HEADER, session.registration);
+  status.push(flat);
   return status;
+}
+
+const REGISTRATION_NAME = REGISTRATION_HEADER.toLowerCase();
+/** Lengths of the header names the session sets (`set-cookie`, `cache-control`, the registration). */
+const SESSION_NAME_LENGTHS = new Set(['set-cookie'.length, 'cache-control'.length, REGISTRATION_NAME.length]);
+
+/**
+ * The `[name, value]` pairs of `writeHead`'s headers argument (an object, a flat
+ * `[name, value, …]` list or a list of pairs), empty names skipped as Node skips them; null
+ * for a shape Node refuses (an odd-length list, a primitive).
+ */
+function headerPairs(given: unknown): Array<[string, unknown]> | null {
+  if (given === undefined || given === null) return [];
+  const pairs: Array<[string, unknown]> = [];
+  if (Array.isArray(given)) {
+    if (given.length > 0 && Array.isArray(given[0])) {
+      for (const pair of given as unknown[][]) pairs.push([String(pair[0]), pair[1]]);
+      return pairs;
+    }
+    if (given.length % 2 !== 0) return null;
+    for (let i = 0; i < given.length; i += 2) if (given[i]) pairs.push([String(given[i]), given[i + 1]]);
+    return pairs;
+  }
+  if (typeof given !== 'object') return null;
+  for (const name of Object.keys(given))
+    if (name) pairs.push([name, (given as Record<string, unknown>)[name]]);
+  return pairs;
 }
 
 type Chunks = Array<{ end: boolean; args: unknown[] }>;
@@ -102,8 +137,8 @@ class ResponseHold {
 
   /**
    * The patched writeHead: add the cookie (decided once) to headers about to leave. Returns the
-   * arguments for Node's writeHead: the app's own, or, when the session adds headers, the status
-   * (and reason) alone, the app's headers having been applied first (see {@link applyWriteHeadHeaders}).
+   * arguments for Node's writeHead: the app's own, or with the session's headers added (see
+   * {@link writeHeadArgs}).
    */
   onWriteHead(res: ServerResponse, args: unknown[]): unknown[] {
     if (this.abandoned || res.headersSent) return args;
@@ -117,12 +152,7 @@ class ResponseHold {
       this.headers = null;
       process.nextTick(this.next, err);
     }
-    if (!headers) return args;
-    const status = applyWriteHeadHeaders(res, args);
-    appendHeader(res, 'Set-Cookie', headers.setCookie);
-    res.setHeader('Cache-Control', headers.cacheControl);
-    if (headers.registration) res.setHeader(REGISTRATION_HEADER, headers.registration);
-    return status;
+    return headers ? writeHeadArgs(res, args, headers) : args;
   }
 
   restore(): void {
