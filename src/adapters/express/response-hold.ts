@@ -5,7 +5,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { RequestSession } from '../../core/request-session.js';
-import { REGISTRATION_HEADER, sessionHeaders } from '../http.js';
+import { REGISTRATION_HEADER, type SessionHeaders, sessionHeaders } from '../http.js';
 
 type Next = (err?: unknown) => void;
 
@@ -14,8 +14,6 @@ function appendHeader(res: ServerResponse, name: string, value: string): void {
   if (prev === undefined) res.setHeader(name, value);
   else res.setHeader(name, Array.isArray(prev) ? [...prev, value] : [String(prev), value]);
 }
-
-type SessionHeaders = NonNullable<ReturnType<typeof sessionHeaders>>;
 
 /**
  * The arguments for Node's `writeHead` that send the app's `writeHead(status, [reason],
@@ -34,16 +32,24 @@ type SessionHeaders = NonNullable<ReturnType<typeof sessionHeaders>>;
 function writeHeadArgs(res: ServerResponse, args: unknown[], session: SessionHeaders): unknown[] {
   const reason = typeof args[1] === 'string';
   const given = reason ? args[2] : args[1];
-  const pairs = headerPairs(given);
-  if (pairs === null) return args;
-  const status = reason ? [args[0], args[1]] : [args[0]];
+  const none = given === undefined || given === null;
   if (res.getHeaderNames().length > 0) {
-    for (const [name, value] of pairs) res.setHeader(name, value as string | number | readonly string[]);
+    // Express's own `writeHead(status)` (from `res.end()`) passes nothing: the arguments stay.
+    let call = args;
+    if (!none) {
+      const pairs = headerPairs(given);
+      if (pairs === null) return args;
+      for (const [name, value] of pairs) res.setHeader(name, value as string | number | readonly string[]);
+      call = reason ? [args[0], args[1]] : [args[0]];
+    }
     appendHeader(res, 'Set-Cookie', session.setCookie);
     res.setHeader('Cache-Control', session.cacheControl);
     if (session.registration) res.setHeader(REGISTRATION_HEADER, session.registration);
-    return status;
+    return call;
   }
+  const pairs = none ? [] : headerPairs(given);
+  if (pairs === null) return args;
+  const status = reason ? [args[0], args[1]] : [args[0]];
   // One list for Node to write as it is. Only the names the session sets are looked at (by
   // length first: lower-casing every name would allocate on every response).
   const flat: unknown[] = [];
@@ -69,12 +75,11 @@ const REGISTRATION_NAME = REGISTRATION_HEADER.toLowerCase();
 const SESSION_NAME_LENGTHS = new Set(['set-cookie'.length, 'cache-control'.length, REGISTRATION_NAME.length]);
 
 /**
- * The `[name, value]` pairs of `writeHead`'s headers argument (an object, a flat
+ * The `[name, value]` pairs of `writeHead`'s headers argument when given (an object, a flat
  * `[name, value, …]` list or a list of pairs), empty names skipped as Node skips them; null
  * for a shape Node refuses (an odd-length list, a primitive).
  */
 function headerPairs(given: unknown): Array<[string, unknown]> | null {
-  if (given === undefined || given === null) return [];
   const pairs: Array<[string, unknown]> = [];
   if (Array.isArray(given)) {
     if (given.length > 0 && Array.isArray(given[0])) {
@@ -85,7 +90,7 @@ function headerPairs(given: unknown): Array<[string, unknown]> | null {
     for (let i = 0; i < given.length; i += 2) if (given[i]) pairs.push([String(given[i]), given[i + 1]]);
     return pairs;
   }
-  if (typeof given !== 'object') return null;
+  if (typeof given !== 'object' || given === null) return null;
   for (const name of Object.keys(given))
     if (name) pairs.push([name, (given as Record<string, unknown>)[name]]);
   return pairs;
