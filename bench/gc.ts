@@ -15,10 +15,9 @@
  *
  * Each run is a fresh server process (the decisions are made once per process).
  */
-import type { Framework, Layer } from './apps/common.js';
-import { startServer } from './lib/child.js';
 import { Admin } from './lib/db.js';
-import { login, request } from './lib/http.js';
+import { request } from './lib/http.js';
+import { needsDatabase, parseConfig, withWarmServer } from './lib/single.js';
 import { runWrk } from './lib/wrk.js';
 
 const dashdash = process.argv.indexOf('--');
@@ -30,10 +29,8 @@ const num = (name: string, fallback: number) =>
 const runs = num('runs', 3);
 const duration = num('duration', 6);
 const heapSample = args.includes('--heap-sample');
-const [framework, layer] = which.split('/') as [Framework, Layer];
-const needsDb = layer === 'incumbent' || layer === 'pgsession';
 const url = process.env.DATABASE_URL;
-if (needsDb && !url)
+if (needsDatabase(parseConfig(which).layer) && !url)
   throw new Error('bench/gc.ts: set DATABASE_URL (the embedded PostgreSQL is not started here)');
 
 /** Totals of V8's `--trace-gc-nvp` lines (`gc=s` scavenge, `gc=mc`/`mmc` full GC). */
@@ -46,6 +43,13 @@ interface Window {
   allocatedPerScavenge: number[];
 }
 
+/** The `--trace-gc-nvp` fields read, as `name=value`. */
+const FIELDS = {
+  allocated: / allocated=([0-9.]+)/,
+  promoted: / promoted=([0-9.]+)/,
+  pause: / pause=([0-9.]+)/,
+};
+
 function summarize(lines: readonly string[]): Window {
   const w: Window = {
     scavenges: 0,
@@ -57,7 +61,7 @@ function summarize(lines: readonly string[]): Window {
   for (const line of lines) {
     const gc = / gc=(\w+) /.exec(line)?.[1];
     if (gc === undefined) continue;
-    const field = (name: string) => Number(new RegExp(` ${name}=([0-9.]+)`).exec(line)?.[1] ?? 0);
+    const field = (name: keyof typeof FIELDS) => Number(FIELDS[name].exec(line)?.[1] ?? 0);
     if (gc === 's') {
       w.scavenges++;
       w.allocatedPerScavenge.push(field('allocated'));
@@ -99,28 +103,21 @@ function topStacks(profile: { head: ProfileNode; samples: { size: number; nodeId
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
 const admin = url ? await Admin.connect(url) : undefined;
 for (let run = 1; run <= runs; run++) {
-  const db = needsDb ? await admin!.createDatabase(`gc_${framework}_${layer}`) : undefined;
   let buffered = '';
   let window: string[] | undefined;
   /** Pretenuring decisions over the whole process (most are made as the load starts). */
   let tenured = 0;
-  const server = await startServer(
-    { framework, layer, databaseUrl: db?.url },
-    {
-      nodeFlags: ['--trace-gc-nvp', '--trace-pretenuring-statistics', ...extraFlags],
-      onStdout: (text) => {
-        buffered += text;
-        const lines = buffered.split('\n');
-        buffered = lines.pop() ?? '';
-        for (const line of lines) if (/=> tenure$/.test(line)) tenured++;
-        window?.push(...lines);
-      },
+  const options = {
+    nodeFlags: ['--trace-gc-nvp', '--trace-pretenuring-statistics', ...extraFlags],
+    onStdout: (text: string) => {
+      buffered += text;
+      const lines = buffered.split('\n');
+      buffered = lines.pop() ?? '';
+      for (const line of lines) if (/=> tenure$/.test(line)) tenured++;
+      window?.push(...lines);
     },
-  );
-  try {
-    const cookie = layer === 'ceiling' ? 'connect.sid=none' : await login(server.url);
-    const target = `${server.url}/dashboard`;
-    await runWrk({ url: target, cookies: [cookie], connections: 50, durationSec: 2 });
+  };
+  await withWarmServer(which, admin, options, async ({ server, target, cookie }) => {
     const before = await server.stats();
     window = [];
     if (heapSample) await request(`${server.url}/__heap-sample/start`, { method: 'POST' });
@@ -143,10 +140,7 @@ for (let run = 1; run <= runs; run++) {
       console.log(`  reached old space during the window, by allocation stack (${which}, run ${run}):`);
       for (const line of topStacks(JSON.parse(sampled.body))) console.log(line);
     }
-  } finally {
-    await server.stop();
-    if (db) await admin!.dropDatabase(db.name);
-  }
+  });
 }
 await admin?.close();
 process.exit(0);

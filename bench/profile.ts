@@ -14,10 +14,8 @@ import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type Framework, type Layer, withoutSessions } from './apps/common.js';
-import { startServer } from './lib/child.js';
 import { Admin } from './lib/db.js';
-import { login } from './lib/http.js';
+import { needsDatabase, parseConfig, withWarmServer } from './lib/single.js';
 import { runWrk } from './lib/wrk.js';
 
 interface Node {
@@ -28,30 +26,24 @@ interface Node {
 const args = process.argv.slice(2);
 const which = args.find((a) => !a.startsWith('--')) ?? 'express/pgsession';
 const duration = Number(args.find((a) => a.startsWith('--duration='))?.slice(11) ?? 10);
-const [framework, layer] = which.split('/') as [Framework, Layer];
+const { layer } = parseConfig(which);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const dir = path.join(tmpdir(), `pgsession-profile-${which.replace('/', '-')}`);
 rmSync(dir, { recursive: true, force: true });
 mkdirSync(dir, { recursive: true });
 process.env.BENCH_CPU_PROF = dir;
 
-const needsDb = layer === 'incumbent' || layer === 'pgsession';
 const url = process.env.DATABASE_URL;
-if (needsDb && !url) throw new Error('bench/profile.ts: set DATABASE_URL');
-const admin = needsDb ? await Admin.connect(url!) : undefined;
-const db = admin ? await admin.createDatabase(`profile_${framework}_${layer}`) : undefined;
-const server = await startServer({ framework, layer, databaseUrl: db?.url });
+if (needsDatabase(layer) && !url) throw new Error('bench/profile.ts: set DATABASE_URL');
+const admin = needsDatabase(layer) ? await Admin.connect(url!) : undefined;
 try {
-  const cookie = withoutSessions(layer) ? 'connect.sid=none' : await login(server.url);
-  const target = `${server.url}/dashboard`;
-  await runWrk({ url: target, cookies: [cookie], connections: 50, durationSec: 2 });
-  const r = await runWrk({ url: target, cookies: [cookie], connections: 50, durationSec: duration });
+  const r = await withWarmServer(which, admin, {}, ({ target, cookie }) =>
+    runWrk({ url: target, cookies: [cookie], connections: 50, durationSec: duration }),
+  );
   process.stdout.write(
     `${which}: ${Math.round(r.rps)} req/s under the profiler, p99 ${r.p99.toFixed(2)} ms\n`,
   );
 } finally {
-  await server.stop();
-  if (db) await admin?.dropDatabase(db.name);
   await admin?.close();
 }
 

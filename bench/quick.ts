@@ -7,10 +7,8 @@
  *
  *   DATABASE_URL=… npx tsx bench/quick.ts http/pgsession,http/floor --rounds=3 --duration=4
  */
-import { type Framework, type Layer, withoutSessions } from './apps/common.js';
-import { startServer } from './lib/child.js';
 import { Admin } from './lib/db.js';
-import { login } from './lib/http.js';
+import { withWarmServer } from './lib/single.js';
 import { runWrk } from './lib/wrk.js';
 
 const args = process.argv.slice(2);
@@ -27,21 +25,11 @@ const admin = await Admin.connect(url);
 const res: Record<string, { rps: number; p99: number }[]> = {};
 for (let r = 0; r < rounds; r++) {
   for (const which of r % 2 ? [...configs].reverse() : configs) {
-    const [framework, layer] = which.split('/') as [Framework, Layer];
-    const needsDb = layer === 'incumbent' || layer === 'pgsession';
-    const db = needsDb ? await admin.createDatabase(`quick_${framework}_${layer}`) : undefined;
-    const server = await startServer({ framework, layer, databaseUrl: db?.url });
-    try {
-      const cookie = withoutSessions(layer) ? 'connect.sid=none' : await login(server.url);
-      const url = `${server.url}/dashboard`;
-      await runWrk({ url, cookies: [cookie], connections: 50, durationSec: 2 });
-      const w = await runWrk({ url, cookies: [cookie], connections: 50, durationSec: duration });
-      res[which] = [...(res[which] ?? []), { rps: w.rps, p99: w.p99 }];
-      console.log(`round ${r + 1} ${which.padEnd(22)} ${Math.round(w.rps)} req/s p99 ${w.p99.toFixed(2)} ms`);
-    } finally {
-      await server.stop();
-      if (db) await admin.dropDatabase(db.name);
-    }
+    const w = await withWarmServer(which, admin, {}, ({ target, cookie }) =>
+      runWrk({ url: target, cookies: [cookie], connections: 50, durationSec: duration }),
+    );
+    res[which] = [...(res[which] ?? []), { rps: w.rps, p99: w.p99 }];
+    console.log(`round ${r + 1} ${which.padEnd(22)} ${Math.round(w.rps)} req/s p99 ${w.p99.toFixed(2)} ms`);
   }
 }
 await admin.close();

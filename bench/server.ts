@@ -204,7 +204,8 @@ async function instrumentation(req: IncomingMessage, res: ServerResponse): Promi
     return send(res, 200, { memory: memory(), cache: cacheActive ? engineStore?.stats?.() : null });
   }
   if (route === 'POST /__heap-sample/start') {
-    heapSampler ??= new InspectorSession();
+    if (heapSampler) return send(res, 409, { error: 'already sampling' });
+    heapSampler = new InspectorSession();
     heapSampler.connect();
     await post(heapSampler, 'HeapProfiler.startSampling', {
       samplingInterval: 1024,
